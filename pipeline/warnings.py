@@ -1,0 +1,20 @@
+"""Warnings in a hierarchy users can turn into errors or silence as a group.
+
+    import warnings
+    from pipeline.warnings import SitsflowWarning
+    warnings.simplefilter("error", SitsflowWarning)   # strict: every warning stops the run
+"""
+
+from __future__ import annotations
+
+
+class SitsflowWarning(UserWarning):
+    """Base class of every warning sitsflow emits."""
+
+
+class DataQualityWarning(SitsflowWarning):
+    """Input data are usable but poorer than the run asks for (few valid dates, small classes...)."""
+
+
+class SamplingWarning(SitsflowWarning):
+    """A sampling or split rule could not be applied as asked and was relaxed (the message says how)."""

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import ManifestError
 
-API_VERSION = "sitsflow.dev/v1alpha1"
-KIND = "SitsRun"
+API_VERSION: Literal["sitsflow.dev/v1alpha1"] = "sitsflow.dev/v1alpha1"
+KIND: Literal["SitsRun"] = "SitsRun"
 
 _NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _IDENT = r"^[a-z][a-z0-9_]*$"
@@ -46,7 +46,7 @@ class CatalogSpec(_Strict):
 
     kind: Literal["static"] = Field(
         "static",
-        description="Catalog type. 'static': a static STAC catalog or collection (JSON file or URL).",
+        description="Catalog type. 'static': a static STAC catalog or collection (file or URL).",
     )
     url: str = Field(
         description="Path or URL of the catalog.json / collection.json "
@@ -85,7 +85,7 @@ class MaskSpec(_Strict):
     def _has_rule(self) -> MaskSpec:
         if not self.invalid_values and not self.invalid_bits:
             raise ValueError(
-                "a mask needs a rule: set invalid_values (e.g. [1]) or invalid_bits (e.g. [0, 3])"
+                "a mask needs a rule; set invalid_values (e.g. [1]) or invalid_bits (e.g. [0, 3])"
             )
         return self
 
@@ -114,7 +114,8 @@ class SensorSpec(_Strict):
         for name in bands:
             if not re.match(_IDENT, name):
                 raise ValueError(
-                    f"band name {name!r} must be a lowercase id (letters, digits, _), e.g. 'ndvi'"
+                    f"band name {name!r} is not a lowercase id (letters, digits, _); "
+                    "rename it, e.g. 'ndvi'"
                 )
         return bands
 
@@ -149,14 +150,15 @@ class AreaSpec(_Strict):
         given = [self.crs is not None, self.resolution is not None, self.bbox is not None]
         if any(given) and not all(given):
             raise ValueError(
-                "set crs, resolution and bbox together, or none of them to use the items' native grid"
+                "crs, resolution and bbox go together; set all three, or none of them to "
+                "use the items' native grid"
             )
         if self.bbox is not None:
             left, bottom, right, top = self.bbox
             if right <= left or top <= bottom:
                 raise ValueError(
-                    f"bbox {list(self.bbox)} is empty: it must be [left, bottom, right, top] "
-                    "with right > left and top > bottom"
+                    f"bbox {list(self.bbox)} is empty (right must exceed left and top bottom); "
+                    "give it as [left, bottom, right, top]"
                 )
         if self.crs is not None:
             from pyproj import CRS
@@ -267,20 +269,20 @@ class RunSpec(_Strict):
     )
     period: PeriodSpec
     sensors: list[SensorSpec] = Field(min_length=1)
-    area: AreaSpec = Field(default_factory=AreaSpec)  # type: ignore[arg-type]
+    area: AreaSpec = Field(default_factory=AreaSpec)
     features: FeaturesSpec = Field(default_factory=FeaturesSpec)
     reference: ReferenceSpec
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)  # type: ignore[arg-type]
-    model: ModelSpec = Field(default_factory=ModelSpec)  # type: ignore[arg-type]
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
     outputs: OutputsSpec
-    compute: ComputeSpec = Field(default_factory=ComputeSpec)  # type: ignore[arg-type]
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
         names = [s.name for s in self.sensors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"sensor names must be unique; {dupes} appear more than once")
+            raise ValueError(f"sensor names {dupes} appear more than once; give each a unique name")
         needs = {"ndvi": ("red", "nir"), "ndwi": ("green", "nir"), "brightness": ()}
         for index in self.features.indices:
             for sensor in self.sensors:
@@ -376,7 +378,9 @@ def _resolve_paths(manifest: RunManifest, base_dir: Path) -> RunManifest:
     spec = manifest.spec
     sensors = [
         s.model_copy(
-            update={"catalog": s.catalog.model_copy(update={"url": _resolve(s.catalog.url, base_dir)})}
+            update={
+                "catalog": s.catalog.model_copy(update={"url": _resolve(s.catalog.url, base_dir)})
+            }
         )
         for s in spec.sensors
     ]
@@ -407,21 +411,36 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
-    """The field names allowed at the mapping that contains ``loc``'s last key."""
-    current: Any = model
+def _model_at(loc: Sequence[int | str]) -> Any:
+    """The pydantic model that holds the key at the end of ``loc`` (None when unknown)."""
+    current: Any = RunManifest
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
+            return None
         info = current.model_fields.get(part)
         if info is None:
-            return []
+            return None
         current = _model_of(info.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+        return current
+    return None
+
+
+def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
+
+
+def _description(loc: Sequence[int | str]) -> str | None:
+    """The field's documentation, to show what a good value looks like."""
+    keys = [p for p in loc if isinstance(p, str)]
+    model = _model_at([p for p in loc if not isinstance(p, int)])
+    if model is None or not keys:
+        return None
+    info = model.model_fields.get(keys[-1])
+    return info.description if info is not None else None
 
 
 def _model_of(annotation: Any) -> Any:
@@ -438,7 +457,7 @@ def _fix_for(err: Any, loc: Sequence[int | str]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(RunManifest, loc)
+        allowed = _allowed_keys(loc)
         key = str(loc[-1]) if loc else ""
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -448,8 +467,14 @@ def _fix_for(err: Any, loc: Sequence[int | str]) -> str:
     if kind == "literal_error":
         return f"use one of {ctx.get('expected')}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return "use a value in the allowed range"
+        described = _description(loc)
+        return "use a value in the allowed range" + (
+            f" ({described.rstrip('.')})" if described else ""
+        )
     if kind == "string_pattern_mismatch":
+        described = _description(loc)
+        if described:
+            return f"give a value as described: {described.rstrip('.')}"
         return f"use a value matching {ctx.get('pattern')}"
     if kind.startswith(("int_", "float_", "bool_", "date_", "string_type", "dict_", "list_")):
         return "give a value of the expected type"
@@ -465,8 +490,12 @@ def _explain(exc: ValidationError, data: Any, source: str) -> str:
         path = _field_path(loc)
         msg = err["msg"]
         if err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-            lines.append(f"  - {path}: {msg}.")
+            # Our validators phrase their messages as "<problem>; <fix>".
+            problem, _, fix = msg.removeprefix("Value error, ").rpartition("; ")
+            if problem:
+                lines.append(f"  - {path}: {problem}. Fix: {fix}.")
+            else:
+                lines.append(f"  - {path}: {fix}.")
             continue
         got = ""
         if err["type"] != "missing":

@@ -110,7 +110,8 @@ class Window:
         return self.height * self.width
 
     def __str__(self) -> str:
-        return f"rows {self.row_off}:{self.row_off + self.height}, cols {self.col_off}:{self.col_off + self.width}"
+        rows = f"{self.row_off}:{self.row_off + self.height}"
+        return f"rows {rows}, cols {self.col_off}:{self.col_off + self.width}"
 
 
 @dataclass(frozen=True)

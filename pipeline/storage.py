@@ -33,7 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        tmp.replace(path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

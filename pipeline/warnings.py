@@ -1,8 +1,8 @@
 """Warnings in a hierarchy users can turn into errors or silence as a group.
 
-    import warnings
-    from pipeline.warnings import SitsflowWarning
-    warnings.simplefilter("error", SitsflowWarning)   # strict: every warning stops the run
+import warnings
+from pipeline.warnings import SitsflowWarning
+warnings.simplefilter("error", SitsflowWarning)   # strict: every warning stops the run
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ class SitsflowWarning(UserWarning):
 
 
 class DataQualityWarning(SitsflowWarning):
-    """Input data are usable but poorer than the run asks for (few valid dates, small classes...)."""
+    """Input data are usable but poorer than asked (few valid dates, small classes...)."""
 
 
 class SamplingWarning(SitsflowWarning):
-    """A sampling or split rule could not be applied as asked and was relaxed (the message says how)."""
+    """A sampling or split rule was relaxed (the message says how)."""

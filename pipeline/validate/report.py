@@ -1,0 +1,577 @@
+"""The accuracy report of a run: metrics.json, two figures and a self-contained HTML page.
+
+``write_report`` renders all four files to temporary names first and renames them into place
+only once every one of them is complete, so a failure anywhere (an unreadable map, a detail
+that is not JSON-serializable, a full disk) leaves ``out_dir`` as it was: no partial files, and
+a previous report, if any, untouched.
+
+Figures are drawn with matplotlib's object API (``Figure`` + ``FigureCanvasAgg``): nothing here
+touches pyplot or the global backend, so importing this module changes nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import pyproj
+import rasterio
+from matplotlib import colormaps
+from matplotlib import colors as mcolors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import ScalarFormatter
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+
+from pipeline.errors import InputDataError
+from pipeline.model import ClassInfo
+from pipeline.storage import atomic_path
+from pipeline.validate.metrics import ClassificationMetrics
+
+__all__ = [
+    "CONFUSION_PNG",
+    "HTML",
+    "METRICS_JSON",
+    "QUICKLOOK_MAX_PIXELS",
+    "QUICKLOOK_PNG",
+    "ReportFiles",
+    "write_report",
+]
+
+METRICS_JSON = "metrics.json"
+HTML = "report.html"
+CONFUSION_PNG = "confusion_matrix.png"
+QUICKLOOK_PNG = "map_quicklook.png"
+
+#: The quicklook reads the maps decimated so that neither side exceeds this many pixels.
+QUICKLOOK_MAX_PIXELS = 2000
+
+_DPI = 120
+_UNKNOWN_COLOR = "#000000"  # map codes that are not in the legend
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportFiles:
+    """Where :func:`write_report` put each file."""
+
+    metrics_json: Path
+    html: Path
+    confusion_png: Path
+    quicklook_png: Path
+
+
+# --------------------------------------------------------------------------------------------
+# legend
+
+
+def _legend_by_code(legend: Sequence[ClassInfo]) -> dict[int, ClassInfo]:
+    by_code: dict[int, ClassInfo] = {}
+    for info in legend:
+        code = int(info.code)
+        if code in by_code:
+            raise InputDataError(
+                f"the legend lists class code {code} twice ({by_code[code].name!r} and "
+                f"{info.name!r})",
+                fix="give each class code one legend entry",
+                field="legend",
+            )
+        try:
+            color = mcolors.to_hex(info.color)
+        except ValueError:
+            raise InputDataError(
+                f"class {code} ({info.name!r}) has colour {info.color!r}, which is not a colour",
+                fix="use a hex colour such as '#1f78b4' or a matplotlib colour name",
+                field="legend",
+            ) from None
+        by_code[code] = ClassInfo(code=code, name=str(info.name), color=color)
+    return by_code
+
+
+def _class_name(code: int, legend: Mapping[int, ClassInfo]) -> str:
+    return legend[code].name if code in legend else f"class {code}"
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def _jsonable(value: Any, where: str = "details") -> Any:
+    """``value`` as plain JSON types: numpy scalars and arrays, dates, paths converted."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.generic):
+        return _jsonable(value.item(), where)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), where)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value), where)
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which cannot be written to metrics.json; "
+        "pass numbers, strings, dates, lists or dicts"
+    )
+
+
+def _metrics_json(
+    metrics: ClassificationMetrics,
+    legend: Mapping[int, ClassInfo],
+    title: str,
+    details: Mapping[str, Any],
+) -> str:
+    document = metrics.to_dict()
+    document["legend"] = {
+        str(code): {"name": info.name, "color": info.color} for code, info in legend.items()
+    }
+    document["details"] = _jsonable(dict(details))
+    document["title"] = title
+    return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# confusion matrix figure
+
+
+def _row_normalized(confusion: np.ndarray) -> np.ndarray:
+    rows = confusion.sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rows > 0, confusion / rows, 0.0)
+
+
+def _render_confusion(
+    path: Path, metrics: ClassificationMetrics, legend: Mapping[int, ClassInfo], title: str
+) -> None:
+    k = len(metrics.classes)
+    names = [_class_name(c, legend) for c in metrics.classes]
+    shares = _row_normalized(metrics.confusion)
+
+    side = min(24.0, max(5.5, 0.55 * k + 3.5))
+    fig = Figure(figsize=(side + 1.2, side), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+    colorbar.set_label("share of the reference class (row-normalized)")
+
+    font = max(5.0, min(10.0, 220.0 / max(k, 1)))
+    for i in range(k):
+        for j in range(k):
+            count = int(metrics.confusion[i, j])
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if shares[i, j] > 0.5 else "black",
+                fontweight="bold" if i == j else "normal",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), names)
+    ax.tick_params(labelsize=max(6.0, min(10.0, 260.0 / max(k, 1))))
+    ax.set_xlabel("map (predicted)")
+    ax.set_ylabel("reference")
+    ax.set_title(
+        f"{title}\nOA = {_fmt(metrics.overall_accuracy)}, κ = {_fmt(metrics.kappa)}, "
+        f"n = {metrics.n_samples}",
+        fontsize=11,
+    )
+    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
+
+
+# --------------------------------------------------------------------------------------------
+# map quicklook
+
+
+def _decimated_shape(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """The read shape that keeps both sides at most ``max_pixels``, with one factor for both."""
+    factor = max(1, math.ceil(max(height, width) / max_pixels))
+    return (max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor)))
+
+
+def _read_band(
+    path: Path, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, Any, tuple[float, float, float, float], float | None]:
+    """Band 1 of ``path`` (decimated, nearest) with its CRS, bounds and nodata value."""
+    try:
+        src_ctx = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputDataError(
+            f"cannot open the raster {str(path)!r} ({exc})",
+            fix="check that the map was written and the path is right",
+        ) from None
+    with src_ctx as src:
+        out_shape = shape or _decimated_shape(src.height, src.width, QUICKLOOK_MAX_PIXELS)
+        data = src.read(1, out_shape=out_shape, resampling=Resampling.nearest)
+        bounds = (src.bounds.left, src.bounds.bottom, src.bounds.right, src.bounds.top)
+        return data, src.crs, bounds, src.nodata
+
+
+def _crs_label(crs: Any) -> str:
+    """``EPSG:32631 — WGS 84 / UTM zone 31N``, or the CRS string when it has no EPSG code."""
+    if crs is None:
+        return "no CRS (pixel coordinates)"
+    epsg = crs.to_epsg()
+    code = f"EPSG:{epsg}" if epsg is not None else str(crs.to_string())
+    try:
+        name = pyproj.CRS.from_wkt(crs.to_wkt()).name
+    except pyproj.exceptions.CRSError:
+        return code
+    return f"{code} — {name}" if name and name != code else code
+
+
+def _axis_labels(crs: Any) -> tuple[str, str]:
+    if crs is None:
+        return ("column", "row")
+    if crs.is_geographic:
+        return ("longitude (°)", "latitude (°)")
+    units = crs.linear_units or ""
+    suffix = f" ({'m' if units in ('metre', 'meter') else units})" if units else ""
+    return (f"x{suffix}", f"y{suffix}")
+
+
+def _plain_coordinates(ax: Any) -> None:
+    for axis in (ax.xaxis, ax.yaxis):
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+        axis.set_major_formatter(formatter)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.tick_params(labelsize=8)
+
+
+def _confidence_percent(data: np.ndarray, nodata: float | None) -> np.ma.MaskedArray:
+    """Confidence in percent: integer maps are 0-100 already, float maps 0-1 are scaled."""
+    values = data.astype(np.float64)
+    invalid = ~np.isfinite(values)
+    if nodata is not None and not math.isnan(nodata):
+        invalid |= data == nodata
+    elif nodata is not None:
+        invalid |= np.isnan(values)
+    if data.dtype.kind == "f":
+        valid = values[~invalid]
+        # A float map holds 0-1 probabilities; one that goes above 1 was written in percent.
+        if valid.size == 0 or float(valid.max()) <= 1.0 + 1e-6:
+            values = values * 100.0
+    return np.ma.masked_array(values, mask=invalid)
+
+
+def _render_quicklook(
+    path: Path,
+    label_map: Path,
+    confidence_map: Path | None,
+    legend: Mapping[int, ClassInfo],
+    title: str,
+) -> None:
+    labels, crs, bounds, nodata = _read_band(label_map)
+    left, bottom, right, top = bounds
+    extent = (left, right, bottom, top)
+
+    mask = np.zeros(labels.shape, dtype=bool)
+    if nodata is not None:
+        mask = np.isnan(labels) if math.isnan(nodata) else labels == nodata
+    unknown = [int(c) for c in np.unique(labels[~mask]) if int(c) not in legend]
+
+    codes = sorted(legend)
+    colours = [legend[c].color for c in codes]
+    index = np.full(labels.shape, len(codes), dtype=np.int32)  # unknown codes -> last colour
+    for i, code in enumerate(codes):
+        index[labels == code] = i
+    # nodata: transparent, on a white figure
+    cmap = mcolors.ListedColormap([*colours, _UNKNOWN_COLOR]).with_extremes(
+        bad=(1.0, 1.0, 1.0, 0.0)
+    )
+    shown = np.ma.masked_array(index, mask=mask)
+
+    panels = 2 if confidence_map is not None else 1
+    # Size the figure to the map's aspect ratio so the panels fill it.
+    map_width = abs(right - left) or 1.0
+    map_height = abs(top - bottom) or 1.0
+    panel_width = 6.5
+    panel_height = min(9.0, max(2.5, panel_width * map_height / map_width))
+    fig = Figure(
+        figsize=(panel_width * panels + 0.6, panel_height + 2.8),
+        dpi=_DPI,
+        layout="constrained",
+        facecolor="white",
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    xlabel, ylabel = _axis_labels(crs)
+
+    ax = axes[0]
+    ax.imshow(
+        shown,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(codes) + 0.5,
+        extent=extent,
+        interpolation="nearest",
+    )
+    ax.set_title("land-cover map", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _plain_coordinates(ax)
+
+    handles = [
+        Patch(facecolor=legend[c].color, edgecolor="0.3", label=f"{c} {legend[c].name}")
+        for c in codes
+    ]
+    if unknown:
+        handles.append(
+            Patch(
+                facecolor=_UNKNOWN_COLOR,
+                edgecolor="0.3",
+                label=f"not in legend: {', '.join(map(str, unknown[:10]))}",
+            )
+        )
+    if nodata is not None:
+        handles.append(Patch(facecolor="white", edgecolor="0.3", label=f"no data ({nodata:g})"))
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(4, max(1, len(handles))),
+        fontsize=8,
+        frameon=False,
+    )
+
+    if confidence_map is not None:
+        conf_data, _, conf_bounds, conf_nodata = _read_band(confidence_map)
+        confidence = _confidence_percent(conf_data, conf_nodata)
+        if confidence.shape == mask.shape:
+            confidence = np.ma.masked_array(confidence, mask=confidence.mask | mask)
+        c_left, c_bottom, c_right, c_top = conf_bounds
+        cax = axes[1]
+        conf_cmap = colormaps["viridis"].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
+        image = cax.imshow(
+            confidence,
+            cmap=conf_cmap,
+            vmin=0.0,
+            vmax=100.0,
+            extent=(c_left, c_right, c_bottom, c_top),
+            interpolation="nearest",
+        )
+        colorbar = fig.colorbar(image, ax=cax, orientation="horizontal", fraction=0.05, aspect=40)
+        colorbar.set_label("confidence (%)")
+        cax.set_title("confidence", fontsize=10)
+        cax.set_xlabel(xlabel)
+        cax.set_ylabel(ylabel)
+        _plain_coordinates(cax)
+
+    fig.suptitle(f"{title}\n{_crs_label(crs)}", fontsize=11)
+    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f" ({100.0 * value:.2f} %)"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f3f3f3; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.diag { background: #dbe9f6; font-weight: bold; }
+td.total, th.total { background: #f8f8f8; }
+.summary { display: flex; gap: 1.2em; flex-wrap: wrap; margin: 0.8em 0; }
+.score { border: 1px solid #ccc; border-radius: 6px; padding: 0.5em 1em; min-width: 9em; }
+.score .label { font-size: 0.85em; color: #555; }
+.score .value { font-size: 1.5em; font-weight: bold; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555;
+          vertical-align: middle; margin-right: 0.3em; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _detail_value(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return "n/a" if value is None else str(value)
+
+
+def _render_html(
+    metrics: ClassificationMetrics,
+    legend: Mapping[int, ClassInfo],
+    title: str,
+    details: Mapping[str, Any],
+) -> str:
+    classes = metrics.classes
+    names = {c: _class_name(c, legend) for c in classes}
+    out: list[str] = []
+    add = out.append
+    add("<!DOCTYPE html>")
+    add('<html lang="en">')
+    add('<head><meta charset="utf-8">')
+    add('<meta name="viewport" content="width=device-width, initial-scale=1">')
+    add(f"<title>{_e(title)}</title>")
+    add(f"<style>{_CSS}</style></head>")
+    add("<body>")
+    add(f"<h1>{_e(title)}</h1>")
+    add('<p class="note">Accuracy report written by sitsflow.</p>')
+
+    add("<h2>Run</h2>")
+    if details:
+        add("<table>")
+        for key in sorted(details):
+            add(f"<tr><th>{_e(key)}</th><td>{_e(_detail_value(details[key]))}</td></tr>")
+        add("</table>")
+    else:
+        add('<p class="note">No details given.</p>')
+
+    add("<h2>Overall</h2>")
+    add('<div class="summary">')
+    for label, value, extra in (
+        ("Overall accuracy", metrics.overall_accuracy, _pct(metrics.overall_accuracy)),
+        ("Cohen's kappa", metrics.kappa, ""),
+        ("Macro F1", metrics.macro_f1, ""),
+    ):
+        add(
+            f'<div class="score"><div class="label">{_e(label)}</div>'
+            f'<div class="value">{_e(_fmt(value))}</div>'
+            f'<div class="label">{_e(extra.strip())}</div></div>'
+        )
+    add(
+        f'<div class="score"><div class="label">Validation samples</div>'
+        f'<div class="value">{metrics.n_samples}</div></div>'
+    )
+    add("</div>")
+
+    add("<h2>Per class</h2>")
+    add("<table>")
+    add(
+        "<tr><th>code</th><th>class</th><th>support (reference)</th>"
+        "<th>precision (user's accuracy)</th><th>recall (producer's accuracy)</th>"
+        "<th>F1</th></tr>"
+    )
+    for c in classes:
+        colour = legend[c].color if c in legend else "#ffffff"
+        add(
+            f'<tr><td class="num">{c}</td>'
+            f'<td><span class="swatch" style="background:{_e(colour)}"></span>{_e(names[c])}</td>'
+            f'<td class="num">{metrics.support[c]}</td>'
+            f'<td class="num">{_e(_fmt(metrics.precision[c]))}</td>'
+            f'<td class="num">{_e(_fmt(metrics.recall[c]))}</td>'
+            f'<td class="num">{_e(_fmt(metrics.f1[c]))}</td></tr>'
+        )
+    add("</table>")
+    add(
+        '<p class="note">n/a: undefined — precision of a class the map never predicts, recall of '
+        "a class absent from the reference. Macro F1 averages the defined F1 scores.</p>"
+    )
+
+    add("<h2>Confusion matrix</h2>")
+    add('<p class="note">Rows: reference; columns: map. Counts of validation samples.</p>')
+    add("<table>")
+    header = "".join(f"<th>{_e(names[c])}</th>" for c in classes)
+    add(f'<tr><th>reference \\ map</th>{header}<th class="total">total</th></tr>')
+    col_totals = metrics.confusion.sum(axis=0)
+    for i, c in enumerate(classes):
+        cells = "".join(
+            f'<td class="num{" diag" if i == j else ""}">{int(metrics.confusion[i, j])}</td>'
+            for j in range(len(classes))
+        )
+        total = int(metrics.confusion[i].sum())
+        add(f'<tr><th>{_e(names[c])}</th>{cells}<td class="num total">{total}</td></tr>')
+    totals = "".join(f'<td class="num total">{int(t)}</td>' for t in col_totals)
+    add(
+        f'<tr><th class="total">total</th>{totals}'
+        f'<td class="num total">{metrics.n_samples}</td></tr>'
+    )
+    add("</table>")
+    add(f'<p><img src="{CONFUSION_PNG}" alt="confusion matrix"></p>')
+
+    add("<h2>Map</h2>")
+    add(f'<p><img src="{QUICKLOOK_PNG}" alt="quicklook of the land-cover map"></p>')
+    add("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(
+    out_dir: Path,
+    metrics: ClassificationMetrics,
+    legend: Sequence[ClassInfo],
+    label_map: Path,
+    confidence_map: Path | None,
+    *,
+    title: str,
+    details: Mapping[str, Any],
+) -> ReportFiles:
+    """Write metrics.json, confusion_matrix.png, map_quicklook.png and report.html to ``out_dir``.
+
+    ``legend`` names and colours the classes (codes of ``metrics`` missing from it are shown as
+    "class <code>"). ``label_map`` is the single-band label GeoTIFF/COG, whose nodata value
+    marks unmapped pixels; ``confidence_map`` (optional) is 0-100 integers or 0-1 floats.
+    ``details`` is free run information for the JSON and the page; numpy scalars and arrays,
+    dates and paths are converted, anything else that JSON cannot hold raises ``TypeError``.
+
+    All four files are complete before any of them is renamed into place, so a failure leaves
+    ``out_dir`` without partial files (and a previous report there unchanged).
+    """
+    out_dir = Path(out_dir)
+    label_map = Path(label_map)
+    confidence_map = Path(confidence_map) if confidence_map is not None else None
+    by_code = _legend_by_code(legend)
+    files = ReportFiles(
+        metrics_json=out_dir / METRICS_JSON,
+        html=out_dir / HTML,
+        confusion_png=out_dir / CONFUSION_PNG,
+        quicklook_png=out_dir / QUICKLOOK_PNG,
+    )
+    # Cheap, failure-prone work first, before anything touches out_dir.
+    json_text = _metrics_json(metrics, by_code, title, details)
+    html_text = _render_html(metrics, by_code, title, _jsonable(dict(details)))
+
+    with contextlib.ExitStack() as stack:
+        # Entered first, renamed last: the page appears only once its images are in place.
+        html_tmp = stack.enter_context(atomic_path(files.html))
+        json_tmp = stack.enter_context(atomic_path(files.metrics_json))
+        confusion_tmp = stack.enter_context(atomic_path(files.confusion_png))
+        quicklook_tmp = stack.enter_context(atomic_path(files.quicklook_png))
+        _render_confusion(confusion_tmp, metrics, by_code, title)
+        _render_quicklook(quicklook_tmp, label_map, confidence_map, by_code, title)
+        json_tmp.write_text(json_text, encoding="utf-8")
+        html_tmp.write_text(html_text, encoding="utf-8")
+        # Leaving the block renames the four temporaries into place; an exception anywhere
+        # above removes them all instead.
+    return files

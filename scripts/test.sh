@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's one test entry point (README command 2, and CI through .ci/run):
+# lint (ruff), format check, types (mypy), then the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+echo "== ruff check"; ruff check pipeline tests examples
+echo "== ruff format --check"; ruff format --check pipeline tests examples
+echo "== mypy"; mypy
+echo "== pytest"; pytest "$@"

@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests reach no network: every server a test needs is started on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# Timing deadlines make property tests flaky on loaded 2-core CI machines; speed is measured in
+# bench/, not asserted here.
+settings.register_profile("sitsflow", deadline=None, print_blob=True)
+settings.load_profile("sitsflow")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / "examples" / "slovenia"
+DEMO_MANIFEST = DEMO_DIR / "run.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Refuse connections to anything but the loopback interface."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if (
+            isinstance(host, str)
+            and host not in ("127.0.0.1", "localhost", "::1")
+            and not (host.startswith("127.") or host.startswith("/"))
+        ):
+            raise RuntimeError(f"test tried to reach {address!r}: tests must stay on 127.0.0.1")
+        return real_connect(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield

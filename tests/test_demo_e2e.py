@@ -44,7 +44,7 @@ def _item_grid() -> tuple[str, tuple[float, ...], tuple[int, int]]:
 
 
 def test_console_says_where_outputs_are(demo_run: tuple[Path, str]) -> None:
-    store, output = demo_run
+    _store, output = demo_run
     flat = " ".join(output.split())
     assert "dask dashboard: http://127.0.0.1:" in flat
     for name in ("labels.tif", "confidence.tif", "cube.zarr", "report.html", "metrics.json"):
@@ -83,7 +83,7 @@ def test_cube_opens_with_xarray_and_knows_its_crs_and_dates(demo_run: tuple[Path
     ndvi = cube["s2_ndvi"].values
     assert ndvi.shape == (37, 101, 100)
     assert np.isfinite(ndvi).all()  # every pixel has clear acquisitions in 2017
-    assert -1 <= ndvi.min() and ndvi.max() <= 1
+    assert ndvi.min() >= -1 and ndvi.max() <= 1
     assert int(cube["s2_valid_count"].min()) >= 1
 
 

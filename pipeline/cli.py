@@ -1,7 +1,11 @@
-"""The ``sitsflow`` command line: validate, run, demo, schema.
+"""The ``sitsflow`` command line: validate, run (and --resume), status, demo, schema.
 
-Exit codes: 0 success, 2 bad input (manifest, catalog, reference, outputs: the message says what to
-fix), 1 an unexpected failure (a bug: the traceback is printed).
+Exit codes: 0 success, 2 bad input (manifest, catalog, reference, outputs, cluster settings: the
+one-paragraph message says what to fix), 1 an unexpected failure (a bug: the traceback is
+printed).
+
+Logs: readable text on a terminal, JSON lines when stderr is not a terminal (or with
+``--log-format json``); secrets from the environment never appear in either.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import typer
 from rich.console import Console
 
 from pipeline.errors import SitsflowError
-from pipeline.manifest import RunManifest, json_schema, load_manifest
+from pipeline.manifest import RunManifest, json_schema, load_manifest, with_store
+from pipeline.run.logs import LogFormat, RunLog, bridge_logging, resolve_format
 from pipeline.warnings import SitsflowWarning
 
 app = typer.Typer(
@@ -29,25 +34,59 @@ console = Console(stderr=True)
 
 DEMO_MANIFEST = Path(__file__).resolve().parents[1] / "examples" / "slovenia" / "run.yaml"
 
+_settings: dict[str, Any] = {"log_format": "auto"}
 
-def _fail(exc: SitsflowError) -> None:
-    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+
+@app.callback()
+def _main(
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="SITSFLOW_LOG_FORMAT",
+            help="auto (JSON lines when stderr is not a terminal), json or text.",
+        ),
+    ] = "auto",
+) -> None:
+    if log_format not in ("auto", "json", "text"):
+        raise typer.BadParameter(
+            f"{log_format!r}: use auto, json or text", param_hint="--log-format"
+        )
+    _settings["log_format"] = log_format
+
+
+def _log(run: str | None = None) -> RunLog:
+    fmt: LogFormat = _settings["log_format"]
+    log = RunLog(resolve_format(fmt), console=Console(stderr=True), run=run)
+    bridge_logging(log)
+    return log
+
+
+def _fail(log: RunLog, exc: SitsflowError) -> None:
+    text = str(exc)
+    log.error(text if not log.json else f"error: {text}")
     raise typer.Exit(code=2)
 
 
-def _show_warning(message: Any, category: Any, *_args: Any, **_kwargs: Any) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+def _route_warnings(log: RunLog) -> None:
+    def show(message: Any, category: Any, *_args: Any, **_kwargs: Any) -> None:
+        log.warning(str(message), category=getattr(category, "__name__", str(category)))
+
+    warnings.showwarning = show
+    warnings.simplefilter("default", SitsflowWarning)
 
 
-def _load(path: Path, store: Path | None) -> RunManifest:
+def _load(path: Path, store: str | None) -> RunManifest:
     manifest = load_manifest(path)
     if store is not None:
-        spec = manifest.spec
-        outputs = spec.outputs.model_copy(update={"store": str(store.expanduser().resolve())})
-        manifest = manifest.model_copy(
-            update={"spec": spec.model_copy(update={"outputs": outputs})}
-        )
+        manifest = with_store(manifest, store)
     return manifest
+
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(help="Run store (folder or s3://... URL) instead of spec.outputs.store."),
+]
 
 
 @app.command()
@@ -55,45 +94,118 @@ def validate(
     manifest: Annotated[Path, typer.Argument(help="Run manifest (YAML).")],
 ) -> None:
     """Check a manifest: schema, ranges, consistency. Reads no data and writes nothing."""
+    log = _log()
     try:
         run = load_manifest(manifest)
     except SitsflowError as exc:
-        _fail(exc)
+        _fail(log, exc)
         return
     spec = run.spec
-    console.print(
-        f"[green]ok[/green]: {manifest} is a valid SitsRun '{run.name}' "
-        f"({spec.task}, {len(spec.sensors)} sensor(s), {spec.period.start} .. {spec.period.end}, "
-        f"outputs to {spec.outputs.store})",
-        highlight=False,
+    log.info(
+        f"ok: {manifest} is a valid SitsRun '{run.name}' ({spec.task}, {len(spec.sensors)} "
+        f"sensor(s), {spec.period.start} .. {spec.period.end}, outputs to {spec.outputs.store})",
+        "manifest.valid",
     )
 
 
 @app.command()
 def run(
     manifest: Annotated[Path, typer.Argument(help="Run manifest (YAML).")],
-    store: Annotated[
-        Path | None, typer.Option(help="Write outputs here instead of spec.outputs.store.")
-    ] = None,
+    store: StoreOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in the store: finished units whose inputs did not change are "
+            "kept, the others run.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole chain described by a manifest on a dask cluster."""
-    _run(manifest, store)
+    _run(manifest, store, resume=resume)
+
+
+@app.command()
+def status(
+    manifest: Annotated[Path, typer.Argument(help="Run manifest (YAML).")],
+    store: StoreOption = None,
+) -> None:
+    """What is done and what is left, per stage, for the run in the store. Writes nothing."""
+    from pipeline.run.lock import holder
+    from pipeline.run.runner import plan_run, run_status, sessions
+
+    log = _log()
+    _route_warnings(log)
+    try:
+        loaded = _load(manifest, store)
+        plan = plan_run(loaded, resume=True, check_lock=False)
+        stages = run_status(plan)
+        history = sessions(plan.store)
+        running = holder(plan.store)
+    except SitsflowError as exc:
+        _fail(log, exc)
+        return
+    total = sum(s.total for s in stages)
+    done = sum(s.done for s in stages)
+    log.info(f"run {loaded.name} in {plan.store.root}: {done} of {total} units done", "status")
+    for s in stages:
+        log.info(
+            f"  {s.stage:<10} {s.done:>6} / {s.total:<6} done, {s.left} left",
+            "status.stage",
+            stage=s.stage,
+            done=s.done,
+            total=s.total,
+            left=s.left,
+        )
+    if history:
+        last = history[-1]
+        log.info(
+            f"last session {last.get('session')}: {last.get('state')}, started "
+            f"{last.get('started')} on {last.get('host')}"
+            + (f", dashboard {last['dashboard']}" if last.get("dashboard") else ""),
+            "status.session",
+            session=last,
+        )
+    if running is not None:
+        live = next((h for h in history if h.get("session") == running.get("session")), {})
+        log.info(
+            f"running now: session {running.get('session')} on {running.get('host')} (heartbeat "
+            f"{running['age_s']} s ago)"
+            + (f", dashboard {live['dashboard']}" if live.get("dashboard") else ""),
+            "status.running",
+            running=True,
+        )
+    elif done == total:
+        log.info("the run is complete", "status.complete", complete=True)
+    else:
+        log.info(
+            f"{total - done} unit(s) left; finish with: sitsflow run {manifest} --resume"
+            + (f" --store {store}" if store else ""),
+            "status.incomplete",
+            complete=False,
+        )
 
 
 @app.command()
 def demo(
-    store: Annotated[Path, typer.Option(help="Where the demo writes its outputs.")] = Path(
+    store: Annotated[str, typer.Option(help="Where the demo writes its outputs.")] = (
         "runs/slovenia-demo"
     ),
 ) -> None:
-    """Map land cover over the bundled Slovenia Sentinel-2 time series (offline, a few minutes)."""
+    """Map land cover over the bundled Slovenia Sentinel-2 time series (offline, a few minutes).
+
+    Running it again reuses what an earlier demo run in the same store finished.
+    """
     if not DEMO_MANIFEST.exists():
-        console.print(
-            f"[bold red]error:[/bold red] the demo manifest {DEMO_MANIFEST} is not there; the demo "
-            "runs from a clone of the sitsflow repository. Fix: clone it and run `make demo`."
+        _fail(
+            _log(),
+            SitsflowError(
+                f"the demo manifest {DEMO_MANIFEST} is not there; the demo runs from a clone of "
+                "the sitsflow repository",
+                fix="clone it and run `make demo`",
+            ),
         )
-        raise typer.Exit(code=2)
-    _run(DEMO_MANIFEST, store)
+    _run(DEMO_MANIFEST, store, resume=True)
 
 
 @app.command()
@@ -102,47 +214,69 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-def _run(manifest_path: Path, store: Path | None) -> None:
-    from pipeline.run.progress import Progress
+def _progress(log: RunLog) -> Any:
+    """The progress display; inside an operator-started pod it also reports to the SitsRun."""
+    from pipeline.k8s.reporter import progress_for
+
+    progress = progress_for(log.console)
+    progress.use_log(log)
+    return progress
+
+
+def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
+    from pipeline.run.clusters import ClusterStarter
     from pipeline.run.runner import execute, plan_run
 
-    warnings.showwarning = _show_warning
-    warnings.simplefilter("default", SitsflowWarning)
+    log = _log()
+    _route_warnings(log)
+    started: list[ClusterStarter] = []
     try:
         manifest = _load(manifest_path, store)
-        progress = Progress(console)
-        progress.info(f"planning run [bold]{manifest.name}[/bold] from {manifest_path}")
-        plan = plan_run(manifest)
-        estimate = plan.estimate
-        progress.info(
-            f"work: {estimate['grid']}, {estimate['chunks']} chunk(s), "
-            f"{estimate['acquisitions']} acquisition(s), {estimate['features']} features; "
-            f"about {estimate['memory_per_chunk'] / 2**20:.0f} MiB per chunk"
-        )
+        log.run = manifest.name
+        log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
+
+        def start_cluster(stages: list[str]) -> None:
+            # The inputs checked out and work is left: the cluster starts while planning ends.
+            started.append(ClusterStarter(manifest.spec.compute, manifest.name, stages))
+
+        plan = plan_run(manifest, resume=resume, on_work_ahead=start_cluster)
+        progress = _progress(log)
         with progress:
-            result = execute(plan, progress)
+            result = execute(plan, progress, cluster=started[0] if started else None)
     except SitsflowError as exc:
-        _fail(exc)
+        _fail(log, exc)
         return
-    layout = result.layout
-    console.print(f"[bold green]run {manifest.name} finished[/bold green]; outputs:")
-    for label, path in (
-        ("land-cover map (COG)", layout.labels),
-        ("confidence (COG)", layout.confidence),
-        ("feature cube (Zarr)", layout.cube),
-        ("samples (GeoParquet)", layout.samples),
-        ("model", layout.model),
-        ("accuracy report", layout.report / "report.html"),
-        ("metrics (JSON)", layout.report / "metrics.json"),
-        ("run summary", layout.summary),
+    finally:
+        for cluster in started:
+            cluster.close()
+    summary = result.summary
+    log.info(f"run {manifest.name} finished; outputs:", "run.finished", summary=summary)
+    for label, key in (
+        ("land-cover map (COG)", "labels"),
+        ("confidence (COG)", "confidence"),
+        ("feature cube (Zarr)", "cube"),
+        ("samples (GeoParquet)", "samples"),
+        ("model", "model"),
+        ("accuracy report", "report"),
+        ("metrics (JSON)", "metrics"),
     ):
-        # One line each, never truncated: paths are what users copy from here.
-        console.print(f"  {label:<22} {path}", highlight=False, soft_wrap=True)
+        log.info(f"  {label:<22} {summary['outputs'][key]}", "run.output", output=key)
+    log.info(
+        f"  {'run summary':<22} {result.store.url('run.json')}", "run.output", output="summary"
+    )
+    memory = summary["memory"]["peak_worker_memory_bytes"] / 2**20
+    pixels = summary["throughput"].get("cube", {}).get("pixels_per_second", 0)
+    log.info(
+        f"{summary['units_run']} unit(s) run, {summary['units_skipped']} kept from before; "
+        f"cube {pixels:,.0f} px/s; peak worker memory {memory:.0f} MiB; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
+        "run.summary",
+    )
     m = result.metrics
-    console.print(
-        f"overall accuracy [bold]{m['overall_accuracy']:.3f}[/bold], kappa {m['kappa']:.3f} "
-        f"on {m['n_samples']} validation pixels of polygons never used in training",
-        highlight=False,
+    log.info(
+        f"overall accuracy {m['overall_accuracy']:.3f}, kappa {m['kappa']:.3f} on "
+        f"{m['n_samples']} validation pixels of polygons never used in training",
+        "run.accuracy",
     )
 
 

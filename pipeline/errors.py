@@ -45,3 +45,7 @@ class OutputError(SitsflowError):
 
 class ModelError(SitsflowError):
     """A model cannot be built, trained, loaded or applied."""
+
+
+class ComputeError(SitsflowError):
+    """The cluster cannot be reached, or its workers cannot hold the work."""

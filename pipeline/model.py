@@ -165,7 +165,8 @@ class Acquisition:
     """One STAC item, parsed once: the sensor it belongs to, its time, grid and assets.
 
     ``assets`` maps the STAC asset key to its file. ``grid`` is the native grid from the
-    projection extension, when the item has it.
+    projection extension, when the item has it. ``band_offsets`` holds the physical offsets of
+    bands whose offset depends on the item (e.g. the Sen2Cor processing baseline), by band name.
     """
 
     item_id: str
@@ -173,6 +174,7 @@ class Acquisition:
     datetime: datetime
     assets: Mapping[str, AssetRef] = field(hash=False)
     grid: GridSpec | None = None
+    band_offsets: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __hash__(self) -> int:
         return hash((self.item_id, self.sensor, self.datetime, tuple(sorted(self.assets.items()))))

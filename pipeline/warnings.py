@@ -18,3 +18,7 @@ class DataQualityWarning(SitsflowWarning):
 
 class SamplingWarning(SitsflowWarning):
     """A sampling or split rule was relaxed (the message says how)."""
+
+
+class CatalogWarning(SitsflowWarning):
+    """Discovery did something the user should know of (e.g. replaced a saved item list)."""

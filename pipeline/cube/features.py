@@ -12,13 +12,30 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
     "ndwi": ("green", "nir"),
     "brightness": (),  # every band
 }
+DEFAULT_INDICES = ("ndvi", "ndwi", "brightness")
+
+
+def default_indices(band_names: Sequence[str]) -> tuple[str, ...]:
+    """The default indices a sensor's bands allow: ndvi (red, nir), ndwi (green, nir) and
+    brightness (two bands or more: the brightness of one band is that band)."""
+    chosen = []
+    for name in DEFAULT_INDICES:
+        needed = INDEX_BANDS[name]
+        allowed = all(b in band_names for b in needed) if needed else len(band_names) >= 2
+        if allowed:
+            chosen.append(name)
+    return tuple(chosen)
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / (a + b)
+        out = a - b
+        total = a + b
+        out /= total
     out[~np.isfinite(out)] = np.nan
-    return out.astype(np.float32, copy=False)
+    return out
 
 
 def compute_indices(
@@ -33,8 +50,11 @@ def compute_indices(
             # McFeeters (1996): open water is positive.
             out[name] = _normalized_difference(bands["green"], bands["nir"])
         elif name == "brightness":
-            stack = np.stack([np.asarray(v, dtype=np.float32) for v in bands.values()])
-            out[name] = np.sqrt(np.sum(stack * stack, axis=0)).astype(np.float32)
+            total = np.zeros(next(iter(bands.values())).shape, dtype=np.float32)
+            for value in bands.values():
+                v = np.asarray(value, dtype=np.float32)
+                total += v * v
+            out[name] = np.sqrt(total, out=total)
         else:
             raise ValueError(f"unknown index {name!r}; known: {sorted(INDEX_BANDS)}")
     return out

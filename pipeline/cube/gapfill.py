@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GapFilled", "gapfill"]
+__all__ = ["GapFilled", "gapfill", "gapfill_bands"]
 
 
 @dataclass(frozen=True)
@@ -107,24 +108,101 @@ def gapfill(
     count = usable.sum(axis=0, dtype=np.uint16) if merged_count is None else merged_count
     flat = np.ascontiguousarray(vals).reshape(-1)  # acquisition i, pixel p at i * n_pix + p
 
-    plan = _Plan(
-        n=n,
-        n_pix=n_pix,
-        times=np.append(times, np.nan),  # index n: no valid acquisition at all
-        targets=tgt,
-        last_at_or_before=np.searchsorted(times, tgt, side="right") - 1,
-        first_at_or_after=np.searchsorted(times, tgt, side="left"),
-        work_dtype=np.dtype(
-            np.float32 if vals.dtype.kind == "f" and vals.dtype.itemsize <= 4 else np.float64
-        ),
-    )
+    plan = _make_plan(times, tgt, n_pix, n_pix, vals.dtype)
     out = np.empty((n_tgt, n_pix), dtype=np.float32)
     # Pixel blocks small enough for every temporary to stay in the CPU cache.
     for start in range(0, n_pix, _BLOCK):
         stop = min(start + _BLOCK, n_pix)
-        _fill_block(plan, usable[:, start:stop], flat, start, out[:, start:stop])
+        _fill_block(plan, usable[:, start:stop], [flat], start, [out[:, start:stop]])
     return GapFilled(
         values=out.reshape(n_tgt, *pixel_shape), valid_count=count.reshape(pixel_shape)
+    )
+
+
+def gapfill_bands(
+    values: npt.ArrayLike,
+    valid: npt.ArrayLike,
+    acquisition_days: npt.ArrayLike,
+    target_days: npt.ArrayLike,
+) -> GapFilled:
+    """Gap-fill several bands that share one validity mask, finding the brackets once.
+
+    values: (T, B, *pixel_shape); valid: (T, *pixel_shape) boolean. An acquisition is usable at
+    a pixel where it is valid and every band is finite there (one cloud mask for all bands, as
+    a sensor's quality layer gives). The result's values are band first, (B, D, *pixel_shape)
+    (each band's series contiguous, as the cube stores it), and equal
+    ``gapfill(values, usable[:, None], ...).values.swapaxes(0, 1)`` with that combined mask, at
+    about 1/B of the cost of the bracket search. Integer inputs of 16 bits or less are worked
+    on in float32 (exact).
+    """
+    vals = np.asarray(values)
+    mask = np.asarray(valid)
+    if vals.ndim < 2 or mask.dtype != np.bool_ or mask.shape != vals.shape[:1] + vals.shape[2:]:
+        raise ValueError(
+            f"gapfill_bands: values (T, B, ...) of shape {vals.shape} need a boolean valid mask "
+            f"of shape {vals.shape[:1] + vals.shape[2:]}, got {mask.dtype} {mask.shape}"
+        )
+    if not (np.issubdtype(vals.dtype, np.floating) or np.issubdtype(vals.dtype, np.integer)):
+        raise ValueError(f"gapfill_bands: values must be real numbers, got dtype {vals.dtype}")
+    n_time, n_bands = vals.shape[:2]
+    pixel_shape = vals.shape[2:]
+    acq = _days("acquisition_days", acquisition_days)
+    tgt = _days("target_days", target_days)
+    if acq.shape[0] != n_time:
+        raise ValueError(
+            f"gapfill_bands: acquisition_days has {acq.shape[0]} dates but values has "
+            f"{n_time} acquisitions on its first axis"
+        )
+    if np.unique(acq).shape[0] != n_time:
+        # Simultaneous acquisitions are merged band by band: the general path does that.
+        usable = mask & np.isfinite(vals).all(axis=1) if vals.dtype.kind == "f" else mask
+        filled = gapfill(vals, usable[:, None], acq, tgt)
+        return GapFilled(np.ascontiguousarray(filled.values.swapaxes(0, 1)), filled.valid_count)
+    n_pix = math.prod(pixel_shape)
+    usable_all = np.empty((n_time, n_pix), dtype=np.bool_)
+    for i in range(n_time):
+        row = usable_all[i].reshape(pixel_shape)
+        np.copyto(row, mask[i])
+        if vals.dtype.kind == "f":
+            for b in range(n_bands):
+                row &= np.isfinite(vals[i, b])
+    count = usable_all.sum(axis=0, dtype=np.uint16)
+    n_tgt = tgt.shape[0]
+    if n_time == 0:
+        empty = np.full((n_bands, n_tgt, *pixel_shape), np.nan, dtype=np.float32)
+        return GapFilled(values=empty, valid_count=count.reshape(pixel_shape))
+    flat = np.ascontiguousarray(vals).reshape(-1)  # (i, b, p) at (i * B + b) * n_pix + p
+    plan = _make_plan(acq, tgt, n_pix, n_bands * n_pix, vals.dtype)
+    out = np.empty((n_bands, n_tgt, n_pix), dtype=np.float32)
+    flats = [flat[b * n_pix :] for b in range(n_bands)]
+    for start in range(0, n_pix, _BLOCK):
+        stop = min(start + _BLOCK, n_pix)
+        outs = [out[b, :, start:stop] for b in range(n_bands)]
+        _fill_block(plan, usable_all[:, start:stop], flats, start, outs)
+    return GapFilled(
+        values=out.reshape(n_bands, n_tgt, *pixel_shape), valid_count=count.reshape(pixel_shape)
+    )
+
+
+def _make_plan(
+    times: npt.NDArray[np.float64],
+    tgt: npt.NDArray[np.float64],
+    n_pix: int,
+    stride: int,
+    dtype: np.dtype[Any],
+) -> _Plan:
+    exact_in_float32 = (dtype.kind == "f" and dtype.itemsize <= 4) or (
+        dtype.kind in "iu" and dtype.itemsize <= 2
+    )
+    return _Plan(
+        n=times.shape[0],
+        n_pix=n_pix,
+        stride=stride,
+        times=np.append(times, np.nan),  # index n: no valid acquisition at all
+        targets=tgt,
+        last_at_or_before=np.searchsorted(times, tgt, side="right") - 1,
+        first_at_or_after=np.searchsorted(times, tgt, side="left"),
+        work_dtype=np.dtype(np.float32 if exact_in_float32 else np.float64),
     )
 
 
@@ -137,23 +215,28 @@ class _Plan:
 
     n: int
     n_pix: int
+    stride: int
+    """Distance in ``flat`` between two acquisitions of one pixel."""
     times: npt.NDArray[np.float64]
     targets: npt.NDArray[np.float64]
     last_at_or_before: npt.NDArray[np.intp]
     first_at_or_after: npt.NDArray[np.intp]
     work_dtype: np.dtype[np.floating]
-    """float32 for float32 or smaller input (the output is float32 anyway), else float64:
-    integer differences could overflow, float64 ones would be rounded."""
+    """float32 for float32 or smaller input and 16-bit integers (exact in float32; the output
+    is float32 anyway), else float64: wider integers and float64 would be rounded."""
 
 
 def _fill_block(
     plan: _Plan,
     usable: npt.NDArray[np.bool_],
-    flat: np.ndarray,
+    flats: list[np.ndarray],
     start: int,
-    out: npt.NDArray[np.float32],
+    outs: list[npt.NDArray[np.float32]],
 ) -> None:
-    """Gap-fill pixels start .. start + usable.shape[1] into ``out`` (D, block).
+    """Gap-fill pixels start .. start + usable.shape[1] of each band into ``outs`` (D, block).
+
+    Every band shares ``usable``, so the brackets and weights are found once and applied to
+    each ``flats[b]`` (acquisition i, pixel p at ``i * plan.stride + p``).
 
     Per pixel, "last usable acquisition at or before" and "first usable at or after" are
     tracked as a running max / min of ``usable * (i + 1) - 1`` (the index, or -1 for none):
@@ -161,7 +244,7 @@ def _fill_block(
     so one reinterpretation serves both the min and the max below without any np.where.
     """
     n = plan.n
-    n_tgt, width = out.shape
+    n_tgt, width = outs[0].shape
     small = n < np.iinfo(np.int16).max
     signed, unsigned = (np.int16, np.uint16) if small else (np.int32, np.uint32)
     step = np.empty(width, dtype=signed)
@@ -179,8 +262,9 @@ def _fill_block(
             after[k] = running
             k -= 1
 
-    cols = np.arange(start, start + width)
+    # Forward pass: the last usable acquisition at or before each target.
     before = np.full(width, -1, dtype=signed)
+    before_at = np.empty((n_tgt, width), dtype=signed)
     k = 0
     for i in range(-1, n):
         if i >= 0:
@@ -188,26 +272,33 @@ def _fill_block(
             np.subtract(step, 1, out=step)
             np.maximum(before, step, out=before)
         while k < n_tgt and plan.last_at_or_before[k] == i:
-            # A missing side takes the other one (the end-holding rule): "none" is the largest
-            # unsigned value for the minimum, and -1 for the maximum. Where both are missing,
-            # lo clips to the NaN time at index n and the result is NaN.
-            lo = np.minimum(before.view(unsigned), after[k]).astype(np.intp)
-            hi = np.maximum(before, after[k].view(signed)).astype(np.intp)
-            t_lo = plan.times.take(lo, mode="clip")
-            span = plan.times.take(hi, mode="clip")
-            span -= t_lo
-            span += span == 0  # lo == hi: the weight stays finite and multiplies exactly 0
-            weight = plan.targets[k] - t_lo
-            weight /= span
-            lo *= plan.n_pix
-            lo += cols
-            hi *= plan.n_pix
-            hi += cols
-            v_lo = flat.take(lo, mode="clip").astype(plan.work_dtype, copy=False)
-            v_diff = flat.take(hi, mode="clip").astype(plan.work_dtype, copy=False)
-            v_diff -= v_lo
-            out[k] = v_lo + weight * v_diff
+            before_at[k] = before
             k += 1
+
+    # All targets at once (few large numpy calls rather than many small ones). A missing side
+    # takes the other one (the end-holding rule): "none" is the largest unsigned value for the
+    # minimum, and -1 for the maximum. Where both are missing, lo clips to the NaN time at
+    # index n and the result is NaN.
+    lo = np.minimum(before_at.view(unsigned), after).astype(np.intp)
+    hi = np.maximum(before_at, after.view(signed)).astype(np.intp)
+    t_lo = plan.times.take(lo, mode="clip")
+    span = plan.times.take(hi, mode="clip")
+    span -= t_lo
+    span += span == 0  # lo == hi: the weight stays finite and multiplies exactly 0
+    weight = plan.targets[:, None] - t_lo
+    weight /= span
+    weight = weight.astype(plan.work_dtype, copy=False)
+    cols = np.arange(start, start + width)
+    lo *= plan.stride
+    lo += cols
+    hi *= plan.stride
+    hi += cols
+    for flat, out in zip(flats, outs, strict=True):
+        v_lo = flat.take(lo, mode="clip").astype(plan.work_dtype, copy=False)
+        v_diff = flat.take(hi, mode="clip").astype(plan.work_dtype, copy=False)
+        v_diff -= v_lo
+        v_diff *= weight
+        np.add(v_lo, v_diff, out=out, casting="unsafe")
 
 
 def _days(name: str, days: npt.ArrayLike) -> npt.NDArray[np.float64]:

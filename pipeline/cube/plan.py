@@ -1,19 +1,32 @@
 """Planning a cube (pure): which acquisitions, which date grid, which variables, which chunks.
 
-The cube holds, for each sensor, one variable per band and per index with dims
-(``<sensor>_time``, y, x) on that sensor's regular date grid, plus ``<sensor>_valid_count``
-(y, x). Model features are the variables' values on each date, named
-``<sensor>_<variable>_<YYYYMMDD>``, in a fixed order: sensors, then bands, then indices, then dates.
+The cube of one tile holds, for each sensor, one variable per band, per index and per user
+feature with dims (``<sensor>_time``, y, x) on that sensor's regular date grid, plus
+``<sensor>_valid_count`` (y, x) and ``owned`` (y, x). Model features are the variables' values on
+each date, named ``<sensor>_<variable>_<YYYYMMDD>``, in a fixed order: sensors, then bands, then
+indices, then user features, then dates.
+
+Several tiles: one plan (and one cube) per tile, each knowing every tile of the run so that its
+pixels owned by another tile are left out (``owned`` is 0, features NaN) and chunks it owns no
+pixel of are not built at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
+
+import numpy as np
 
 from pipeline.catalog.sensors import SensorProfile
+from pipeline.cube.features import default_indices
+from pipeline.cube.userfeatures import probe_user_features
+from pipeline.grid import Tile, ownership_mask
 from pipeline.model import Acquisition, DateGrid, GridSpec, Window
+
+OWNED_VARIABLE = "owned"
 
 
 @dataclass(frozen=True)
@@ -24,15 +37,23 @@ class SensorCube:
     acquisitions: tuple[Acquisition, ...]
     dates: tuple[date, ...]
     indices: tuple[str, ...]
+    user_functions: tuple[str, ...] = ()
+    user_features: tuple[str, ...] = ()
+    """Names the user functions return, in order (learnt when the plan is made)."""
 
     @property
     def time_dim(self) -> str:
         return f"{self.profile.name}_time"
 
     @property
+    def series_names(self) -> tuple[str, ...]:
+        """Bands, indices and user features, without the sensor prefix."""
+        return (*self.profile.band_names, *self.indices, *self.user_features)
+
+    @property
     def variables(self) -> tuple[str, ...]:
-        """Names of this sensor's time-series variables (bands then indices)."""
-        return tuple(f"{self.profile.name}_{v}" for v in (*self.profile.band_names, *self.indices))
+        """Names of this sensor's time-series variables (bands, indices, user features)."""
+        return tuple(f"{self.profile.name}_{v}" for v in self.series_names)
 
     @property
     def valid_count_variable(self) -> str:
@@ -44,10 +65,27 @@ class CubePlan:
     grid: GridSpec
     sensors: tuple[SensorCube, ...]
     chunk_size: int
+    tile: Tile | None = None
+    """The tile this cube covers when the run has tiles (None: a single-grid run)."""
+    tiles: tuple[Tile, ...] = field(default=(), hash=False)
+    """Every tile of the run (for ownership); empty for a single-grid run."""
+
+    @property
+    def all_windows(self) -> list[Window]:
+        return self.grid.chunks(self.chunk_size)
 
     @property
     def windows(self) -> list[Window]:
-        return self.grid.chunks(self.chunk_size)
+        """The chunks to build: those holding at least one pixel this tile owns."""
+        if self.tile is None or len(self.tiles) < 2:
+            return self.all_windows
+        return [w for w in self.all_windows if self.owned(w).any()]
+
+    def owned(self, window: Window) -> np.ndarray:
+        """(h, w) bool: the pixels of ``window`` this cube's tile owns."""
+        if self.tile is None or len(self.tiles) < 2:
+            return np.ones((window.height, window.width), dtype=bool)
+        return _ownership(self.tile, self.tiles, window)
 
     @property
     def feature_names(self) -> list[str]:
@@ -69,8 +107,15 @@ class CubePlan:
         for s in self.sensors:
             n_in = len(s.acquisitions) * (len(s.profile.bands) + 1)
             n_out = len(s.dates) * len(s.variables)
-            total += 4 * pixels * (2 * n_in + 2 * n_out)
+            total += 4 * pixels * (n_in + 2 * n_out)
         return total
+
+
+@lru_cache(maxsize=1024)
+def _ownership(tile: Tile, tiles: tuple[Tile, ...], window: Window) -> np.ndarray:
+    mask = ownership_mask(tile, tiles, window)
+    mask.flags.writeable = False
+    return mask
 
 
 def plan_cube(
@@ -78,11 +123,72 @@ def plan_cube(
     sensors: Sequence[tuple[SensorProfile, Sequence[Acquisition]]],
     start: date,
     end: date,
-    indices: Sequence[str],
+    indices: Sequence[str] | None,
     chunk_size: int,
+    *,
+    user_functions: Sequence[str] = (),
+    tile: Tile | None = None,
+    tiles: Sequence[Tile] = (),
 ) -> CubePlan:
+    """The cube of ``grid``. ``indices`` None: each sensor gets the defaults its bands allow.
+
+    User functions are imported and run on a small synthetic series here, to learn their
+    feature names (a broken function fails the plan, before anything is written).
+    """
     parts = []
     for profile, acquisitions in sensors:
         dates = DateGrid(start, end, profile.date_step_days).dates
-        parts.append(SensorCube(profile, tuple(acquisitions), tuple(dates), tuple(indices)))
-    return CubePlan(grid=grid, sensors=tuple(parts), chunk_size=chunk_size)
+        chosen = default_indices(profile.band_names) if indices is None else tuple(indices)
+        names = probe_user_features(
+            user_functions,
+            profile.band_names,
+            sensor=profile.name,
+            reserved=[*profile.band_names, *chosen],
+        )
+        parts.append(
+            SensorCube(
+                profile,
+                tuple(acquisitions),
+                tuple(dates),
+                chosen,
+                tuple(user_functions),
+                names,
+            )
+        )
+    return CubePlan(
+        grid=grid, sensors=tuple(parts), chunk_size=chunk_size, tile=tile, tiles=tuple(tiles)
+    )
+
+
+def plan_tile_cubes(
+    tiles: Sequence[Tile],
+    sensors: Sequence[tuple[SensorProfile, Sequence[Acquisition]]],
+    start: date,
+    end: date,
+    indices: Sequence[str] | None,
+    chunk_size: int,
+    *,
+    user_functions: Sequence[str] = (),
+) -> list[CubePlan]:
+    """One plan per tile, each with the acquisitions that meet the tile (a tile may have fewer
+    dates than its neighbours) and the ownership of its pixels among all the tiles."""
+    from pipeline.grid import acquisitions_over
+
+    ordered = tuple(sorted(tiles, key=lambda t: t.id))
+    plans = []
+    for tile in ordered:
+        per_sensor = [(p, acquisitions_over(tile, acqs)) for p, acqs in sensors]
+        plans.append(
+            plan_cube(
+                tile.grid,
+                per_sensor,
+                start,
+                end,
+                indices,
+                chunk_size,
+                user_functions=user_functions,
+                tile=tile,
+                tiles=ordered,
+            )
+        )
+    return plans

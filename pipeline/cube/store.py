@@ -1,14 +1,24 @@
-"""The cube on disk: a Zarr v3 store with CF/geospatial metadata, written chunk by chunk.
+"""The cube on storage: a Zarr v3 store (local path or fsspec URL such as ``s3://bucket/cube``)
+with CF/geospatial metadata, written chunk by chunk.
+
+Layout (docs/cube.md): time-series variables (``<sensor>_time``, y, x) in chunks of
+(all dates, chunk_size, chunk_size), so that both extraction (a few pixels, every date) and
+prediction (a window, every feature) read whole chunks; ``<sensor>_valid_count`` and ``owned``
+(y, x); ``chunk_done`` (chunk row, chunk column), 1 once a window is written. Values are
+compressed with Blosc/LZ4 (level 1) and byte shuffle (fast enough not to dominate a build; see
+docs/benchmarks.md).
 
 ``create_cube_store`` writes the metadata and coordinates once; ``write_region`` then fills one
 chunk-aligned window of every variable. A region write touches only its own Zarr chunks, so two
-windows never race and writing the same window twice gives the same bytes (idempotent).
+windows never race and writing the same window twice gives the same bytes (idempotent); the
+``chunk_done`` flag is written last, so a restart can skip what ``finished_windows`` lists.
+Credentials are never passed here: s3fs and GDAL take them from the environment.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dask.array as da
@@ -17,9 +27,13 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
-from pipeline.cube.plan import CubePlan
+from pipeline.cube.plan import OWNED_VARIABLE, CubePlan
 from pipeline.model import GridSpec, Window
+
+CHUNK_DONE_VARIABLE = "chunk_done"
+COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
 def _spatial_coords(grid: GridSpec) -> dict[str, Any]:
@@ -36,26 +50,30 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
         times = pd.DatetimeIndex([pd.Timestamp(d) for d in sensor.dates])
         coords[sensor.time_dim] = (sensor.time_dim, times.values.astype("datetime64[ns]"))
         n = len(sensor.dates)
-        for variable in sensor.variables:
+        for variable, short in zip(sensor.variables, sensor.series_names, strict=True):
             data_vars[variable] = (
                 (sensor.time_dim, "y", "x"),
-                da.full(
-                    (n, grid.height, grid.width),
-                    np.nan,
-                    dtype=np.float32,
-                    chunks=(n, size, size),
-                ),
-                {
-                    "sensor": sensor.profile.name,
-                    "long_name": variable,
-                    "_FillValue": np.float32(np.nan),
-                },
-            )
+                da.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
+                        chunks=(n, size, size)),
+                {"sensor": sensor.profile.name, "feature": short, "long_name": variable,
+                 "_FillValue": np.float32(np.nan)},
+            )  # fmt: skip
         data_vars[sensor.valid_count_variable] = (
             ("y", "x"),
             da.zeros((grid.height, grid.width), dtype=np.uint16, chunks=(size, size)),
             {"long_name": f"number of valid {sensor.profile.name} acquisitions"},
         )
+    data_vars[OWNED_VARIABLE] = (
+        ("y", "x"),
+        da.zeros((grid.height, grid.width), dtype=np.uint8, chunks=(size, size)),
+        {"long_name": "1 where this tile owns the pixel (overlapping tiles: docs/cube.md)"},
+    )
+    n_rows, n_cols = -(-grid.height // size), -(-grid.width // size)
+    data_vars[CHUNK_DONE_VARIABLE] = (
+        ("chunk_row", "chunk_col"),
+        da.zeros((n_rows, n_cols), dtype=np.uint8, chunks=(1, 1)),
+        {"long_name": "1 once the chunk's region write finished"},
+    )
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs)
     ds = ds.rio.write_transform(grid.affine)
@@ -65,6 +83,7 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
             "Conventions": "CF-1.8",
             "feature_names": plan.feature_names,
             "chunk_size": size,
+            "tile": plan.tile.id if plan.tile is not None else "",
         }
     )
     return ds
@@ -86,6 +105,7 @@ def write_template(
                 "chunks": variable.data.chunksize,
                 "fill_value": variable.attrs.pop("_FillValue", variable.dtype.type(0)),
                 "coordinates": "spatial_ref",
+                "compressors": [COMPRESSOR],
             }
         )
     with warnings.catch_warnings():
@@ -108,9 +128,19 @@ def create_cube_store(
     write_template(cube_template(plan), path, storage_options)
 
 
-def write_region(path: str, window: Window, arrays: Mapping[str, np.ndarray]) -> None:
+def _open(path: str, mode: str, storage_options: Mapping[str, Any] | None) -> zarr.Group:
+    options = dict(storage_options) if storage_options and "://" in path else None
+    return zarr.open_group(path, mode=mode, storage_options=options)  # type: ignore[arg-type]
+
+
+def write_region(
+    path: str,
+    window: Window,
+    arrays: Mapping[str, np.ndarray],
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
     """Write each variable's values for ``window`` (arrays are (time, h, w) or (h, w))."""
-    group = zarr.open_group(path, mode="r+")
+    group = _open(path, "r+", storage_options)
     rows, cols = window.slices
     for name, values in arrays.items():
         target = group[name]
@@ -121,9 +151,35 @@ def write_region(path: str, window: Window, arrays: Mapping[str, np.ndarray]) ->
             target[rows, cols] = values
 
 
-def read_features(path: str, plan_variables: list[tuple[str, str]], window: Window) -> np.ndarray:
+def mark_chunk_done(
+    path: str, chunk_size: int, window: Window, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    group = _open(path, "r+", storage_options)
+    done = group[CHUNK_DONE_VARIABLE]
+    assert isinstance(done, zarr.Array)
+    done[window.row_off // chunk_size, window.col_off // chunk_size] = 1
+
+
+def finished_windows(
+    path: str,
+    chunk_size: int,
+    windows: Iterable[Window],
+    storage_options: Mapping[str, Any] | None = None,
+) -> set[Window]:
+    """The windows whose region write completed (a restart skips them)."""
+    group = _open(path, "r", storage_options)
+    flags = np.asarray(group[CHUNK_DONE_VARIABLE][...])  # type: ignore[index]
+    return {w for w in windows if flags[w.row_off // chunk_size, w.col_off // chunk_size] == 1}
+
+
+def read_features(
+    path: str,
+    plan_variables: list[tuple[str, str]],
+    window: Window,
+    storage_options: Mapping[str, Any] | None = None,
+) -> np.ndarray:
     """The feature stack of ``window``: (n_features, h, w) float32, in feature order."""
-    group = zarr.open_group(path, mode="r")
+    group = _open(path, "r", storage_options)
     rows, cols = window.slices
     parts = []
     for name, _time_dim in plan_variables:

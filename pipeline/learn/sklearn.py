@@ -1,37 +1,76 @@
-"""scikit-learn estimators by import path, trained on sample tables, saved with their contract.
+"""scikit-learn estimators by import path: build, optionally standardize and grid-search, fit, save.
 
-A saved model is two files: the fitted estimator (joblib) and ``model.json``, its contract: the
-feature names in order and the class codes. Prediction refuses a cube whose features differ.
+Any estimator class with ``fit`` works (RandomForest, SVC, KNeighbors, ExtraTrees,
+HistGradientBoosting, a third-party scikit-learn compatible class...). With ``standardize`` it is
+put behind a ``StandardScaler`` in a ``Pipeline``; with ``grid_search`` the parameter grid is
+cross-validated with folds grouped by polygon (pixels of one polygon are nearly identical: a
+pixel-level split would reward memorizing fields) and the best candidate is refitted on all samples.
+
+A saved model is a folder: the fitted estimator as ``model.skops`` (skops: loading constructs only
+types it is allowed to, unlike a pickle) or ``model.joblib`` when skops cannot serialize it, and
+``model.json``, its contract (see ``pipeline.learn.contract``).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-import json
+import pickle
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import sklearn
+import skops
+import skops.io as sio
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from pipeline.errors import ModelError
-from pipeline.manifest import ModelSpec
-from pipeline.storage import atomic_path, write_text_atomic
+from pipeline.learn.contract import (
+    CONTRACT_FILE,
+    ModelContract,
+    Task,
+    check_features,
+    read_contract,
+)
+from pipeline.learn.data import check_training_data
+from pipeline.manifest import GridSearchSpec, ModelSpec
+from pipeline.storage import atomic_path
 
-MODEL_FILE = "model.joblib"
-CONTRACT_FILE = "model.json"
+__all__ = [
+    "CONTRACT_FILE",
+    "ModelContract",
+    "build_estimator",
+    "check_estimator_spec",
+    "check_features",
+    "import_estimator",
+    "load_contract",
+    "load_estimator",
+    "load_model",
+    "save_model",
+    "train",
+]
 
-
-@dataclass(frozen=True)
-class ModelContract:
-    estimator: str
-    params: dict[str, Any]
-    feature_names: tuple[str, ...]
-    classes: tuple[int, ...]
-    sklearn_version: str
+SKOPS_FILE = "model.skops"
+JOBLIB_FILE = "model.joblib"
+MODEL_FILE = JOBLIB_FILE  # the name contracts written before skops support point to
+MODEL_STEP = "model"  # name of the estimator's step when it is standardized
+# Types from these packages may be constructed when a .skops file is loaded; the estimator's own
+# package is added (e.g. xgboost for xgboost.XGBClassifier).
+TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
 
 
 def import_estimator(path: str) -> type:
@@ -49,13 +88,59 @@ def import_estimator(path: str) -> type:
     if not isinstance(cls, type) or not hasattr(cls, "fit"):
         raise ModelError(
             f"{path!r} is not an estimator class (no fit method)",
-            fix="give the import path of a scikit-learn compatible classifier class",
+            fix="give the import path of a scikit-learn compatible estimator class",
             field="spec.model.estimator",
         )
     return cls
 
 
-def build_estimator(spec: ModelSpec, seed: int) -> Any:
+def estimator_type(estimator: Any) -> str | None:
+    """'classifier', 'regressor', or None when the estimator does not say."""
+    try:
+        kind = sklearn.utils.get_tags(estimator).estimator_type
+    except (AttributeError, TypeError):
+        kind = getattr(estimator, "_estimator_type", None)
+    return kind if kind in ("classifier", "regressor") else None
+
+
+def check_task(estimator: Any, name: str, task: Task, field: str) -> None:
+    kind = estimator_type(estimator)
+    wanted = "classifier" if task == "classification" else "regressor"
+    if kind is not None and kind != wanted:
+        example = (
+            "sklearn.ensemble.RandomForestClassifier"
+            if task == "classification"
+            else "sklearn.ensemble.RandomForestRegressor"
+        )
+        raise ModelError(
+            f"{name} is a {kind}, but the run's task is {task}",
+            fix=f"give a {wanted} (e.g. {example}), or set spec.task to match the estimator",
+            field=field,
+        )
+    if task == "classification" and not hasattr(estimator, "predict_proba"):
+        raise ModelError(
+            f"{name} has no predict_proba, needed for the confidence map",
+            fix="use a probabilistic classifier, or wrap this one in "
+            "sklearn.calibration.CalibratedClassifierCV (SVC: probability: true)",
+            field=field,
+        )
+    if not hasattr(estimator, "predict"):
+        raise ModelError(
+            f"{name} has no predict method", fix="give a fitted estimator", field=field
+        )
+
+
+def _unknown_parameters(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    hints = []
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return hints
+
+
+def build_estimator(spec: ModelSpec, seed: int, task: Task = "classification") -> Any:
+    """The unfitted estimator (in a Pipeline behind a StandardScaler with ``standardize``)."""
     cls = import_estimator(spec.estimator)
     params = dict(spec.params)
     try:
@@ -66,16 +151,107 @@ def build_estimator(spec: ModelSpec, seed: int) -> Any:
             fix="check spec.model.params against the estimator's documentation",
             field="spec.model.params",
         ) from None
-    if not hasattr(estimator, "predict_proba"):
-        raise ModelError(
-            f"{spec.estimator} has no predict_proba, needed for the confidence map",
-            fix="use a probabilistic classifier (e.g. SVC needs probability: true)",
-            field="spec.model.estimator",
-        )
+    check_task(estimator, spec.estimator, task, "spec.model.estimator")
     # Seed every estimator that takes one, unless the user fixed it.
-    if "random_state" in estimator.get_params() and "random_state" not in params:
+    takes_seed = hasattr(estimator, "get_params") and "random_state" in estimator.get_params()
+    if takes_seed and "random_state" not in params:
         estimator.set_params(random_state=seed)
+    if spec.standardize:
+        return Pipeline([("standardize", StandardScaler()), (MODEL_STEP, estimator)])
     return estimator
+
+
+def _param_grid(spec: ModelSpec, estimator: Any, grid: GridSearchSpec) -> dict[str, list[Any]]:
+    """The grid with the estimator's step prefix; unknown parameter names are refused."""
+    prefix = f"{MODEL_STEP}__" if isinstance(estimator, Pipeline) else ""
+    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    known = sorted(final.get_params(deep=False)) if hasattr(final, "get_params") else []
+    unknown = _unknown_parameters(list(grid.param_grid), known)
+    if unknown:
+        raise ModelError(
+            f"{spec.estimator} has no parameter(s) {', '.join(unknown)}",
+            fix=f"use parameters of the estimator in spec.model.grid_search.param_grid: "
+            f"{', '.join(known)}",
+            field="spec.model.grid_search.param_grid",
+        )
+    return {f"{prefix}{name}": list(values) for name, values in grid.param_grid.items()}
+
+
+def _scoring(grid: GridSearchSpec, task: Task) -> str:
+    scoring = grid.scoring or ("accuracy" if task == "classification" else "r2")
+    try:
+        get_scorer(scoring)
+    except ValueError:
+        raise ModelError(
+            f"{scoring!r} is not a scikit-learn scorer name",
+            fix="use a name such as accuracy, balanced_accuracy, f1_macro (classification) or "
+            "r2, neg_mean_absolute_error (regression)",
+            field="spec.model.grid_search.scoring",
+        ) from None
+    return scoring
+
+
+def _folds(grid: GridSearchSpec, task: Task, groups: np.ndarray | None, seed: int) -> Any:
+    if groups is None:
+        if task == "classification":
+            return StratifiedKFold(grid.folds, shuffle=True, random_state=seed)
+        return KFold(grid.folds, shuffle=True, random_state=seed)
+    n_groups = len(np.unique(groups))
+    if n_groups < grid.folds:
+        raise ModelError(
+            f"grid search with {grid.folds} folds grouped by polygon needs at least {grid.folds} "
+            f"polygons, the training samples come from {n_groups}",
+            fix="lower spec.model.grid_search.folds or add reference polygons",
+            field="spec.model.grid_search.folds",
+        )
+    if task == "classification":
+        return StratifiedGroupKFold(grid.folds, shuffle=True, random_state=seed)
+    return GroupKFold(grid.folds, shuffle=True, random_state=seed)
+
+
+def _grid_search(
+    spec: ModelSpec,
+    grid: GridSearchSpec,
+    estimator: Any,
+    features: np.ndarray,
+    targets: np.ndarray,
+    groups: np.ndarray | None,
+    seed: int,
+    task: Task,
+) -> tuple[Any, dict[str, Any]]:
+    param_grid = _param_grid(spec, estimator, grid)
+    scoring = _scoring(grid, task)
+    search = GridSearchCV(
+        estimator, param_grid, scoring=scoring, cv=_folds(grid, task, groups, seed), refit=True
+    )
+    with warnings.catch_warnings():
+        # StratifiedGroupKFold warns when a class has fewer polygons than folds; the record below
+        # keeps the per-candidate scores, which show the consequence.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        search.fit(features, targets, groups=groups)
+    prefix = f"{MODEL_STEP}__"
+    results = search.cv_results_
+    record = {
+        "scoring": scoring,
+        "folds": grid.folds,
+        "grouped_by": "polygon" if groups is not None else "sample",
+        "best_params": {k.removeprefix(prefix): v for k, v in search.best_params_.items()},
+        "best_score": float(search.best_score_),
+        "candidates": [
+            {
+                "params": {k.removeprefix(prefix): v for k, v in params.items()},
+                "mean_score": float(mean),
+                "std_score": float(std),
+            }
+            for params, mean, std in zip(
+                results["params"],
+                results["mean_test_score"],
+                results["std_test_score"],
+                strict=True,
+            )
+        ],
+    }
+    return search.best_estimator_, record
 
 
 def train(
@@ -84,64 +260,143 @@ def train(
     labels: np.ndarray,
     feature_names: Sequence[str],
     seed: int,
+    *,
+    task: Task = "classification",
+    groups: np.ndarray | None = None,
 ) -> tuple[Any, ModelContract]:
-    estimator = build_estimator(spec, seed)
+    """Fit the estimator of ``spec`` (after a grid search when one is configured)."""
+    labels = np.asarray(labels)
+    check_training_data(features, labels, feature_names, groups, task)
+    if task == "classification":
+        labels = labels.astype(np.int64)
+    estimator = build_estimator(spec, seed, task)
+    record: dict[str, Any] = {"samples": int(features.shape[0])}
     try:
-        estimator.fit(features, labels)
+        if spec.grid_search is not None:
+            estimator, record["grid_search"] = _grid_search(
+                spec, spec.grid_search, estimator, features, labels, groups, seed, task
+            )
+        else:
+            estimator.fit(features, labels)
     except ValueError as exc:
         raise ModelError(
             f"{spec.estimator} could not be trained: {exc}",
             fix="check spec.model.params and the training samples",
             field="spec.model",
         ) from None
+    classes = tuple(int(c) for c in estimator.classes_) if task == "classification" else ()
     contract = ModelContract(
         estimator=spec.estimator,
         params=dict(spec.params),
         feature_names=tuple(feature_names),
-        classes=tuple(int(c) for c in estimator.classes_),
-        sklearn_version=sklearn.__version__,
+        classes=classes,
+        kind="sklearn",
+        task=task,
+        versions={"sklearn": sklearn.__version__},
+        config={"standardize": bool(spec.standardize)},
+        training=record,
     )
     return estimator, contract
 
 
+def check_estimator_spec(spec: ModelSpec, task: Task) -> None:
+    """Build (without fitting) what ``spec`` describes, so bad specs fail before any work."""
+    estimator = build_estimator(spec, 0, task)
+    if spec.grid_search is not None:
+        _param_grid(spec, estimator, spec.grid_search)
+        _scoring(spec.grid_search, task)
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+
+def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn") -> str:
+    """Write the estimator into ``folder``; its file name.
+
+    skops when the file loads back under the trust policy of ``load_skops`` (skops writes some
+    objects it cannot read back, e.g. compiled regular expressions, and functions by name),
+    joblib otherwise.
+    """
+    path = folder / SKOPS_FILE
+    try:
+        sio.dump(estimator, path)
+        load_skops(path, estimator_path)
+        return SKOPS_FILE
+    except Exception:  # any failure to write or read back means: not storable with skops
+        path.unlink(missing_ok=True)
+    try:
+        joblib.dump(estimator, folder / JOBLIB_FILE)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            f"the fitted model cannot be saved ({type(exc).__name__}: {exc})",
+            fix="avoid lambdas and local functions in the estimator; define functions at the "
+            "top level of an importable module",
+            field="spec.model",
+        ) from None
+    return JOBLIB_FILE
+
+
+def _package(import_path: str) -> str:
+    return import_path.replace(":", ".").split(".")[0]
+
+
+def load_skops(path: Path, estimator_path: str, field: str = "spec.model.path") -> Any:
+    """Load a .skops file, constructing only types of scikit-learn, numpy, scipy and the estimator's
+    own package; anything else is refused by name."""
+    untrusted = sio.get_untrusted_types(file=path)
+    allowed = TRUSTED_PACKAGES | {_package(estimator_path)}
+    refused = [t for t in untrusted if t.split(".")[0] not in allowed]
+    if refused:
+        raise ModelError(
+            f"{str(path)!r} would construct types outside scikit-learn, numpy, scipy and "
+            f"{_package(estimator_path)}: {', '.join(refused)}",
+            fix="save the model with only scikit-learn objects, or as a joblib file if you "
+            "trust its origin",
+            field=field,
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def load_estimator(folder: Path, contract: ModelContract) -> Any:
+    if contract.kind != "sklearn":
+        raise ModelError(
+            f"the model in {str(folder)!r} is a {contract.kind} model, not a scikit-learn one",
+            fix="load it with pipeline.learn.load_model, which reads every kind",
+            field="spec.model",
+        )
+    path = folder / contract.model_file
+    if not path.is_file():
+        raise ModelError(
+            f"model file {str(path)!r} named by {CONTRACT_FILE} does not exist",
+            fix="point to an intact model folder (train the model again if it was deleted)",
+            field="spec.model",
+        )
+    if path.suffix == ".skops":
+        return load_skops(path, contract.estimator)
+    return joblib.load(path)
+
+
 def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        joblib.dump(estimator, tmp)
-    write_text_atomic(folder / CONTRACT_FILE, json.dumps(asdict(contract), indent=2, default=str))
+    """Write the model folder atomically: readers see the old folder or the whole new one."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        model_file = dump_estimator(estimator, tmp, contract.estimator)
+        saved = replace(
+            contract,
+            model_file=model_file,
+            versions={
+                **contract.versions,
+                "sklearn": sklearn.__version__,
+                "skops": skops.__version__,
+            },
+        )
+        (tmp / CONTRACT_FILE).write_text(saved.to_json(), encoding="utf-8")
 
 
 def load_contract(folder: Path) -> ModelContract:
-    data = json.loads((folder / CONTRACT_FILE).read_text())
-    return ModelContract(
-        estimator=data["estimator"],
-        params=data["params"],
-        feature_names=tuple(data["feature_names"]),
-        classes=tuple(data["classes"]),
-        sklearn_version=data["sklearn_version"],
-    )
+    return read_contract(folder)
 
 
 def load_model(folder: Path) -> tuple[Any, ModelContract]:
-    return joblib.load(folder / MODEL_FILE), load_contract(folder)
-
-
-def check_features(contract: ModelContract, feature_names: Sequence[str]) -> None:
-    """Refuse to apply a model to a cube whose features are not exactly the model's."""
-    if tuple(feature_names) == contract.feature_names:
-        return
-    missing = [f for f in contract.feature_names if f not in set(feature_names)]
-    extra = [f for f in feature_names if f not in set(contract.feature_names)]
-    detail = []
-    if missing:
-        detail.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    if extra:
-        detail.append(f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
-    if not detail:
-        detail.append("same features in another order")
-    raise ModelError(
-        f"the model expects {len(contract.feature_names)} features, the cube has "
-        f"{len(feature_names)} ({'; '.join(detail)})",
-        fix="build the cube with the sensors, bands, indices and period the model was trained on",
-        field="spec.model",
-    )
+    contract = read_contract(folder)
+    return load_estimator(folder, contract), contract

@@ -1,14 +1,41 @@
-"""Where each output of a run lives inside the run store (one place, so docs and code agree)."""
+"""Where each output of a run lives inside the run store (one place, so docs and code agree).
+
+``RunLayout(Path())`` gives the names relative to the store; ``RunLayout(Path(store))`` the local
+paths. ``relative(path)`` turns either into the posix name a ``RunStore`` takes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+#: Top-level names the run keeps for itself; user-chosen output paths may not use them.
+RESERVED = frozenset({"state", "items", "cube.zarr", "cubes", "samples", "model", "run.json"})
+#: Deeper names the run keeps for itself.
+RESERVED_PATHS = ("maps/map.zarr", "maps/tiles")
+
+
+def reserved_by(path: str) -> str | None:
+    """The reserved name ``path`` (relative, posix) falls in, if any."""
+    parts = PurePosixPath(path).parts
+    if parts and parts[0] in RESERVED:
+        return parts[0]
+    for name in RESERVED_PATHS:
+        if path == name or path.startswith(name + "/"):
+            return name
+    return None
 
 
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
+    labels_name: str = "maps/labels.tif"
+    confidence_name: str = "maps/confidence.tif"
+    report_name: str = "report"
+
+    def relative(self, path: Path) -> str:
+        """The store-relative posix name of one of this layout's paths."""
+        return path.relative_to(self.root).as_posix()
 
     @property
     def items(self) -> Path:
@@ -20,13 +47,22 @@ class RunLayout:
 
     @property
     def cube(self) -> Path:
-        """Gap-filled feature cube (Zarr v3)."""
+        """Gap-filled feature cube (Zarr v3) of a single-grid run."""
         return self.root / "cube.zarr"
+
+    def cube_of(self, tile: str | None) -> Path:
+        """The cube of one tile (``cubes/<tile>.zarr``), or ``cube.zarr`` without tiles."""
+        return self.cube if tile is None else self.root / "cubes" / f"{tile}.zarr"
 
     @property
     def samples(self) -> Path:
         """Sample pixels with their split and features (GeoParquet)."""
         return self.root / "samples" / "samples.parquet"
+
+    @property
+    def sample_parts(self) -> Path:
+        """Per-chunk extracted features, assembled into ``samples``."""
+        return self.root / "samples" / "parts"
 
     @property
     def model(self) -> Path:
@@ -38,19 +74,52 @@ class RunLayout:
         """Labels and confidence as Zarr (what the COGs are made from)."""
         return self.root / "maps" / "map.zarr"
 
+    def map_store_of(self, tile: str | None) -> Path:
+        return self.map_store if tile is None else self.root / "maps" / "tiles" / f"{tile}.zarr"
+
     @property
     def labels(self) -> Path:
-        return self.root / "maps" / "labels.tif"
+        return self.root / self.labels_name
 
     @property
     def confidence(self) -> Path:
-        return self.root / "maps" / "confidence.tif"
+        return self.root / self.confidence_name
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        return self.root / self.report_name
 
     @property
     def summary(self) -> Path:
         """What ran, how long each stage took, and where every output is."""
         return self.root / "run.json"
+
+    @property
+    def state(self) -> Path:
+        """The run's own bookkeeping: ledger, stage contexts, sessions, last manifest."""
+        return self.root / "state"
+
+    @property
+    def manifest(self) -> Path:
+        return self.state / "manifest.json"
+
+    @property
+    def sessions(self) -> Path:
+        return self.state / "sessions"
+
+    def written(self) -> list[Path]:
+        """Every path the run writes or replaces (inputs must stay out of them)."""
+        return [
+            self.state,
+            self.items,
+            self.root / "cube.zarr",
+            self.root / "cubes",
+            self.root / "samples",
+            self.model,
+            self.map_store,
+            self.root / "maps" / "tiles",
+            self.labels,
+            self.confidence,
+            self.report,
+            self.summary,
+        ]

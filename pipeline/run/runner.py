@@ -1,135 +1,365 @@
-"""A whole run: plan (pure checks, no write), then the stages on a dask cluster.
+"""A whole run: plan (checks, no write), then the stages as units on a dask cluster.
 
-    discover -> cube (chunk units) -> samples (chunk units) -> train -> predict (chunk units)
-    -> mosaic (COGs) -> validate (report)
+    discover -> cube (chunk units) -> samples (chunk units + table) -> train -> predict
+    (chunk units) -> mosaic (COGs) -> validate (report)
 
-``plan_run`` reads only metadata (catalog, reference attributes) and fails with a clear error on
-bad input before anything is written. Each stage writes its outputs atomically, so a failure
-leaves the outputs of finished stages intact and no half-written file.
+``plan_run`` reads only metadata (catalog, reference, the run store's ledger) and fails with a
+clear error on bad input before anything is written; it also computes the digest of every unit
+(see ``pipeline.run.stages``). ``execute`` runs each stage through the ``Executor``: units
+already in the ledger with the same digest are skipped, the others run on the cluster and are
+recorded once their output is written. Killing the run at any moment and running it again with
+``resume`` finishes it, with the same bytes as an undisturbed run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import tempfile
 import time
+import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pystac
-import rasterio
 from dask.utils import parse_bytes
 
 from pipeline import __version__
-from pipeline.catalog.sensors import SensorProfile
-from pipeline.catalog.static import find_acquisitions, save_items
-from pipeline.cube.build import ChunkReport, CubeChunkTask, build_chunk
+from pipeline.catalog.items import discovery_fingerprint, save_items
+from pipeline.catalog.sensors import SensorProfile, sensor_profiles
+from pipeline.catalog.static import find_acquisitions
+from pipeline.cube.build import check_user_features
 from pipeline.cube.plan import CubePlan, plan_cube
 from pipeline.cube.store import create_cube_store
-from pipeline.errors import InputDataError, OutputError
-from pipeline.grid import plan_grid
-from pipeline.learn.sklearn import check_features, save_model, train
+from pipeline.errors import ComputeError, ManifestError, OutputError
+from pipeline.grid import plan_tiles
 from pipeline.manifest import RunManifest
-from pipeline.model import ClassInfo
-from pipeline.predict.blockwise import (
-    CONFIDENCE_NODATA,
-    CONFIDENCE_VARIABLE,
-    LABEL_VARIABLE,
-    MapEncoding,
-    PredictReport,
-    PredictTask,
-    create_map_store,
-    predict_chunk,
-)
-from pipeline.predict.outputs import zarr_to_cog
-from pipeline.run.clusters import open_client
-from pipeline.run.executor import run_units
+from pipeline.model import Acquisition
+from pipeline.run import stages as st
+from pipeline.run.clusters import ClusterStarter, open_client, worker_capacity
+from pipeline.run.estimate import WorkEstimate, check_memory, predict_bytes
+from pipeline.run.executor import Executor, StageOutcome, StageWork
 from pipeline.run.layout import RunLayout
+from pipeline.run.lock import StoreLock, check_free
+from pipeline.run.monitor import MemoryMonitor
 from pipeline.run.progress import Progress
-from pipeline.samples.extract import (
-    extract_chunk,
-    labelled_pixels,
-    plan_extraction,
-    samples_table,
-    write_samples,
-)
+from pipeline.run.units import Ledger, Record, Unit
+from pipeline.samples.extract import ExtractTask, labelled_pixels, plan_extraction
 from pipeline.samples.reference import ReferencePolygons, load_reference
-from pipeline.samples.split import TRAIN, VALIDATION, select_training_pixels, split_polygons
-from pipeline.storage import atomic_path, check_writable, write_text_atomic
-from pipeline.validate.metrics import classification_metrics
-from pipeline.validate.report import write_report
-from pipeline.warnings import DataQualityWarning, SamplingWarning
+from pipeline.samples.select import SelectionRule, select_pixels
+from pipeline.samples.split import TRAIN, VALIDATION, split_polygons
+from pipeline.storage import RunStore, check_writable
+from pipeline.warnings import DataQualityWarning
 
 
 @dataclass(frozen=True)
 class RunPlan:
     manifest: RunManifest
+    store: RunStore
     layout: RunLayout
+    """Names relative to the run store (``layout.relative`` turns them into store names)."""
     cube: CubePlan
-    items: dict[str, list[pystac.Item]]
+    items: dict[str, tuple[list[pystac.Item], str]]
+    """Per sensor profile: the items used and their discovery fingerprint."""
     reference: ReferencePolygons
+    pixels: pd.DataFrame
+    extract_tasks: list[ExtractTask]
+    units: dict[str, list[Unit]]
+    digests: dict[str, str]
+    work: WorkEstimate
 
     @property
     def estimate(self) -> dict[str, Any]:
-        grid = self.cube.grid
-        return {
-            "grid": f"{grid.width} x {grid.height} px, {grid.crs}",
-            "chunks": len(self.cube.windows),
-            "pixels": grid.width * grid.height,
-            "acquisitions": sum(len(s.acquisitions) for s in self.cube.sensors),
-            "features": len(self.cube.feature_names),
-            "memory_per_chunk": self.cube.bytes_per_chunk(),
-        }
+        return {**self.work.as_dict(), "grid": _grid_text(self.cube)}
 
 
 @dataclass
 class RunResult:
     layout: RunLayout
+    store: RunStore
     metrics: dict[str, Any]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     dashboard: str | None = None
+    outcomes: dict[str, StageOutcome] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_run(manifest: RunManifest) -> RunPlan:
-    """Check every input and build the plan; reads metadata only and writes nothing."""
+def _grid_text(cube: CubePlan) -> str:
+    return f"{cube.grid.width} x {cube.grid.height} px, {cube.grid.crs}"
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _unsupported(manifest: RunManifest) -> None:
+    """Refuse, before any work, what the runner does not run yet (rather than ignoring it)."""
     spec = manifest.spec
-    layout = RunLayout(Path(spec.outputs.store))
-    check_writable(layout.root)
-    sensors = []
-    items: dict[str, list[pystac.Item]] = {}
-    for i, sensor_spec in enumerate(spec.sensors):
-        profile = SensorProfile.from_spec(sensor_spec)
-        acquisitions, raw_items = find_acquisitions(
-            sensor_spec.catalog, profile, spec.period.start, spec.period.end,
-            field=f"spec.sensors[{i}]",
-        )  # fmt: skip
-        sensors.append((profile, acquisitions))
-        items[profile.name] = raw_items
-    grid = plan_grid(spec.area, [a for _, acqs in sensors for a in acqs])
-    cube = plan_cube(
-        grid, sensors, spec.period.start, spec.period.end, spec.features.indices,
-        spec.compute.chunk_size,
-    )  # fmt: skip
-    needed = cube.bytes_per_chunk()
-    limit = parse_bytes(spec.compute.memory_limit) * spec.compute.threads_per_worker
-    if needed > 0.6 * parse_bytes(spec.compute.memory_limit) / spec.compute.threads_per_worker:
-        raise OutputError(
-            f"one chunk needs about {needed / 2**20:.0f} MiB, more than 60% of a worker thread's "
-            f"share of compute.memory_limit ({limit / 2**20:.0f} MiB for "
-            f"{spec.compute.threads_per_worker} thread(s))",
-            fix="lower spec.compute.chunk_size or raise spec.compute.memory_limit",
-            field="spec.compute",
+    problems = []
+    if spec.task != "classification":
+        problems.append(("spec.task", f"task {spec.task!r}", "use task: classification"))
+    if spec.reference.regions is not None:
+        problems.append(("spec.reference.regions", "regions", "remove spec.reference.regions"))
+    if spec.sampling.runs != 1:
+        problems.append(("spec.sampling.runs", f"runs {spec.sampling.runs}", "set runs: 1"))
+    for where, what, fix in problems:
+        raise ManifestError(
+            f"{what} is not run by `sitsflow run` in this version (its building blocks exist, "
+            "the run engine does not chain them yet)",
+            fix=fix,
+            field=where,
         )
-    reference = load_reference(spec.reference, grid)
-    return RunPlan(manifest, layout, cube, items, reference)
 
 
-@contextmanager
+def _check_store_state(
+    store: RunStore, manifest: RunManifest, resume: bool, *, check_lock: bool = True
+) -> None:
+    if check_lock:
+        check_free(store)
+    ledger = Ledger(store)
+    if ledger.is_empty():
+        return
+    previous = None
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        previous = json.loads(store.read_text("state/manifest.json"))["metadata"]["name"]
+    if previous is not None and previous != manifest.name:
+        raise OutputError(
+            f"run store {store.root!r} holds the work of run {previous!r}, not {manifest.name!r}",
+            fix="choose another outputs.store (or --store) for this run, or use the run name "
+            f"{previous!r} to continue that run",
+            field="spec.outputs.store",
+        )
+    if not resume:
+        raise OutputError(
+            f"run store {store.root!r} already holds work of run {manifest.name!r}",
+            fix="add --resume to continue it (finished units whose inputs did not change are "
+            "kept, the others run again), or choose another outputs.store (or --store)",
+            field="spec.outputs.store",
+        )
+
+
+def _discover(
+    manifest: RunManifest, store: RunStore, layout: RunLayout
+) -> tuple[list[tuple[SensorProfile, list[Acquisition]]], dict[str, tuple[list[pystac.Item], str]]]:
+    spec = manifest.spec
+    sensors: list[tuple[SensorProfile, list[Acquisition]]] = []
+    items: dict[str, tuple[list[pystac.Item], str]] = {}
+    with tempfile.TemporaryDirectory(prefix="sitsflow-items-") as scratch:
+        for i, sensor_spec in enumerate(spec.sensors):
+            for profile in sensor_profiles(sensor_spec):
+                saved = _saved_items(store, layout, profile.name, Path(scratch))
+                acquisitions, raw = find_acquisitions(
+                    sensor_spec.catalog,
+                    profile,
+                    spec.period.start,
+                    spec.period.end,
+                    field=f"spec.sensors[{i}]",
+                    saved=saved,
+                )
+                sensors.append((profile, acquisitions))
+                fingerprint = discovery_fingerprint(
+                    sensor_spec.catalog, spec.period.start, spec.period.end
+                )
+                items[profile.name] = (raw, fingerprint)
+    return sensors, items
+
+
+def _saved_items(store: RunStore, layout: RunLayout, name: str, scratch: Path) -> Path | None:
+    """The item list a previous session saved (a local copy for remote stores), if any."""
+    relative = layout.relative(layout.items_of(name))
+    if not store.exists(relative):
+        return None
+    if not store.remote:
+        return store.local_path(relative)
+    local = scratch / f"{name}.json"
+    store.download(relative, local)
+    return local
+
+
+def _sample_pixels(manifest: RunManifest, reference: ReferencePolygons) -> pd.DataFrame:
+    """The split by polygon and the training selection: every pixel the samples table holds."""
+    sampling = manifest.spec.sampling
+    table = reference.table
+    present = set(reference.present_ids().tolist())
+    chosen = table[table["polygon_id"].isin(present)]
+    labels = dict(zip(chosen["polygon_id"].astype(int), chosen["label"].astype(int), strict=True))
+    groups = dict(zip(chosen["polygon_id"].astype(int), chosen["group"], strict=True))
+    split = split_polygons(labels, sampling.validation_fraction, sampling.seed, groups=groups)
+    pixels = labelled_pixels(reference, split)
+    training = select_pixels(
+        pixels[pixels["split"] == TRAIN], SelectionRule.from_spec(sampling), sampling.seed
+    )
+    both = pd.concat([training, pixels[pixels["split"] == VALIDATION]])
+    return both.sort_values(["row", "col"]).reset_index(drop=True)
+
+
+def plan_run(
+    manifest: RunManifest,
+    *,
+    resume: bool = False,
+    on_work_ahead: Callable[[list[str]], None] | None = None,
+    check_lock: bool = True,
+) -> RunPlan:
+    """Check every input and build the plan; reads metadata only and writes nothing.
+
+    ``on_work_ahead(stages)`` is called once the units and their digests are known, with the
+    stages that have units left to run, before the slowest checks: a caller starts its cluster
+    there, so that it comes up while planning ends. ``check_lock=False`` plans a store another
+    driver is working in (to report on it).
+    """
+    spec = manifest.spec
+    _unsupported(manifest)
+    outputs = spec.outputs
+    store = RunStore(outputs.store)
+    layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report)
+    check_writable(outputs.store)
+    _check_store_state(store, manifest, resume, check_lock=check_lock)
+    sensors, items = _discover(manifest, store, layout)
+    tiles = plan_tiles(spec.area, [a for _, acqs in sensors for a in acqs])
+    if len(tiles) != 1:
+        raise ManifestError(
+            f"spec.area defines {len(tiles)} tiles; `sitsflow run` maps one grid in this version",
+            fix="list a single tile in spec.area.tiles, or give crs, resolution and bbox",
+            field="spec.area",
+        )
+    cube = plan_cube(
+        tiles.tiles[0].grid,
+        sensors,
+        spec.period.start,
+        spec.period.end,
+        spec.features.indices,
+        spec.compute.chunk_size,
+        user_functions=spec.features.user_functions,
+    )
+    check_user_features(cube)
+    reference = load_reference(spec.reference, cube.grid)
+    pixels = _sample_pixels(manifest, reference)
+    cube_url = store.url(layout.relative(layout.cube))
+    tasks = plan_extraction(pixels, cube.windows, cube_url, cube.time_series_variables)
+
+    digests: dict[str, str] = {}
+    digests["discover"] = st.digest(
+        "discover", [(p, st.unsigned(a)) for p, a in sensors], spec.period
+    )
+    digests["cube_store"] = st.digest("cube", "store", st.cube_identity(cube))
+    cube_units = st.cube_units(cube, digests["cube_store"])
+    by_window = {u.payload: u.digest for u in cube_units}
+    table_inputs = (
+        st.frame_for_digest(pixels, ["row", "col", "polygon_id", "label", "group", "split"]),
+        cube.feature_names,
+        cube.grid,
+    )
+    parts, table = st.sample_units(tasks, by_window, table_inputs)
+    digests["samples"] = table.digest
+    train = Unit(
+        "train",
+        "model",
+        st.digest(
+            "train",
+            table.digest,
+            spec.model,
+            spec.task,
+            spec.sampling.seed,
+            spec.sampling.min_pixels_per_class,
+        ),
+    )
+    digests["train"] = train.digest
+    predict = st.predict_units(cube.windows, train.digest, by_window)
+    files = _map_files(layout)
+    mosaic = st.mosaic_units(files, [u.digest for u in predict], cube.grid)
+    validate = Unit(
+        "validate",
+        "report",
+        st.digest("validate", [u.digest for u in mosaic], table.digest, layout.report_name),
+    )
+    units = {
+        "discover": [Unit("discover", "items", digests["discover"])],
+        "cube": cube_units,
+        "samples": [*parts, table],
+        "train": [train],
+        "predict": predict,
+        "mosaic": mosaic,
+        "validate": [validate],
+    }
+    work = WorkEstimate(
+        tiles=len(tiles),
+        chunks=len(cube.windows),
+        pixels=cube.grid.width * cube.grid.height,
+        acquisitions=sum(len(s.acquisitions) for s in cube.sensors),
+        features=len(cube.feature_names),
+        chunk_size=cube.chunk_size,
+        chunk_bytes=cube.bytes_per_chunk(),
+        predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_size),
+        units={k: len(v) for k, v in units.items()},
+    )
+    if spec.compute.cluster != "address":  # an existing scheduler's workers are checked live
+        check_memory(
+            work, int(parse_bytes(spec.compute.memory_limit)), spec.compute.threads_per_worker
+        )
+    if on_work_ahead is not None:
+        ledger = Ledger(store)
+        ahead = [stage for stage, todo in units.items() if ledger.split(todo)[1]]
+        if ahead:
+            on_work_ahead(ahead)
+    from pipeline.learn import check_model_spec  # heavy (estimators, torch): once work is known
+
+    check_model_spec(spec.model, spec.task, cube.feature_names)
+    return RunPlan(
+        manifest, store, layout, cube, items, reference, pixels, tasks, units, digests, work
+    )
+
+
+def _map_files(layout: RunLayout) -> list[st.MapFile]:
+    return [
+        st.MapFile("labels", layout.labels_name),
+        st.MapFile("confidence", layout.confidence_name),
+    ]
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    total: int
+    done: int
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done
+
+
+def run_status(plan: RunPlan) -> list[StageStatus]:
+    """Per stage: units planned and units finished with their current digest."""
+    ledger = Ledger(plan.store)
+    out = []
+    for stage in st.STAGES:
+        units = plan.units[stage]
+        done, _ = ledger.split(units)
+        out.append(StageStatus(stage, len(units), len(done)))
+    return out
+
+
+def sessions(store: RunStore) -> list[dict[str, Any]]:
+    """The run's sessions (one per `sitsflow run`), oldest first."""
+    out = []
+    for name in store.list_names("state/sessions"):
+        with contextlib.suppress(ValueError, FileNotFoundError):
+            out.append(json.loads(store.read_text(f"state/sessions/{name}")))
+    return out
+
+
+# --- execution -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
 def _stage(name: str, timings: dict[str, float], progress: Progress) -> Iterator[None]:
     started = time.perf_counter()
     progress.stage_started(name)
@@ -138,197 +368,414 @@ def _stage(name: str, timings: dict[str, float], progress: Progress) -> Iterator
     progress.stage_finished(name, timings[name])
 
 
-def execute(plan: RunPlan, progress: Progress) -> RunResult:
-    manifest, layout, cube = plan.manifest, plan.layout, plan.cube
+def _new_session() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+class _Session:
+    """The session's record in ``state/sessions/``: who runs, where the dashboard is, the end."""
+
+    def __init__(self, plan: RunPlan, session: str) -> None:
+        self.store = plan.store
+        self.name = f"state/sessions/{session}.json"
+        self.data: dict[str, Any] = {
+            "session": session,
+            "run": plan.manifest.name,
+            "sitsflow_version": __version__,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "state": "running",
+        }
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.store.write_text(self.name, json.dumps(self.data, indent=2, default=str))
+
+
+def execute(
+    plan: RunPlan,
+    progress: Progress,
+    *,
+    session: str | None = None,
+    cluster: ClusterStarter | None = None,
+) -> RunResult:
+    """Run every stage, skipping units the ledger already holds with the same digest.
+
+    ``cluster``: a cluster started beforehand (see ``plan_run``'s ``on_work_ahead``); without
+    one, a cluster is opened here when units are left to run.
+    """
+    session = session or _new_session()
+    with StoreLock(plan.store, session):
+        return _execute(plan, progress, session, cluster)
+
+
+def _execute(
+    plan: RunPlan, progress: Progress, session: str, cluster: ClusterStarter | None
+) -> RunResult:
+    manifest, store, layout = plan.manifest, plan.store, plan.layout
     spec = manifest.spec
     timings: dict[str, float] = {}
-    layout.root.mkdir(parents=True, exist_ok=True)
+    outcomes: dict[str, StageOutcome] = {}
+    leftovers = store.remove_temporaries()  # a killed session's half-written files
+    if leftovers:
+        progress.info(
+            f"removed {len(leftovers)} file(s) an interrupted session left half-written",
+            "run.cleaned",
+            files=leftovers,
+        )
+    store.write_text("state/manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=2))
+    record = _Session(plan, session)
+    record.update()
+    progress.info(
+        f"work: {plan.work.describe(spec.compute.threads_per_worker)}",
+        "run.estimate",
+        estimate=plan.estimate,
+    )
 
-    with open_client(spec.compute) as client:
-        dashboard = client.dashboard_link
-        progress.info(f"dask dashboard: {dashboard}")
-
-        with _stage("discover", timings, progress):
-            for sensor, sensor_items in plan.items.items():
-                save_items(sensor_items, layout.items_of(sensor))
-
-        with _stage("cube", timings, progress), atomic_path(layout.cube) as tmp_cube:
-            create_cube_store(cube, str(tmp_cube))
-            tasks = [CubeChunkTask(cube, w, str(tmp_cube)) for w in cube.windows]
-            bar = progress.bar("cube chunks", len(tasks))
-            chunk_reports: list[ChunkReport] = run_units(
-                client, build_chunk, tasks, key_prefix="cube", on_done=lambda _r: bar.advance()
+    def on_unit(stage: str, result: Any) -> None:
+        # One event per unit that ran (JSON logs only: a terminal shows the bars instead).
+        if progress.log.json:
+            progress.log.event(
+                "unit.finished",
+                f"{stage}/{result.key} finished on {result.worker} in {result.seconds:.2f} s",
+                level="debug",
+                stage=stage,
+                unit=result.key,
+                worker=result.worker,
+                seconds=round(result.seconds, 4),
+                session=session,
             )
-        never_valid = sum(r.never_valid_pixels for r in chunk_reports)
-        if never_valid:
-            warnings.warn(
-                f"{never_valid} pixel(s) have no valid acquisition in the period; they are left "
-                "unmapped (no-data in the map)",
-                DataQualityWarning,
-                stacklevel=2,
-            )
 
-        with _stage("samples", timings, progress):
-            samples = _samples_stage(plan, client, progress)
-
-        with _stage("train", timings, progress):
-            model_info = _train_stage(plan, samples)
-
-        encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
-        with _stage("predict", timings, progress), atomic_path(layout.map_store) as tmp_map:
-            create_map_store(str(tmp_map), cube.grid, cube.chunk_size, encoding)
-            predict_tasks = [
-                PredictTask(
-                    str(layout.cube),
-                    tuple(cube.time_series_variables),
-                    str(layout.model),
-                    str(tmp_map),
-                    w,
-                    encoding,
-                )
-                for w in cube.windows
-            ]
-            bar = progress.bar("predicted chunks", len(predict_tasks))
-            predict_reports: list[PredictReport] = run_units(
-                client, predict_chunk, predict_tasks, key_prefix="predict",
-                on_done=lambda _r: bar.advance(),
-            )  # fmt: skip
-
-    with _stage("mosaic", timings, progress):
-        zarr_to_cog(str(layout.map_store), LABEL_VARIABLE, cube.grid, layout.labels,
-                    nodata=encoding.nodata, overview_resampling="mode")  # fmt: skip
-        zarr_to_cog(str(layout.map_store), CONFIDENCE_VARIABLE, cube.grid, layout.confidence,
-                    nodata=CONFIDENCE_NODATA, overview_resampling="average")  # fmt: skip
-
-    with _stage("validate", timings, progress):
-        metrics = _validate_stage(plan, samples, encoding, model_info, timings, predict_reports)
-
-    summary = {
-        "sitsflow_version": __version__,
-        "run": manifest.name,
-        "manifest": manifest.model_dump(mode="json"),
-        "estimate": plan.estimate,
-        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "dashboard": dashboard,
-        "outputs": {
-            "items": str(layout.items),
-            "cube": str(layout.cube),
-            "samples": str(layout.samples),
-            "model": str(layout.model),
-            "labels": str(layout.labels),
-            "confidence": str(layout.confidence),
-            "report": str(layout.report / "report.html"),
-            "metrics": str(layout.report / "metrics.json"),
-        },
-        "overall_accuracy": metrics["overall_accuracy"],
-        "kappa": metrics["kappa"],
-    }
-    write_text_atomic(layout.summary, json.dumps(summary, indent=2, sort_keys=True, default=str))
-    return RunResult(layout, metrics, timings, dashboard)
-
-
-def _samples_stage(plan: RunPlan, client: Any, progress: Progress) -> pd.DataFrame:
-    spec = plan.manifest.spec
-    reference = plan.reference
-    polygon_labels = dict(
-        zip(
-            reference.table["polygon_id"].astype(int),
-            reference.table["label"].astype(int),
-            strict=True,
+    started = time.perf_counter()
+    pending = sum(len(Ledger(store).split(units)[1]) for units in plan.units.values())
+    dashboard: str | None = None
+    memory_summary: dict[str, Any] = {"peak_worker_memory_bytes": 0, "workers_seen": 0}
+    with contextlib.ExitStack() as stack:
+        client = None
+        if cluster is not None:
+            client = cluster.client()
+        elif pending:  # a finished run needs no cluster to report on itself
+            client = stack.enter_context(open_client(spec.compute, run=manifest.name))
+        if client is not None:
+            dashboard = client.dashboard_link
+            progress.info(f"dask dashboard: {dashboard}", "run.dashboard", dashboard=dashboard)
+            record.update(dashboard=dashboard)
+            if spec.compute.cluster == "address":
+                _check_workers(client, plan.work)
+        if not pending:
+            progress.info("every unit is finished already: nothing to compute", "run.complete")
+        executor = Executor(
+            store,
+            session,
+            client,
+            progress,
+            retries=spec.compute.retries,
+            max_in_flight=spec.compute.max_units_in_flight,
+            on_unit=on_unit,
         )
+        memory = stack.enter_context(MemoryMonitor(client)) if client is not None else None
+        try:
+            metrics = _run_stages(plan, executor, progress, timings, outcomes)
+        except BaseException as exc:
+            record.update(state="failed", error=type(exc).__name__)
+            raise
+        if memory is not None:
+            memory_summary = memory.summary()
+    summary = _summary(plan, session, timings, outcomes, dashboard, memory_summary, metrics)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    store.write_text(
+        layout.relative(layout.summary), json.dumps(summary, indent=2, sort_keys=True, default=str)
     )
-    present = set(np.unique(reference.polygon_ids[reference.polygon_ids >= 0]).tolist())
-    split = split_polygons(
-        {p: c for p, c in polygon_labels.items() if p in present},
-        spec.sampling.validation_fraction,
-        spec.sampling.seed,
+    record.update(
+        state="finished",
+        ended=datetime.now(UTC).isoformat(timespec="seconds"),
+        units=summary["units"],
+        stage_seconds=summary["stage_seconds"],
     )
-    pixels = labelled_pixels(reference, split)
-    train = select_training_pixels(
-        pixels[pixels["split"] == TRAIN], spec.sampling.max_pixels_per_polygon, spec.sampling.seed
-    )
-    pixels = pd.concat([train, pixels[pixels["split"] == VALIDATION]]).sort_values(["row", "col"])
-    tasks = plan_extraction(
-        pixels, plan.cube.windows, str(plan.layout.cube), plan.cube.time_series_variables
-    )
-    bar = progress.bar("sample chunks", len(tasks))
-    values = run_units(
-        client, extract_chunk, tasks, key_prefix="extract", on_done=lambda _r: bar.advance()
-    )
-    table = samples_table(tasks, values, pixels, plan.cube.feature_names, plan.cube.grid)
-    write_samples(table, plan.layout.samples)
-    return table
+    return RunResult(layout, store, metrics, timings, dashboard, outcomes, summary)
 
 
-def _train_stage(plan: RunPlan, samples: pd.DataFrame) -> dict[str, Any]:
-    spec = plan.manifest.spec
-    feature_names = plan.cube.feature_names
-    training = samples[samples["split"] == TRAIN]
-    training = training[~training[feature_names].isna().any(axis=1)]
-    counts = training["label"].value_counts()
-    too_small = sorted(int(c) for c in counts[counts < spec.sampling.min_pixels_per_class].index)
-    if too_small:
-        warnings.warn(
-            f"class(es) {too_small} have fewer than {spec.sampling.min_pixels_per_class} training "
-            f"pixels ({ {c: int(counts[c]) for c in too_small} }); they are left out of the model, "
-            "so the map cannot show them. Add reference polygons or lower "
-            "spec.sampling.min_pixels_per_class",
-            SamplingWarning,
-            stacklevel=2,
+def _check_workers(client: Any, work: WorkEstimate) -> None:
+    """An existing scheduler's workers (open_client waited for one): can each hold a unit?"""
+    capacity = worker_capacity(client)
+    if not capacity:
+        raise ComputeError(
+            "the scheduler has no worker",
+            fix="start dask workers against it (dask worker <address>)",
+            field="spec.compute.address",
         )
-        training = training[~training["label"].isin(too_small)]
-    if training["label"].nunique() < 2:
-        raise InputDataError(
-            f"training needs at least two classes with {spec.sampling.min_pixels_per_class}+ "
-            f"pixels; found {training['label'].nunique()}",
-            fix="add reference polygons of more classes over the mapped area",
-            field="spec.reference",
-        )
-    estimator, contract = train(
-        spec.model,
-        training[feature_names].to_numpy(dtype=np.float32),
-        training["label"].to_numpy(),
-        feature_names,
-        spec.sampling.seed,
-    )
-    check_features(contract, plan.cube.feature_names)
-    save_model(estimator, contract, plan.layout.model)
-    return {
-        "classes": list(contract.classes),
-        "left_out_classes": too_small,
-        "training_pixels": len(training),
-        "training_polygons": int(training["polygon_id"].nunique()),
-    }
+    for name, limit, threads in capacity:
+        if limit:
+            check_memory(work, limit, threads, where=f"scheduler's (worker {name!r})")
 
 
-def _validate_stage(
+def _run_stages(
     plan: RunPlan,
-    samples: pd.DataFrame,
-    encoding: MapEncoding,
-    model_info: dict[str, Any],
+    executor: Executor,
+    progress: Progress,
     timings: dict[str, float],
-    predict_reports: list[PredictReport],
+    outcomes: dict[str, StageOutcome],
 ) -> dict[str, Any]:
-    spec = plan.manifest.spec
-    validation = samples[samples["split"] == VALIDATION]
-    with rasterio.open(plan.layout.labels) as src:
-        labels_map = src.read(1)
-    predicted = labels_map[validation["row"].to_numpy(), validation["col"].to_numpy()]
-    mapped = predicted != encoding.nodata
-    unmapped = int((~mapped).sum())
-    if unmapped:
+    manifest, store, layout, cube = plan.manifest, plan.store, plan.layout, plan.cube
+    spec = manifest.spec
+    root = store.root
+    cube_url = store.url(layout.relative(layout.cube))
+    map_url = store.url(layout.relative(layout.map_store))
+
+    def run(work: StageWork, **kwargs: Any) -> StageOutcome:
+        outcome = executor.run(work, **kwargs)
+        previous = outcomes.get(work.name)
+        if previous is not None:  # a stage of two steps (samples: parts, then the table)
+            outcome = StageOutcome(
+                work.name,
+                previous.total + outcome.total,
+                previous.skipped + outcome.skipped,
+                previous.ran + outcome.ran,
+                previous.seconds + outcome.seconds,
+                previous.pixels + outcome.pixels,
+                previous.unit_seconds + outcome.unit_seconds,
+                {**previous.summaries, **outcome.summaries},
+            )
+        outcomes[work.name] = outcome
+        return outcome
+
+    with _stage("discover", timings, progress):
+        run(
+            StageWork(
+                "discover",
+                plan.units["discover"],
+                _save_items,
+                _ItemsContext(root, plan),
+                on_cluster=False,
+                description="item lists",
+            )
+        )
+
+    with _stage("cube", timings, progress):
+        _ensure_store(
+            store,
+            "cube",
+            plan.digests["cube_store"],
+            layout.relative(layout.cube),
+            lambda: create_cube_store(cube, cube_url),
+        )
+        chunks = run(
+            StageWork(
+                "cube",
+                plan.units["cube"],
+                st.build_cube_unit,
+                st.CubeContext(cube, cube_url),
+                description="cube chunks",
+            )
+        )
+    never_valid = sum(int(s.get("never_valid_pixels", 0)) for s in chunks.summaries.values())
+    if never_valid:
         warnings.warn(
-            f"{unmapped} validation pixel(s) fall on unmapped (never valid) pixels and are not "
-            "counted in the accuracy",
+            f"{never_valid} pixel(s) have no valid acquisition in the period; they are left "
+            "unmapped (no-data in the map)",
             DataQualityWarning,
             stacklevel=2,
         )
-    reference_labels = validation["label"].to_numpy()[mapped]
-    predicted = predicted[mapped].astype(np.int64)
-    classes = sorted(set(model_info["classes"]) | set(reference_labels.tolist()))
-    metrics = classification_metrics(reference_labels, predicted, classes)
-    legend = [c for c in plan.reference.legend if c.code in classes]
-    details: dict[str, Any] = {
+
+    with _stage("samples", timings, progress):
+        parts, table = plan.units["samples"][:-1], plan.units["samples"][-1]
+        run(
+            StageWork(
+                "samples",
+                parts,
+                st.extract_unit,
+                st.ExtractContext(root, tuple(plan.extract_tasks)),
+                description="sample chunks",
+            ),
+            read_summaries=False,
+        )
+        run(
+            StageWork(
+                "samples",
+                [table],
+                _assemble_samples,
+                _TableContext(plan, parts),
+                on_cluster=False,
+                description="samples table",
+            )
+        )
+
+    with _stage("train", timings, progress):
+        trained = run(
+            StageWork(
+                "train",
+                plan.units["train"],
+                st.train_unit,
+                st.TrainContext(
+                    root,
+                    layout.relative(layout.samples),
+                    layout.relative(layout.model),
+                    spec.model,
+                    spec.task,
+                    "label",
+                    tuple(cube.feature_names),
+                    spec.sampling.seed,
+                    spec.sampling.min_pixels_per_class,
+                ),
+                description="model",
+            )
+        )
+    model_info = trained.summaries["model"]
+    from pipeline.predict.blockwise import MapEncoding, create_map_store
+
+    encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
+
+    with _stage("predict", timings, progress):
+        _ensure_store(
+            store,
+            "predict",
+            st.digest("predict", "store", cube.grid, cube.chunk_size, encoding),
+            layout.relative(layout.map_store),
+            lambda: create_map_store(map_url, cube.grid, cube.chunk_size, encoding),
+        )
+        predicted = run(
+            StageWork(
+                "predict",
+                plan.units["predict"],
+                st.predict_unit,
+                st.PredictContext(
+                    root,
+                    cube_url,
+                    tuple(cube.time_series_variables),
+                    layout.relative(layout.model),
+                    plan.digests["train"],
+                    map_url,
+                    encoding,
+                ),
+                description="predicted chunks",
+            )
+        )
+
+    with _stage("mosaic", timings, progress):
+        mosaic_units = [
+            Unit(u.stage, u.key, u.digest, _resolved(u.payload, encoding), u.pixels)
+            for u in plan.units["mosaic"]
+        ]
+        run(
+            StageWork(
+                "mosaic",
+                mosaic_units,
+                st.mosaic_unit,
+                st.MosaicContext(root, map_url, cube.grid),
+                description="map files",
+            )
+        )
+
+    unmapped = sum(int(s.get("nodata_pixels", 0)) for s in predicted.summaries.values())
+    with _stage("validate", timings, progress):
+        details = _report_details(plan, model_info, unmapped, timings)
+        checked = run(
+            StageWork(
+                "validate",
+                plan.units["validate"],
+                st.validate_unit,
+                st.ValidateContext(
+                    root,
+                    layout.relative(layout.samples),
+                    layout.labels_name,
+                    layout.confidence_name,
+                    layout.report_name,
+                    plan.reference.legend,
+                    int(encoding.nodata),
+                    tuple(model_info["classes"]),
+                    f"sitsflow run {manifest.name}: accuracy on validation polygons",
+                    details,
+                ),
+                on_cluster=False,
+                description="accuracy report",
+            )
+        )
+    return dict(checked.summaries["report"])
+
+
+def _resolved(item: st.MapFile, encoding: Any) -> st.MapFile:
+    """The map file with the variable, no-data and resampling of its role."""
+    from pipeline.predict.blockwise import CONFIDENCE_NODATA, CONFIDENCE_VARIABLE, LABEL_VARIABLE
+
+    if item.role == "labels":  # classes: the most common class of the pixels below
+        return st.MapFile(item.role, item.name, LABEL_VARIABLE, float(encoding.nodata), "mode")
+    return st.MapFile(item.role, item.name, CONFIDENCE_VARIABLE, CONFIDENCE_NODATA, "average")
+
+
+def _ensure_store(
+    store: RunStore, stage: str, store_digest: str, relative: str, create: Any
+) -> None:
+    """Keep a stage's Zarr store when it was made for the same plan; else make it anew and forget
+    the stage's units (their regions are gone)."""
+    ledger = Ledger(store)
+    if store_digest in ledger.finished(stage).get(st.STORE_KEY, set()):
+        return
+    ledger.clear(stage)
+    store.remove(relative)
+    create()
+    ledger.write(
+        Record(
+            stage,
+            st.STORE_KEY,
+            store_digest,
+            "",
+            "driver",
+            0.0,
+            datetime.now(UTC).isoformat(timespec="milliseconds"),
+            {"path": relative},
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _ItemsContext:
+    root: str
+    plan: RunPlan
+
+
+def _save_items(context: _ItemsContext, _payload: Any) -> dict[str, Any]:
+    store, layout = RunStore(context.root), context.plan.layout
+    counts = {}
+    for name, (items, fingerprint) in context.plan.items.items():
+        with store.publish(layout.relative(layout.items_of(name))) as path:
+            save_items(items, path, fingerprint=fingerprint)
+        counts[name] = len(items)
+    return {"items": counts}
+
+
+@dataclass(frozen=True)
+class _TableContext:
+    plan: RunPlan
+    parts: list[Unit]
+
+
+def _assemble_samples(context: _TableContext, _payload: Any) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.samples.extract import samples_table, write_samples
+
+    plan = context.plan
+    store = plan.store
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        values = list(pool.map(lambda u: st.read_part(store, u.key), context.parts))
+    table = samples_table(
+        plan.extract_tasks, values, plan.pixels, plan.cube.feature_names, plan.cube.grid
+    )
+    with store.publish(plan.layout.relative(plan.layout.samples)) as path:
+        write_samples(table, path)
+    return {
+        "pixels": len(table),
+        "training_pixels": int((table["split"] == TRAIN).sum()),
+        "validation_pixels": int((table["split"] == VALIDATION).sum()),
+    }
+
+
+def _report_details(
+    plan: RunPlan, model_info: dict[str, Any], unmapped: int, timings: dict[str, float]
+) -> dict[str, Any]:
+    spec = plan.manifest.spec
+    return {
         "run": plan.manifest.name,
         "period": f"{spec.period.start} .. {spec.period.end}",
         "sensors": ", ".join(
@@ -336,31 +783,69 @@ def _validate_stage(
             f"{s.profile.date_step_days} days)"
             for s in plan.cube.sensors
         ),
-        "grid": plan.estimate["grid"],
-        "estimator": f"{spec.model.estimator} {spec.model.params}",
+        "grid": _grid_text(plan.cube),
+        "model": f"{spec.model.kind} {spec.model.estimator} {spec.model.params}",
         "features": len(plan.cube.feature_names),
         "training polygons / pixels": (
-            f"{model_info['training_polygons']} / {model_info['training_pixels']}"
+            f"{model_info.get('training_polygons', 0)} / {model_info.get('training_pixels', 0)}"
         ),
-        "validation polygons / pixels": (
-            f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
-        ),
-        "classes left out of the model": model_info["left_out_classes"] or "none",
-        "unmapped pixels": sum(r.nodata_pixels for r in predict_reports),
-        "stage seconds": {k: round(v, 1) for k, v in timings.items()},
+        "classes left out of the model": model_info.get("left_out_classes") or "none",
+        "unmapped pixels": unmapped,
+        "stage seconds (this session)": {k: round(v, 1) for k, v in timings.items()},
     }
-    write_report(
-        plan.layout.report,
-        metrics,
-        _legend_for(legend, classes),
-        plan.layout.labels,
-        plan.layout.confidence,
-        title=f"sitsflow run {plan.manifest.name}: accuracy on validation polygons",
-        details=details,
-    )
-    return metrics.to_dict()
 
 
-def _legend_for(legend: list[ClassInfo], classes: list[int]) -> list[ClassInfo]:
-    known = {c.code for c in legend}
-    return legend + [ClassInfo(code, str(code)) for code in classes if code not in known]
+def _summary(
+    plan: RunPlan,
+    session: str,
+    timings: dict[str, float],
+    outcomes: dict[str, StageOutcome],
+    dashboard: str | None,
+    memory: dict[str, Any],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    layout, store = plan.layout, plan.store
+
+    def where(path: Path) -> str:
+        return store.url(layout.relative(path))
+
+    units = {
+        name: {"total": o.total, "skipped": o.skipped, "ran": o.ran} for name, o in outcomes.items()
+    }
+    throughput = {
+        name: {
+            "pixels": o.pixels,
+            "pixels_per_second": round(o.pixels / o.seconds, 1) if o.seconds and o.pixels else 0,
+            "units_per_second": round(o.ran / o.seconds, 3) if o.seconds and o.ran else 0,
+            "unit_seconds": round(o.unit_seconds, 3),
+        }
+        for name, o in outcomes.items()
+    }
+    return {
+        "sitsflow_version": __version__,
+        "run": plan.manifest.name,
+        "session": session,
+        "manifest": plan.manifest.model_dump(mode="json"),
+        "estimate": plan.estimate,
+        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "units": units,
+        "units_skipped": sum(o.skipped for o in outcomes.values()),
+        "units_run": sum(o.ran for o in outcomes.values()),
+        "throughput": throughput,
+        "memory": memory,
+        "dashboard": dashboard,
+        "digests": plan.digests,
+        "outputs": {
+            "items": where(layout.items),
+            "cube": where(layout.cube),
+            "samples": where(layout.samples),
+            "model": where(layout.model),
+            "labels": where(layout.labels),
+            "confidence": where(layout.confidence),
+            "report": where(layout.report / "report.html"),
+            "metrics": where(layout.report / "metrics.json"),
+        },
+        "overall_accuracy": metrics.get("overall_accuracy"),
+        "kappa": metrics.get("kappa"),
+        "n_samples": metrics.get("n_samples"),
+    }

@@ -1,15 +1,23 @@
-"""Reference data: labelled polygons (or points) read once and burnt onto the output grid."""
+"""Reference data: labelled polygons or points, read once and burnt onto the output grid.
+
+A reference feature is one sampling unit: a polygon, or a point (which covers the one pixel it
+falls in). Classification reads an integer class code per feature (``label_field``), regression a
+number (``value_field``). Pixels covered by two or more features are left out, because their
+label is ambiguous; a warning says how many.
+"""
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 from rasterio import features as rio_features
+from rasterio.enums import MergeAlg
 
 from pipeline.errors import InputDataError
 from pipeline.manifest import ReferenceSpec
@@ -22,100 +30,200 @@ PALETTE = (
     "#1f78b4", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7", "#bebada",
 )  # fmt: skip
 
+_AREAL = ("Polygon", "MultiPolygon")
+_PUNCTUAL = ("Point", "MultiPoint")
+
 
 @dataclass(frozen=True)
 class ReferencePolygons:
-    """Reference features on the grid: one row per feature, and the raster of feature ids."""
+    """Reference features on the grid: one row per feature, and the raster of feature ids.
 
-    table: pd.DataFrame  # polygon_id, label (int), name
-    polygon_ids: np.ndarray  # (height, width) int32; -1 where no reference feature
+    ``table`` has ``polygon_id``, ``group`` (the split unit), ``name``, and ``label`` (int64,
+    classification) or ``value`` (float64, regression). ``polygon_ids`` is (height, width) int32,
+    -1 where no feature (or more than one) covers the pixel centre.
+    """
+
+    table: pd.DataFrame
+    polygon_ids: np.ndarray
     legend: tuple[ClassInfo, ...]
+    target: Literal["label", "value"] = "label"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.target == "value"
+
+    def present_ids(self) -> np.ndarray:
+        """Ids of the features that cover at least one pixel, sorted."""
+        return np.unique(self.polygon_ids[self.polygon_ids >= 0])
 
 
-def _read(spec: ReferenceSpec) -> gpd.GeoDataFrame:
-    path = Path(spec.path)
-    if "://" not in spec.path and not path.exists():
+def read_vector(path: str, layer: str | None, field: str) -> gpd.GeoDataFrame:
+    """A GeoPackage, GeoParquet or Shapefile as a GeoDataFrame; errors name ``field``."""
+    local = Path(path)
+    if "://" not in path and not local.exists():
         raise InputDataError(
-            f"reference file {spec.path!r} does not exist",
-            fix="point spec.reference.path to a GeoPackage, GeoParquet or Shapefile",
-            field="spec.reference.path",
+            f"file {path!r} does not exist",
+            fix=f"point {field} to a GeoPackage, GeoParquet or Shapefile",
+            field=field,
         )
     try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(spec.path)
+        if local.suffix.lower() in (".parquet", ".geoparquet"):
+            frame = gpd.read_parquet(path)
         else:
-            frame = gpd.read_file(spec.path, layer=spec.layer)
+            frame = gpd.read_file(path, layer=layer)
     except Exception as exc:  # pyogrio/pyarrow raise many types; all mean "cannot read"
         raise InputDataError(
-            f"reference file {spec.path!r} cannot be read: {exc}",
-            fix="check the file format and spec.reference.layer",
-            field="spec.reference.path",
+            f"file {path!r} cannot be read: {exc}",
+            fix=f"check the file format and the layer name given next to {field}",
+            field=field,
         ) from None
+    if frame.crs is None:
+        raise InputDataError(
+            f"file {path!r} has no CRS",
+            fix="assign the file a coordinate reference system (e.g. with ogr2ogr -a_srs)",
+            field=field,
+        )
     return frame
 
 
-def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
-    frame = _read(spec)
-    for key, name in (("label_field", spec.label_field), ("name_field", spec.name_field)):
+def require_fields(frame: gpd.GeoDataFrame, wanted: dict[str, str | None], prefix: str) -> None:
+    """Raise naming the file's fields when a configured field (key -> name) is missing."""
+    for key, name in wanted.items():
         if name is not None and name not in frame.columns:
-            fields = ", ".join(c for c in frame.columns if c != frame.geometry.name)
+            fields = ", ".join(str(c) for c in frame.columns if c != frame.geometry.name)
             raise InputDataError(
-                f"reference file has no field {name!r} (its fields: {fields})",
-                fix=f"set spec.reference.{key} to one of its fields",
-                field=f"spec.reference.{key}",
+                f"the file has no field {name!r} (its fields: {fields})",
+                fix=f"set {prefix}.{key} to one of its fields",
+                field=f"{prefix}.{key}",
             )
-    labels = frame[spec.label_field]
+
+
+def _check_geometries(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    kinds = frame.geom_type
+    bad = kinds[~kinds.isin(_AREAL + _PUNCTUAL)]
+    if len(bad):
+        counts = bad.value_counts().to_dict()
+        raise InputDataError(
+            f"reference file {path!r} holds geometries that are neither polygons nor points "
+            f"({counts}); lines and collections have no defined pixels",
+            fix="keep only polygons or points (buffer lines into polygons if they are samples)",
+            field="spec.reference.path",
+        )
+    return frame
+
+
+def _labels(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
+    field = spec.label_field
+    assert field is not None
+    labels = frame[field]
     if labels.isna().any():
         raise InputDataError(
-            f"{int(labels.isna().sum())} reference feature(s) have no value in "
-            f"{spec.label_field!r}",
+            f"{int(labels.isna().sum())} reference feature(s) have no value in {field!r}",
             fix="give every feature a label, or remove the unlabelled ones",
             field="spec.reference.label_field",
         )
-    if not np.all(np.mod(labels.to_numpy(dtype=float), 1) == 0):
+    numeric = pd.to_numeric(labels, errors="coerce")
+    if numeric.isna().any() or not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
+        example = labels[numeric.isna() | (np.mod(numeric.fillna(0.5), 1) != 0)].iloc[0]
         raise InputDataError(
-            f"field {spec.label_field!r} holds non-integer values (e.g. {labels.iloc[0]!r}); "
-            "class codes must be integers",
-            fix="use an integer class-code field as spec.reference.label_field",
+            f"field {field!r} holds non-integer values (e.g. {example!r}); class codes must be "
+            "integers",
+            fix="use an integer class-code field as spec.reference.label_field (put names in "
+            "spec.reference.name_field)",
             field="spec.reference.label_field",
         )
-    if frame.crs is None:
-        raise InputDataError(
-            f"reference file {spec.path!r} has no CRS",
-            fix="assign the file a coordinate reference system (e.g. with ogr2ogr -a_srs)",
-            field="spec.reference.path",
-        )
-    frame = frame[~labels.isin(spec.ignore_labels)].to_crs(grid.crs)
-    frame = frame[~frame.geometry.is_empty & frame.geometry.notna()].reset_index(drop=True)
+    return numeric.astype(np.int64)
 
-    table = pd.DataFrame(
-        {
-            "polygon_id": np.arange(len(frame), dtype=np.int32),
-            "label": frame[spec.label_field].astype(np.int64).to_numpy(),
-            "name": (
-                frame[spec.name_field].astype(str).to_numpy()
-                if spec.name_field
-                else frame[spec.label_field].astype(str).to_numpy()
-            ),
-        }
-    )
-    shapes = [
-        (geom, int(pid))
-        for geom, pid in zip(frame.geometry, table["polygon_id"], strict=True)
-        if geom is not None
-    ]
-    polygon_ids = (
-        rio_features.rasterize(
-            shapes,
-            out_shape=grid.shape,
-            transform=grid.affine,
-            fill=-1,
-            dtype="int32",
-            all_touched=False,
+
+def _values(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
+    field = spec.value_field
+    assert field is not None
+    values = pd.to_numeric(frame[field], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.fillna(0.0))
+    if bad.any():
+        example = frame[field][bad].iloc[0]
+        raise InputDataError(
+            f"{int(bad.sum())} reference feature(s) have no numeric value in {field!r} "
+            f"(e.g. {example!r})",
+            fix="give every feature a finite number, or remove those features",
+            field="spec.reference.value_field",
         )
-        if shapes
-        else np.full(grid.shape, -1, dtype=np.int32)
+    return values.astype(np.float64)
+
+
+def _burn(frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, int]:
+    """The id raster and the number of pixels left out because several features cover them."""
+    shapes = list(zip(frame.geometry, (int(i) for i in ids), strict=True))
+    if not shapes:
+        return np.full(grid.shape, -1, dtype=np.int32), 0
+    polygon_ids = rio_features.rasterize(
+        shapes, out_shape=grid.shape, transform=grid.affine, fill=-1, dtype="int32"
     )
+    cover = rio_features.rasterize(
+        ((geom, 1) for geom in frame.geometry),
+        out_shape=grid.shape,
+        transform=grid.affine,
+        fill=0,
+        dtype="int32",
+        merge_alg=MergeAlg.add,
+    )
+    shared = cover > 1
+    polygon_ids[shared] = -1
+    return polygon_ids, int(shared.sum())
+
+
+def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
+    """Read the reference file, check it, and burn its features onto ``grid``."""
+    frame = read_vector(spec.path, spec.layer, "spec.reference.path")
+    require_fields(
+        frame,
+        {
+            "label_field": spec.label_field,
+            "value_field": spec.value_field,
+            "name_field": spec.name_field,
+            "group_field": spec.group_field,
+        },
+        "spec.reference",
+    )
+    frame = _check_geometries(frame, spec.path)
+    regression = spec.value_field is not None
+    if regression:
+        target = _values(frame, spec)
+    else:
+        target = _labels(frame, spec)
+        unused = sorted(set(spec.ignore_labels) - set(target.tolist()))
+        if unused:
+            warnings.warn(
+                f"spec.reference.ignore_labels lists {unused}, which no reference feature has; "
+                "check the codes",
+                DataQualityWarning,
+                stacklevel=2,
+            )
+        keep = ~target.isin(spec.ignore_labels)
+        frame, target = frame[keep], target[keep]
+    frame = frame.to_crs(grid.crs).reset_index(drop=True)
+    target = target.reset_index(drop=True)
+
+    ids = np.arange(len(frame), dtype=np.int32)
+    table = pd.DataFrame({"polygon_id": ids})
+    if regression:
+        table["value"] = target.to_numpy()
+        table["name"] = ""
+    else:
+        table["label"] = target.to_numpy()
+        names = frame[spec.name_field] if spec.name_field else target
+        table["name"] = names.astype(str).to_numpy()
+    if spec.group_field:
+        groups = frame[spec.group_field]
+        # A feature without a group value is a group of its own.
+        alone = "~" + table["polygon_id"].astype(str)
+        table["group"] = np.where(groups.isna(), alone, groups.astype(str))
+    else:
+        table["group"] = table["polygon_id"].astype(str)
+    table["points"] = frame.geom_type.isin(_PUNCTUAL).to_numpy()
+
+    polygon_ids, shared = _burn(frame, ids, grid)
     present = np.unique(polygon_ids[polygon_ids >= 0])
     if present.size == 0:
         raise InputDataError(
@@ -124,17 +232,47 @@ def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
             fix="check that the reference data and the imagery cover the same area",
             field="spec.reference.path",
         )
-    outside = len(table) - present.size
-    if outside:
+    if shared:
         warnings.warn(
-            f"{outside} of {len(table)} reference feature(s) cover no pixel centre of the grid "
-            "(outside the area, or smaller than a pixel); they are not used",
+            f"{shared} pixel(s) are covered by more than one reference feature (overlapping "
+            "polygons or several points in one pixel); their label is ambiguous, so they are "
+            "not used",
             DataQualityWarning,
             stacklevel=2,
         )
+    _warn_unused(table, present, regression)
+    legend = () if regression else _legend(table)
+    return ReferencePolygons(
+        table=table,
+        polygon_ids=polygon_ids,
+        legend=legend,
+        target="value" if regression else "label",
+    )
+
+
+def _warn_unused(table: pd.DataFrame, present: np.ndarray, regression: bool) -> None:
+    unused = table[~table["polygon_id"].isin(present)]
+    if unused.empty:
+        return
+    lost = ""
+    if not regression:
+        gone = sorted(set(unused["label"]) - set(table.loc[present, "label"]))
+        if gone:
+            lost = (
+                f"; class(es) {[int(c) for c in gone]} lose every feature, so they cannot be "
+                "trained, mapped or validated"
+            )
+    warnings.warn(
+        f"{len(unused)} of {len(table)} reference feature(s) cover no pixel centre of the grid "
+        f"(outside the area, smaller than a pixel, or fully overlapped); they are not used{lost}",
+        DataQualityWarning,
+        stacklevel=3,
+    )
+
+
+def _legend(table: pd.DataFrame) -> tuple[ClassInfo, ...]:
     names = table.drop_duplicates("label").set_index("label")["name"].to_dict()
-    legend = tuple(
+    return tuple(
         ClassInfo(int(code), str(names[code]) or str(code), PALETTE[i % len(PALETTE)])
         for i, code in enumerate(sorted(names))
     )
-    return ReferencePolygons(table=table, polygon_ids=polygon_ids, legend=legend)

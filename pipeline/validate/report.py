@@ -36,7 +36,10 @@ from rasterio.errors import RasterioIOError
 from pipeline.errors import InputDataError
 from pipeline.model import ClassInfo
 from pipeline.storage import atomic_path
+from pipeline.validate.aggregate import Interval, RunsSummary
+from pipeline.validate.area import AreaEstimates, Estimate
 from pipeline.validate.metrics import ClassificationMetrics
+from pipeline.validate.regression import RegressionMetrics, render_scatter
 
 __all__ = [
     "CONFUSION_PNG",
@@ -44,7 +47,10 @@ __all__ = [
     "METRICS_JSON",
     "QUICKLOOK_MAX_PIXELS",
     "QUICKLOOK_PNG",
+    "SCATTER_PNG",
+    "RegressionReportFiles",
     "ReportFiles",
+    "write_regression_report",
     "write_report",
 ]
 
@@ -52,6 +58,7 @@ METRICS_JSON = "metrics.json"
 HTML = "report.html"
 CONFUSION_PNG = "confusion_matrix.png"
 QUICKLOOK_PNG = "map_quicklook.png"
+SCATTER_PNG = "scatter.png"
 
 #: The quicklook reads the maps decimated so that neither side exceeds this many pixels.
 QUICKLOOK_MAX_PIXELS = 2000
@@ -139,8 +146,14 @@ def _metrics_json(
     legend: Mapping[int, ClassInfo],
     title: str,
     details: Mapping[str, Any],
+    area: AreaEstimates | None = None,
+    runs: RunsSummary | None = None,
 ) -> str:
     document = metrics.to_dict()
+    if area is not None:
+        document["area_estimates"] = area.to_dict()
+    if runs is not None:
+        document["across_runs"] = runs.to_dict()
     document["legend"] = {
         str(code): {"name": info.name, "color": info.color} for code, info in legend.items()
     }
@@ -427,11 +440,91 @@ def _detail_value(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _ci(estimate: Estimate | Interval, digits: int = 4, scale: float = 1.0) -> str:
+    """``value ± half-width`` (``n/a`` parts where undefined)."""
+    value = estimate.value if isinstance(estimate, Estimate) else estimate.mean
+    half = estimate.half_width
+    if value is None or math.isnan(value):
+        return "n/a"
+    text = f"{value * scale:.{digits}f}"
+    if not math.isnan(half):
+        text += f" ± {half * scale:.{digits}f}"
+    return text
+
+
+def _area_html(area: AreaEstimates, legend: Mapping[int, ClassInfo]) -> list[str]:
+    level = f"{100 * area.confidence:g}%"
+    out = [
+        "<h2>Area-weighted accuracy and class areas (Olofsson et al. 2014)</h2>",
+        f'<p class="note">Stratified estimators with map classes as strata; ± is the {level} '
+        "confidence half-width. Areas are in the unit of the mapped areas. These estimators "
+        "assume the validation pixels are a random sample inside each map class; pixels taken "
+        "from reference polygons are clustered, so read the intervals as indicative.</p>",
+        f"<p>Overall accuracy: <b>{_e(_ci(area.overall_accuracy))}</b></p>",
+        "<table>",
+        "<tr><th>code</th><th>class</th><th>mapped area</th><th>samples mapped as it</th>"
+        f"<th>estimated area ± {level} CI</th><th>area share ± CI</th>"
+        "<th>user's accuracy ± CI</th><th>producer's accuracy ± CI</th></tr>",
+    ]
+    for c in area.classes:
+        out.append(
+            f'<tr><td class="num">{c}</td><td>{_e(_class_name(c, legend))}</td>'
+            f'<td class="num">{area.mapped_area.get(c, 0.0):.6g}</td>'
+            f'<td class="num">{area.samples.get(c, 0)}</td>'
+            f'<td class="num">{_e(_ci(area.area[c], 1))}</td>'
+            f'<td class="num">{_e(_ci(area.area_proportion[c]))}</td>'
+            f'<td class="num">{_e(_ci(area.users_accuracy[c]))}</td>'
+            f'<td class="num">{_e(_ci(area.producers_accuracy[c]))}</td></tr>'
+        )
+    out.append("</table>")
+    if area.unassessed_classes:
+        out.append(
+            f'<p class="note">Map class(es) {_e(list(area.unassessed_classes))} hold no validation '
+            f"sample: their mapped area ({area.unassessed_area:.6g}) is left out of the "
+            "estimates.</p>"
+        )
+    return out
+
+
+def _runs_html(runs: RunsSummary, legend: Mapping[int, ClassInfo]) -> list[str]:
+    level = f"{100 * runs.confidence:g}%"
+    out = [
+        f"<h2>Across {runs.n_runs} runs</h2>",
+        f'<p class="note">Mean ± {level} Student-t half-width over runs with seeds '
+        f"{_e(list(runs.seeds))} (each run re-splits, re-selects and re-trains); n is the number "
+        "of runs where the score is defined.</p>",
+        "<table><tr><th>score</th><th>mean ± CI</th><th>std</th><th>n</th></tr>",
+    ]
+    for name, interval in runs.overall.items():
+        out.append(
+            f"<tr><th>{_e(name.replace('_', ' '))}</th>"
+            f'<td class="num">{_e(_ci(interval))}</td>'
+            f'<td class="num">{_e(_fmt(interval.std))}</td>'
+            f'<td class="num">{interval.n}</td></tr>'
+        )
+    out.append("</table>")
+    if runs.per_class:
+        names = list(runs.per_class)
+        classes = sorted({c for v in runs.per_class.values() for c in v})
+        header = "".join(f"<th>{_e(n)} (mean ± CI)</th>" for n in names)
+        out.append(f"<table><tr><th>code</th><th>class</th>{header}</tr>")
+        for c in classes:
+            shown = [_ci(runs.per_class[n][c]) if c in runs.per_class[n] else "n/a" for n in names]
+            cells = "".join(f'<td class="num">{_e(s)}</td>' for s in shown)
+            out.append(
+                f'<tr><td class="num">{c}</td><td>{_e(_class_name(c, legend))}</td>{cells}</tr>'
+            )
+        out.append("</table>")
+    return out
+
+
 def _render_html(
     metrics: ClassificationMetrics,
     legend: Mapping[int, ClassInfo],
     title: str,
     details: Mapping[str, Any],
+    area: AreaEstimates | None = None,
+    runs: RunsSummary | None = None,
 ) -> str:
     classes = metrics.classes
     names = {c: _class_name(c, legend) for c in classes}
@@ -497,6 +590,11 @@ def _render_html(
         "a class absent from the reference. Macro F1 averages the defined F1 scores.</p>"
     )
 
+    if area is not None:
+        out.extend(_area_html(area, legend))
+    if runs is not None:
+        out.extend(_runs_html(runs, legend))
+
     add("<h2>Confusion matrix</h2>")
     add('<p class="note">Rows: reference; columns: map. Counts of validation samples.</p>')
     add("<table>")
@@ -536,6 +634,8 @@ def write_report(
     *,
     title: str,
     details: Mapping[str, Any],
+    area: AreaEstimates | None = None,
+    runs: RunsSummary | None = None,
 ) -> ReportFiles:
     """Write metrics.json, confusion_matrix.png, map_quicklook.png and report.html to ``out_dir``.
 
@@ -544,6 +644,11 @@ def write_report(
     marks unmapped pixels; ``confidence_map`` (optional) is 0-100 integers or 0-1 floats.
     ``details`` is free run information for the JSON and the page; numpy scalars and arrays,
     dates and paths are converted, anything else that JSON cannot hold raises ``TypeError``.
+
+    ``area`` (optional, :func:`pipeline.validate.area.area_estimates`) adds the area-weighted
+    accuracy and class areas with their intervals; ``runs`` (optional,
+    :mod:`pipeline.validate.aggregate`) adds the mean and interval of the scores across runs.
+    Both go to the page and to metrics.json (keys ``area_estimates`` and ``across_runs``).
 
     All four files are complete before any of them is renamed into place, so a failure leaves
     ``out_dir`` without partial files (and a previous report there unchanged).
@@ -559,8 +664,8 @@ def write_report(
         quicklook_png=out_dir / QUICKLOOK_PNG,
     )
     # Cheap, failure-prone work first, before anything touches out_dir.
-    json_text = _metrics_json(metrics, by_code, title, details)
-    html_text = _render_html(metrics, by_code, title, _jsonable(dict(details)))
+    json_text = _metrics_json(metrics, by_code, title, details, area, runs)
+    html_text = _render_html(metrics, by_code, title, _jsonable(dict(details)), area, runs)
 
     with contextlib.ExitStack() as stack:
         # Entered first, renamed last: the page appears only once its images are in place.
@@ -575,3 +680,163 @@ def write_report(
         # Leaving the block renames the four temporaries into place; an exception anywhere
         # above removes them all instead.
     return files
+
+
+# --------------------------------------------------------------------------------------------
+# regression
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionReportFiles:
+    """Where :func:`write_regression_report` put each file."""
+
+    metrics_json: Path
+    html: Path
+    scatter_png: Path
+    quicklook_png: Path
+
+
+def _render_value_quicklook(path: Path, value_map: Path, title: str, units: str) -> None:
+    data, crs, bounds, nodata = _read_band(value_map)
+    values = data.astype(np.float64)
+    invalid = ~np.isfinite(values)
+    if nodata is not None and not math.isnan(nodata):
+        invalid |= data == nodata
+    shown = np.ma.masked_array(values, mask=invalid)
+    valid = values[~invalid]
+    low, high = np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0)
+    if high <= low:
+        high = low + 1.0
+    left, bottom, right, top = bounds
+    ratio = abs(top - bottom) / (abs(right - left) or 1.0)
+    fig = Figure(
+        figsize=(7.0, min(9.0, max(3.0, 6.5 * ratio)) + 1.8),
+        dpi=_DPI,
+        layout="constrained",
+        facecolor="white",
+    )
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
+    image = ax.imshow(
+        shown,
+        cmap=cmap,
+        vmin=low,
+        vmax=high,
+        extent=(left, right, bottom, top),
+        interpolation="nearest",
+    )
+    bar = fig.colorbar(
+        image, ax=ax, orientation="horizontal", fraction=0.05, aspect=40, extend="both"
+    )
+    bar.set_label(f"predicted value{f' ({units})' if units else ''}, 2nd-98th percentile stretch")
+    xlabel, ylabel = _axis_labels(crs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _plain_coordinates(ax)
+    fig.suptitle(f"{title}\n{_crs_label(crs)}", fontsize=11)
+    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
+
+
+def _regression_html(
+    metrics: RegressionMetrics, title: str, details: Mapping[str, Any], runs: RunsSummary | None
+) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style></head>",
+        "<body>",
+        f"<h1>{_e(title)}</h1>",
+        '<p class="note">Accuracy report written by sitsflow (regression).</p>',
+        "<h2>Run</h2>",
+    ]
+    if details:
+        out.append("<table>")
+        for key in sorted(details):
+            out.append(f"<tr><th>{_e(key)}</th><td>{_e(_detail_value(details[key]))}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append('<p class="note">No details given.</p>')
+    out.append("<h2>Scores</h2>")
+    out.append('<div class="summary">')
+    for label, value in (
+        ("RMSE", metrics.rmse),
+        ("MAE", metrics.mae),
+        ("bias (map − reference)", metrics.bias),
+        ("R²", metrics.r2),
+        ("Pearson's r", metrics.pearson_r),
+    ):
+        out.append(
+            f'<div class="score"><div class="label">{_e(label)}</div>'
+            f'<div class="value">{_e(_fmt(value))}</div></div>'
+        )
+    out.append(
+        f'<div class="score"><div class="label">Validation samples</div>'
+        f'<div class="value">{metrics.n_samples}</div></div>'
+    )
+    out.append("</div>")
+    if runs is not None:
+        out.extend(_runs_html(runs, {}))
+    out.append("<h2>Map against reference</h2>")
+    out.append(f'<p><img src="{SCATTER_PNG}" alt="predicted against reference values"></p>')
+    out.append("<h2>Map</h2>")
+    out.append(f'<p><img src="{QUICKLOOK_PNG}" alt="quicklook of the predicted map"></p>')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_regression_report(
+    out_dir: Path,
+    reference: np.ndarray | Sequence[float],
+    predicted: np.ndarray | Sequence[float],
+    value_map: Path,
+    *,
+    title: str,
+    details: Mapping[str, Any],
+    units: str = "",
+    runs: RunsSummary | None = None,
+) -> tuple[RegressionReportFiles, RegressionMetrics]:
+    """Score a regression map and write metrics.json, scatter.png, map_quicklook.png and
+    report.html to ``out_dir``, all or nothing (as :func:`write_report`).
+
+    ``reference``/``predicted`` are the validation samples' values; ``value_map`` is the
+    single-band map (its nodata value marks unmapped pixels); ``runs`` adds the across-run
+    intervals.
+    """
+    from pipeline.validate.regression import regression_metrics
+
+    out_dir = Path(out_dir)
+    metrics = regression_metrics(reference, predicted)
+    files = RegressionReportFiles(
+        metrics_json=out_dir / METRICS_JSON,
+        html=out_dir / HTML,
+        scatter_png=out_dir / SCATTER_PNG,
+        quicklook_png=out_dir / QUICKLOOK_PNG,
+    )
+    document: dict[str, Any] = {"task": "regression", **metrics.to_dict()}
+    if runs is not None:
+        document["across_runs"] = runs.to_dict()
+    document["details"] = _jsonable(dict(details))
+    document["title"] = title
+    json_text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+    html_text = _regression_html(metrics, title, _jsonable(dict(details)), runs)
+    with contextlib.ExitStack() as stack:
+        html_tmp = stack.enter_context(atomic_path(files.html))
+        json_tmp = stack.enter_context(atomic_path(files.metrics_json))
+        scatter_tmp = stack.enter_context(atomic_path(files.scatter_png))
+        quicklook_tmp = stack.enter_context(atomic_path(files.quicklook_png))
+        render_scatter(
+            scatter_tmp,
+            np.asarray(reference),
+            np.asarray(predicted),
+            metrics,
+            title=title,
+            units=units,
+        )
+        _render_value_quicklook(quicklook_tmp, Path(value_map), title, units)
+        json_tmp.write_text(json_text, encoding="utf-8")
+        html_tmp.write_text(html_text, encoding="utf-8")
+    return files, metrics

@@ -367,3 +367,65 @@ def test_import_leaves_pyplot_and_the_backend_alone() -> None:
         "assert matplotlib.rcParams._get_backend_or_none() == backend\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# area estimates, across-run intervals, regression report
+
+
+def test_area_and_runs_sections(
+    tmp_path: Path, metrics: ClassificationMetrics, label_map: Path
+) -> None:
+    from pipeline.validate.aggregate import aggregate_classification
+    from pipeline.validate.area import area_estimates_from_metrics, mapped_area_of
+
+    with rasterio.open(label_map) as src:
+        mapped = mapped_area_of(src.read(1), src.nodata, pixel_area=100.0)
+    area = area_estimates_from_metrics(metrics, mapped)
+    runs = aggregate_classification([metrics, metrics], seeds=[7, 8])
+    files = _write(tmp_path / "report", metrics, label_map, area=area, runs=runs)
+    loaded = json.loads(files.metrics_json.read_text(encoding="utf-8"))
+    assert loaded["area_estimates"] == json.loads(json.dumps(area.to_dict()))
+    assert loaded["across_runs"]["seeds"] == [7, 8]
+    assert ClassificationMetrics.from_dict(loaded) == metrics  # the base document is unchanged
+    page = files.html.read_text(encoding="utf-8")
+    assert "Olofsson et al. 2014" in page
+    assert f"{area.overall_accuracy.value:.4f} ± {area.overall_accuracy.half_width:.4f}" in page
+    assert "Across 2 runs" in page
+    assert "indicative" in page  # the sampling caveat is stated
+
+
+def test_regression_report(tmp_path: Path) -> None:
+    from pipeline.validate.report import write_regression_report
+
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0, 40, (HEIGHT, WIDTH)).astype(np.float32)
+    values[:3] = -9999
+    value_map = _write_raster(tmp_path / "height.tif", values, nodata=-9999, crs="EPSG:32631")
+    reference = rng.uniform(0, 40, 80)
+    predicted = reference + rng.normal(0, 3, 80)
+    out = tmp_path / "report"
+    files, scores = write_regression_report(
+        out, reference, predicted, value_map, title="canopy height", details={"run": "x"},
+        units="m",
+    )  # fmt: skip
+    assert _files_in(out) == ["map_quicklook.png", "metrics.json", "report.html", "scatter.png"]
+    loaded = json.loads(files.metrics_json.read_text(encoding="utf-8"))
+    assert loaded["task"] == "regression"
+    assert loaded["rmse"] == pytest.approx(scores.rmse)
+    page = files.html.read_text(encoding="utf-8")
+    assert "RMSE" in page and 'src="scatter.png"' in page
+    for png in (files.scatter_png, files.quicklook_png):
+        with Image.open(png) as image:
+            assert image.format == "PNG"
+
+
+def test_regression_report_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from pipeline.validate.report import write_regression_report
+
+    out = tmp_path / "report"
+    with pytest.raises(InputDataError):
+        write_regression_report(
+            out, [1.0, 2.0], [1.0, 2.0], tmp_path / "missing.tif", title="t", details={}
+        )
+    assert _files_in(out) == []

@@ -1,0 +1,259 @@
+"""Resume benchmark: what a run killed half way costs to finish, against a full run.
+
+    python -m bench.resume               # the Slovenia demo tiled 4 x 4 (404 x 400 px), 49 chunks
+    python -m bench.resume --factor 2    # a quicker, smaller run (its fixed costs weigh more)
+    python -m bench.resume --json out.json
+
+The workload is real data made bigger: every acquisition of the bundled Slovenia Sentinel-2
+catalog (NDVI and cloud mask COGs) and the reference polygons are repeated ``factor x factor``
+times side by side on the same UTM grid. Three sessions of ``sitsflow run`` run as separate
+processes, each with its own LocalCluster (2 workers of 1 thread):
+
+1. a full run into an empty store: its wall time, and each unit's time from the ledger;
+2. a run into another empty store, killed (SIGKILL of the driver and its workers) once it has
+   run for ``--kill-at`` (50%) of the full run's wall time (``--kill-by work``: once the units in
+   its ledger add up to that share of the full run's unit compute time);
+3. ``--resume`` of the killed run.
+
+Printed: the wall time of (3) over the wall time of (1) (what finishing the killed run costs),
+the same ratio for compute time (the units' own seconds, without process start, imports and
+cluster start-up), the number of units finished before the kill that ran again (0 expected), and
+whether the resumed maps are byte-identical to the full run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pystac
+import rasterio
+import yaml
+from shapely.affinity import translate
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "slovenia"
+
+
+def tile_demo(folder: Path, factor: int) -> Path:
+    """Write the demo catalog and reference tiled ``factor x factor``; return the manifest."""
+    catalog = pystac.Catalog.from_file(str(DEMO / "catalog" / "catalog.json"))
+    out = pystac.Catalog("slovenia-tiled", f"Slovenia demo tiled {factor} x {factor}")
+    images = folder / "images"
+    images.mkdir(parents=True)
+    width = height = 0
+    for item in sorted(catalog.get_items(recursive=True), key=lambda i: i.id):
+        record = item.to_dict(include_self_link=False, transform_hrefs=False)
+        record["links"] = []
+        new = pystac.Item.from_dict(record)
+        for key, asset in item.assets.items():
+            href = asset.get_absolute_href()
+            assert href is not None
+            with rasterio.open(href) as src:
+                data = np.tile(src.read(1), (factor, factor))
+                profile = src.profile
+                height, width = src.height, src.width
+            target = images / f"{item.id}-{key}.tif"
+            profile.update(
+                driver="GTiff", height=data.shape[0], width=data.shape[1], tiled=True,
+                blockxsize=256, blockysize=256, compress="deflate",
+            )  # fmt: skip
+            with rasterio.open(target, "w", **profile) as dst:
+                dst.write(data, 1)
+            new.assets[key].href = str(target)
+        new.properties["proj:shape"] = [height * factor, width * factor]
+        for extra in ("proj:bbox", "proj:geometry", "proj:centroid"):
+            new.properties.pop(extra, None)
+        out.add_item(new)
+    out.normalize_hrefs(str(folder / "catalog"))
+    out.save(pystac.CatalogType.SELF_CONTAINED)
+
+    reference = gpd.read_file(DEMO / "reference" / "lulc.gpkg")
+    with rasterio.open(
+        next(iter(catalog.get_items(recursive=True))).assets["ndvi"].get_absolute_href()
+    ) as src:
+        step_x, step_y = src.width * src.transform.a, src.height * src.transform.e
+    copies = []
+    for row in range(factor):
+        for col in range(factor):
+            part = reference.copy()
+            part["geometry"] = part.geometry.apply(
+                lambda g, r=row, c=col: translate(g, xoff=c * step_x, yoff=r * step_y)
+            )
+            copies.append(part)
+    tiled = gpd.GeoDataFrame(
+        gpd.pd.concat(copies, ignore_index=True), crs=reference.crs, geometry="geometry"
+    )
+    tiled.to_file(folder / "reference.gpkg", driver="GPKG")
+
+    data = yaml.safe_load((DEMO / "run.yaml").read_text())
+    spec = data["spec"]
+    spec["sensors"][0]["catalog"]["url"] = str(folder / "catalog" / "catalog.json")
+    spec["reference"]["path"] = str(folder / "reference.gpkg")
+    spec["model"]["params"] = {"n_estimators": 100}
+    spec["sampling"].update(strategy="percentage", fraction=0.25)
+    spec["outputs"]["store"] = str(folder / "unused-store")
+    spec["compute"].update(chunk_size=64, dashboard_port=0, workers=2, memory_limit="3GiB")
+    manifest = folder / "run.yaml"
+    manifest.write_text(yaml.safe_dump(data))
+    return manifest
+
+
+def _command(manifest: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", "--log-format", "json", "run", str(manifest),
+            "--store", str(store), *extra]  # fmt: skip
+
+
+def _ledger(store: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    root = store / "state" / "ledger"
+    if root.is_dir():
+        for path in root.glob("*/*.json"):
+            if path.name.startswith(("store@", ".")):
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                continue  # being written
+            out[(record["stage"], record["key"])] = record
+    return out
+
+
+def _run(command: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({code}); see {log}")
+    return seconds
+
+
+def _killed(
+    command: list[str],
+    store: Path,
+    weights: dict[Any, float],
+    *,
+    at: float,
+    by: str,
+    full_wall: float,
+    log: Path,
+) -> dict[str, Any]:
+    """Run ``command``; SIGKILL its process group once ``at`` of the full run is done: of its
+    wall time (``by="time"``) or of its units' compute time (``by="work"``)."""
+    total = sum(weights.values())
+    started = time.perf_counter()
+    done = 0.0
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            while True:
+                elapsed = time.perf_counter() - started
+                done = sum(weights.get(k, 0.0) for k in _ledger(store))
+                if by == "time" and elapsed >= at * full_wall:
+                    break
+                if by == "work" and done >= at * total:
+                    break
+                if process.poll() is not None:
+                    raise SystemExit(f"the run to kill ended first; see {log}")
+                time.sleep(0.1)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "work_fraction": done / total, "time_fraction": seconds / full_wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--factor", type=int, default=4, help="tiling of the demo (default 4)")
+    parser.add_argument("--kill-at", type=float, default=0.5, help="share of the full run done")
+    parser.add_argument(
+        "--kill-by",
+        choices=("time", "work"),
+        default="time",
+        help="measure that share in wall time (default) or in the units' compute time",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args(argv)
+
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="sitsflow-bench-resume-"))
+    try:
+        manifest = tile_demo(folder / "data", args.factor)
+        full_store, killed_store = folder / "full", folder / "killed"
+        print(f"workload: demo tiled {args.factor} x {args.factor}; runs in {folder}", flush=True)
+
+        full_wall = _run(_command(manifest, full_store), folder / "full.log")
+        full = _ledger(full_store)
+        weights = {k: float(r["seconds"]) for k, r in full.items()}
+        print(f"full run: {full_wall:.1f} s wall, {len(full)} units, "
+              f"{sum(weights.values()):.1f} s of unit compute", flush=True)  # fmt: skip
+
+        kill = _killed(
+            _command(manifest, killed_store),
+            killed_store,
+            weights,
+            at=args.kill_at,
+            by=args.kill_by,
+            full_wall=full_wall,
+            log=folder / "killed.log",
+        )
+        before = _ledger(killed_store)
+        print(
+            f"killed after {kill['seconds']:.1f} s ({kill['time_fraction']:.0%} of the full run's "
+            f"wall time), with {kill['work_fraction']:.0%} of its unit compute ({len(before)} "
+            "units) in the ledger",
+            flush=True,
+        )
+
+        resumed_wall = _run(_command(manifest, killed_store, "--resume"), folder / "resumed.log")
+        after = _ledger(killed_store)
+        redone = sorted(k for k, r in before.items() if after[k]["session"] != r["session"])
+        resumed_compute = sum(float(r["seconds"]) for k, r in after.items() if k not in before)
+        identical = all(
+            (full_store / name).read_bytes() == (killed_store / name).read_bytes()
+            for name in ("maps/labels.tif", "maps/confidence.tif")
+        )
+        figures = {
+            "factor": args.factor,
+            "units": len(full),
+            "full_wall_s": round(full_wall, 2),
+            "killed_after_s": round(kill["seconds"], 2),
+            "killed_at_work_fraction": round(kill["work_fraction"], 3),
+            "killed_at_time_fraction": round(kill["time_fraction"], 3),
+            "resumed_wall_s": round(resumed_wall, 2),
+            "wall_ratio": round(resumed_wall / full_wall, 3),
+            "compute_ratio": round(resumed_compute / sum(weights.values()), 3),
+            "units_redone": len(redone),
+            "maps_identical": identical,
+        }
+        print(
+            f"resumed run: {resumed_wall:.1f} s wall = {figures['wall_ratio']:.1%} of the full "
+            f"run (compute {figures['compute_ratio']:.1%}); units finished before the kill and "
+            f"run again: {len(redone)}; maps byte-identical: {identical}"
+        )
+        print(f"resumed/full cost ratio: {figures['wall_ratio']:.3f}")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return 0 if identical and not redone else 1
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,417 @@
+"""The sitsflow operator: kopf handlers that turn a SitsRun into a DaskCluster and a driver Job.
+
+    kubectl apply -f run.yaml   ->  validate the spec (the same rules as `sitsflow validate`)
+                                ->  ConfigMap (the manifest) + DaskCluster (workers) + Job (driver)
+    every poll_seconds          ->  phase from the Job, the driver's error from its pod
+    kubectl delete sitsrun x    ->  Job, DaskCluster and ConfigMaps deleted
+
+The work is in plain async functions (``start_run``, ``sync_run``, ``restart_run``,
+``delete_run``) that take an API client and return status fields; the kopf handlers only map
+their errors: an invalid spec fails the run for good with the validation message in its status,
+an API server that is down or throttling is retried with back-off.
+
+Run it with ``python -m pipeline.k8s.operator`` (what the chart's Deployment does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+import yaml
+
+from pipeline.errors import ManifestError
+from pipeline.k8s import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from pipeline.k8s.api import ApiConnection, ApiError, ConflictError, KubeApi
+from pipeline.k8s.config import OperatorConfig, load_config
+from pipeline.k8s.specs import (
+    RUN_LABEL,
+    RunRef,
+    SpecConflictError,
+    build_config_map,
+    build_dask_autoscaler,
+    build_dask_cluster,
+    build_driver_job,
+    config_for_run,
+    dashboard_url,
+)
+from pipeline.k8s.status import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    driver_error,
+    driver_stuck,
+    job_state,
+    now,
+    output_urls,
+)
+from pipeline.manifest import RunManifest, parse_manifest
+
+FINALIZER = "sitsflow.dev/cleanup"
+RETRY_DELAYS = (2, 5, 15, 30, 60, 120)
+
+Status = dict[str, Any]
+
+
+class InvalidRunError(Exception):
+    """The SitsRun's spec breaks a manifest rule: no retry can fix it, the user must."""
+
+
+# --- the work, without kopf -------------------------------------------------------------------
+
+
+def validate_run(ref: RunRef, spec: Mapping[str, Any]) -> RunManifest:
+    """The spec as a run manifest, checked by the same rules as `sitsflow validate`."""
+    document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": ref.name}}
+    text = yaml.safe_dump({**document, "spec": dict(spec)}, sort_keys=False)
+    try:
+        source = f"SitsRun {ref.namespace}/{ref.name}"
+        return parse_manifest(text, base_dir=Path("/"), source=source)
+    except ManifestError as exc:
+        raise InvalidRunError(str(exc)) from None
+
+
+async def ensure(
+    api: KubeApi, obj: Mapping[str, Any], ref: RunRef, *, update_spec: bool = False
+) -> None:
+    """Create ``obj``, or accept the one already there if this run owns it (idempotent).
+
+    With ``update_spec``, an existing object gets this spec (a rerun with a new size).
+    """
+    meta = obj["metadata"]
+    try:
+        await api.create(obj)
+        return
+    except ConflictError:
+        existing = await api.get(obj["kind"], meta["namespace"], meta["name"])
+    where = f"{meta['namespace']}/{meta['name']}"
+    existing_meta = existing.get("metadata", {})
+    if existing_meta.get("deletionTimestamp"):
+        # Still being deleted (its finalizers run): create it again once it is gone.
+        raise ApiError(409, "Terminating", f"{obj['kind']} {where} is being deleted", url=where)
+    owners = {o.get("uid") for o in existing_meta.get("ownerReferences") or []}
+    if ref.uid not in owners:
+        # Most often the leftover of a deleted run of the same name, not yet garbage-collected.
+        raise ApiError(
+            409,
+            "AlreadyExists",
+            f"{obj['kind']} {meta['name']} exists and belongs to another object; it is retried "
+            "until that one is gone (delete it if it is a leftover)",
+            url=where,
+        )
+    if update_spec and existing.get("spec") != obj.get("spec"):
+        await api.patch(obj["kind"], meta["namespace"], meta["name"], {"spec": obj["spec"]})
+
+
+async def start_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any]) -> Status:
+    """Create what the run needs and say so; a no-op for a run already finished or started."""
+    ref = RunRef.from_body(body)
+    status = dict(body.get("status") or {})
+    same_generation = status.get("observedGeneration") == ref.generation
+    if same_generation and status.get("phase") in FINISHED:
+        return {}
+    manifest = validate_run(ref, body.get("spec") or {})
+    try:
+        run_config = config_for_run(config, manifest, ref)
+    except SpecConflictError as exc:
+        raise InvalidRunError(f"SitsRun {ref.namespace}/{ref.name}: {exc}") from None
+    await ensure(api, build_config_map(ref, body.get("spec") or {}), ref)
+    await ensure(api, build_dask_cluster(ref, manifest, run_config), ref, update_spec=True)
+    autoscaler = build_dask_autoscaler(ref, manifest)
+    if autoscaler is not None:
+        await ensure(api, autoscaler, ref, update_spec=True)
+    await ensure(api, build_driver_job(ref, run_config), ref)
+    started = same_generation and status.get("phase") == RUNNING
+    return {
+        "phase": RUNNING if started else PENDING,
+        "message": status.get("message") if started else "waiting for the driver pod to start",
+        "lastError": None,
+        "observedGeneration": ref.generation,
+        "daskCluster": ref.dask_cluster,
+        "driverJob": ref.driver_job,
+        "dashboardService": f"{ref.scheduler_service}:8787",
+        "dashboard": dashboard_url(ref, config),
+        "outputs": output_urls(manifest.spec.outputs.store),
+        "startTime": status.get("startTime") if same_generation else now(),
+        "completionTime": None,
+    }
+
+
+async def sync_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any]) -> Status:
+    """The phase as the driver Job reports it; frees the workers once the driver is done."""
+    ref = RunRef.from_body(body)
+    status = dict(body.get("status") or {})
+    job_name = status.get("driverJob")
+    if not job_name or status.get("phase") in FINISHED:
+        return {}
+    job = await api.find("Job", ref.namespace, job_name)
+    if job is None:
+        return {
+            "phase": FAILED,
+            "message": f"the driver Job {job_name} is gone",
+            "lastError": f"the driver Job {job_name} was deleted while the run was "
+            f"{str(status.get('phase', PENDING)).lower()}; apply the SitsRun again to rerun it",
+            "completionTime": now(),
+        }
+    state = job_state(job)
+    # lastError is cleared once a stuck driver starts; a failure sets it again below.
+    patch: Status = {"phase": state.phase, "message": state.message, "lastError": None}
+    if state.phase in (PENDING, FAILED):
+        pods = await api.list(
+            "Pod", ref.namespace, {RUN_LABEL: ref.name, "app.kubernetes.io/component": "driver"}
+        )
+        pods = [p for p in pods if _owned_by_job(p, job)]
+        if state.phase == PENDING:
+            stuck = driver_stuck(pods)
+            if stuck:
+                patch.update(message=f"the driver cannot start: {stuck}", lastError=stuck)
+        else:
+            patch["lastError"] = driver_error(pods) or state.message
+    if state.phase == SUCCEEDED:
+        patch["progress"] = "100%"
+    if state.phase in FINISHED:
+        patch["completionTime"] = now()
+        if config.delete_cluster_when_done:
+            await api.delete("DaskAutoscaler", ref.namespace, ref.dask_cluster)
+            if await api.delete("DaskCluster", ref.namespace, ref.dask_cluster):
+                patch["message"] += "; its DaskCluster is deleted"
+    return patch
+
+
+def _owned_by_job(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    job_meta = job.get("metadata", {})
+    owners = pod.get("metadata", {}).get("ownerReferences") or []
+    if any(o.get("uid") and o.get("uid") == job_meta.get("uid") for o in owners):
+        return True
+    pod_labels = pod.get("metadata", {}).get("labels") or {}
+    job_name = job_meta.get("name")
+    return job_name in (pod_labels.get("batch.kubernetes.io/job-name"), pod_labels.get("job-name"))
+
+
+async def restart_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any]) -> Status:
+    """A spec changed: rerun a finished run with it; leave a running one alone and say why."""
+    ref = RunRef.from_body(body)
+    status = dict(body.get("status") or {})
+    if status.get("phase") in (PENDING, RUNNING) and status.get("observedGeneration"):
+        return {
+            "message": f"the spec changed (generation {ref.generation}) while the run is "
+            f"{status['phase'].lower()}: the change is not applied; delete the SitsRun and apply "
+            "it again to rerun with it (finished work units are reused)"
+        }
+    old_job = status.get("driverJob")
+    if old_job and old_job != ref.driver_job:
+        await api.delete("Job", ref.namespace, old_job)
+    await _delete_config_maps(api, ref, keep=ref.config_map)
+    return await start_run(api, config, body)
+
+
+async def _delete_config_maps(api: KubeApi, ref: RunRef, keep: str | None = None) -> None:
+    selector = {RUN_LABEL: ref.name, "app.kubernetes.io/component": "manifest"}
+    for config_map in await api.list("ConfigMap", ref.namespace, selector):
+        name = config_map["metadata"]["name"]
+        if name != keep:
+            await api.delete("ConfigMap", ref.namespace, name)
+
+
+async def delete_run(api: KubeApi, body: Mapping[str, Any]) -> None:
+    """Delete the run's objects now (owner references would, later; the workers stop at once)."""
+    ref = RunRef.from_body(body)
+    status = dict(body.get("status") or {})
+    selector = {RUN_LABEL: ref.name, "app.kubernetes.io/component": "driver"}
+    jobs = {j["metadata"]["name"] for j in await api.list("Job", ref.namespace, selector)}
+    jobs |= {status["driverJob"]} if status.get("driverJob") else set()
+    for job in sorted(jobs):
+        await api.delete("Job", ref.namespace, job)
+    await api.delete("DaskAutoscaler", ref.namespace, ref.dask_cluster)
+    await api.delete("DaskCluster", ref.namespace, ref.dask_cluster)
+    await _delete_config_maps(api, ref)
+
+
+# --- kopf -------------------------------------------------------------------------------------
+
+
+def _delay(retry: int) -> float:
+    return RETRY_DELAYS[min(retry, len(RETRY_DELAYS) - 1)]
+
+
+def _apply(patch: kopf.Patch, body: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """Patch only what changed: a poll that learns nothing new writes nothing."""
+    current = body.get("status") or {}
+    for key, value in fields.items():
+        if current.get(key) != value:
+            patch.status[key] = value
+
+
+async def _fail_for_good(api: KubeApi, body: Mapping[str, Any], message: str) -> None:
+    ref = RunRef.from_body(body)
+    fields = {
+        "phase": FAILED,
+        "message": "the spec is invalid: fix it and apply it again",
+        "lastError": message,
+        "observedGeneration": ref.generation,
+        "completionTime": now(),
+    }
+    # Written here rather than through kopf's patch, which is not applied for a failed handler.
+    await api.patch(KIND, ref.namespace, ref.name, {"status": fields}, sub="status")
+
+
+async def _guarded(api: KubeApi, body: Mapping[str, Any], retry: int, work: Any) -> Status:
+    try:
+        result: Status = await work
+        return result
+    except InvalidRunError as exc:
+        await _fail_for_good(api, body, str(exc))
+        raise kopf.PermanentError(str(exc)) from None
+    except ApiError as exc:
+        if exc.transient or exc.status in (401, 403, 409):
+            # Down, throttled, not yet allowed (RBAC being fixed) or a leftover being removed.
+            raise kopf.TemporaryError(str(exc), delay=_delay(retry)) from None
+        raise kopf.PermanentError(str(exc)) from None
+
+
+def operator_settings(settings: kopf.OperatorSettings | None = None) -> kopf.OperatorSettings:
+    settings = settings or kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    # Keep kopf's bookkeeping in annotations: the status holds only the run's own fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Namespaced RBAC: the operator may not list namespaces or CRDs; watch the given ones.
+    settings.scanning.disabled = True
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    return settings
+
+
+def make_registry(
+    config: OperatorConfig, connection: ApiConnection, api: KubeApi
+) -> kopf.OperatorRegistry:
+    """Every handler, bound to one config and one API client (no module-level state)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=connection.server,
+            ca_path=str(connection.ca_path) if connection.ca_path else None,
+            scheme="Bearer" if connection.token_path else None,
+            token=connection.token(),
+            default_namespace=connection.namespace,
+        )
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    async def start(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        work = start_run(api, config, body)
+        _apply(patch, body, await _guarded(api, body, kwargs.get("retry", 0), work))
+
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        work = restart_run(api, config, body)
+        _apply(patch, body, await _guarded(api, body, kwargs.get("retry", 0), work))
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=config.poll_seconds,
+        initial_delay=min(config.poll_seconds, 5.0),
+        when=lambda status, **_: status.get("phase") not in FINISHED,
+        registry=registry,
+    )
+    async def poll(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        work = sync_run(api, config, body)
+        _apply(patch, body, await _guarded(api, body, kwargs.get("retry", 0), work))
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def delete(body: kopf.Body, **kwargs: Any) -> None:
+        await _guarded(api, body, kwargs.get("retry", 0), _none(delete_run(api, body)))
+
+    return registry
+
+
+async def _none(work: Any) -> Status:
+    await work
+    return {}
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _namespaces(given: Sequence[str], connection: ApiConnection) -> list[str]:
+    names = [n for value in given for n in value.split(",") if n.strip()]
+    from_env = os.environ.get("SITSFLOW_WATCH_NAMESPACES", "")
+    names = names or [n.strip() for n in from_env.split(",") if n.strip()]
+    return names or [connection.namespace]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.k8s.operator",
+        description="Run the sitsflow operator (SitsRun -> DaskCluster + driver Job).",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="namespace to watch (repeat or comma-separate; default $SITSFLOW_WATCH_NAMESPACES, "
+        "else the operator's own namespace)",
+    )
+    parser.add_argument("--config", help="operator config JSON (default $SITSFLOW_OPERATOR_CONFIG)")
+    parser.add_argument(
+        "--server", help="API server URL, e.g. http://127.0.0.1:8001 from `kubectl proxy`"
+    )
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
+    args = parser.parse_args(argv)
+    level = os.environ.get("SITSFLOW_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = load_config(args.config)
+    connection = ApiConnection(server=args.server) if args.server else ApiConnection.in_cluster()
+    namespaces = _namespaces(args.namespace, connection)
+    asyncio.run(run_operator(config, connection, namespaces, liveness_endpoint=args.liveness))
+    return 0
+
+
+async def run_operator(
+    config: OperatorConfig,
+    connection: ApiConnection,
+    namespaces: Sequence[str],
+    *,
+    stop: asyncio.Event | threading.Event | None = None,
+    ready: asyncio.Event | threading.Event | None = None,
+    settings: kopf.OperatorSettings | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run the operator until ``stop`` is set (or the process is signalled)."""
+    api = KubeApi(connection)
+    try:
+        await kopf.operator(
+            registry=make_registry(config, connection, api),
+            settings=operator_settings(settings),
+            standalone=True,
+            namespaces=list(namespaces),
+            stop_flag=stop,
+            ready_flag=ready,
+            liveness_endpoint=liveness_endpoint,
+        )
+    finally:
+        await api.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,537 @@
+"""Pure builders of the objects one SitsRun owns: a ConfigMap, a DaskCluster and a driver Job.
+
+Nothing here talks to a cluster: each function takes the run and the operator's settings and
+returns a dict ready to POST, so every field is unit-tested. All objects carry the same labels and
+an owner reference to the SitsRun, so deleting the run deletes them (Kubernetes garbage collection;
+the operator's delete handler also deletes them explicitly, to stop the workers at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from dask.utils import parse_bytes
+
+from pipeline.k8s import API_VERSION, KIND
+from pipeline.k8s.config import OperatorConfig
+from pipeline.manifest import ComputeSpec, RunManifest
+
+MANIFEST_DIR = "/etc/sitsflow"
+MANIFEST_FILE = "run.yaml"
+SCRATCH_DIR = "/tmp"
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+WORKER_DASHBOARD_PORT = 8788
+RUN_USER = 10001  # the image's unprivileged user (deploy/Dockerfile)
+MANAGED_BY = "sitsflow-operator"
+RUN_LABEL = "sitsflow.dev/run"
+DASK_CLUSTER_MAX_NAME = 53  # dask-kubernetes appends "-scheduler" and keeps names under 63
+JOB_MAX_NAME = 52  # pod names add a suffix to the Job's name
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The identity of one SitsRun object, as the API server gave it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RunRef:
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta.get("namespace") or "default",
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 1),
+        )
+
+    @property
+    def config_map(self) -> str:
+        return child_name(self.name, f"manifest-g{self.generation}")
+
+    @property
+    def dask_cluster(self) -> str:
+        return child_name(self.name, "dask", DASK_CLUSTER_MAX_NAME)
+
+    @property
+    def scheduler_service(self) -> str:
+        return f"{self.dask_cluster}-scheduler"
+
+    @property
+    def driver_job(self) -> str:
+        return child_name(self.name, f"driver-g{self.generation}", JOB_MAX_NAME)
+
+    @property
+    def scheduler_address(self) -> str:
+        return f"tcp://{self.scheduler_service}.{self.namespace}.svc:{SCHEDULER_PORT}"
+
+
+def child_name(run: str, suffix: str, max_len: int = 63) -> str:
+    """``<run>-<suffix>``, shortened with a hash of the run name when it would be too long."""
+    name = f"{run}-{suffix}"
+    if len(name) <= max_len:
+        return name
+    digest = hashlib.sha256(run.encode()).hexdigest()[:6]
+    keep = max_len - len(suffix) - len(digest) - 2
+    return f"{run[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def labels(ref: RunRef, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "sitsflow",
+        "app.kubernetes.io/instance": ref.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "sitsflow",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        RUN_LABEL: ref.name,
+    }
+
+
+def owner_reference(ref: RunRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ref: RunRef, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref, component),
+        "ownerReferences": [owner_reference(ref)],
+    }
+
+
+# --- the run's own cluster settings ----------------------------------------------------------
+
+
+class SpecConflictError(ValueError):
+    """The run asks for pod settings this operator does not let runs choose."""
+
+
+# spec.compute.kubernetes field -> (OperatorConfig field, chart value): who may choose what.
+_GUARDED = {
+    "image": ("image", "image.repository/image.tag"),
+    "credentials_secret": ("credentials_secret", "runs.credentialsSecret"),
+    "service_account": ("service_account", "runs.serviceAccount.name"),
+}
+
+
+def config_for_run(config: OperatorConfig, manifest: RunManifest, ref: RunRef) -> OperatorConfig:
+    """The operator's pod settings, with what the run's ``compute.kubernetes`` section sets.
+
+    A run may always size its scheduler and pick a pull policy. Image, Secret and service account
+    decide what a pod can read, so a run may choose them only where the cluster admin allows it
+    (chart value runs.allowSpecOverrides); elsewhere such a run is refused, never silently changed.
+    """
+    section = getattr(manifest.spec.compute, "kubernetes", None)
+    if section is None:
+        return config
+    chosen = section.model_fields_set
+    problems = []
+    namespace = getattr(section, "namespace", None)
+    if "namespace" in chosen and namespace and namespace != ref.namespace:
+        problems.append(
+            f"spec.compute.kubernetes.namespace is {namespace!r}, but a SitsRun's workers run in "
+            f"its own namespace ({ref.namespace!r}); remove the key, or apply the run in "
+            f"namespace {namespace!r}"
+        )
+    overrides: dict[str, Any] = {}
+    for field, (key, value_name) in _GUARDED.items():
+        value = getattr(section, field, None)
+        if field not in chosen or value is None or value == getattr(config, key):
+            continue
+        if config.allow_spec_overrides:
+            overrides[key] = value
+        else:
+            problems.append(
+                f"spec.compute.kubernetes.{field} is {value!r}, but this cluster runs every run "
+                f"with {getattr(config, key)!r} (chart value {value_name}); remove the key, or "
+                "ask the cluster admin to set runs.allowSpecOverrides=true"
+            )
+    if "image_pull_policy" in chosen:
+        overrides["image_pull_policy"] = section.image_pull_policy
+    if "scheduler_memory" in chosen:
+        memory = _quantity(section.scheduler_memory)
+        resources = config.scheduler_resources
+        overrides["scheduler_resources"] = resources.model_copy(
+            update={
+                "requests": {**resources.requests, "memory": memory},
+                "limits": {**resources.limits, "memory": memory},
+            }
+        )
+    if problems:
+        raise SpecConflictError("\n".join(problems))
+    return config.model_copy(update=overrides)
+
+
+# --- the manifest the driver runs -------------------------------------------------------------
+
+
+def _address_mode() -> tuple[str, str] | None:
+    """(cluster value, field name) for 'connect to this scheduler', if ComputeSpec has it."""
+    field = ComputeSpec.model_fields.get("cluster")
+    allowed = set(typing.get_args(field.annotation)) if field is not None else set()
+    if "address" not in allowed:
+        return None
+    for key in ("address", "scheduler_address", "scheduler"):
+        if key in ComputeSpec.model_fields:
+            return "address", key
+    return None
+
+
+def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The run manifest the driver reads: the SitsRun's own spec, pointed at its DaskCluster.
+
+    The workers are the DaskCluster's, so ``compute`` is switched to the scheduler's address; every
+    other key is the spec exactly as applied.
+    """
+    spec = dict(spec)
+    mode = _address_mode()
+    if mode is not None:
+        cluster_value, key = mode
+        # The operator made the cluster and its autoscaler: the driver only connects to it.
+        compute = {
+            k: v
+            for k, v in dict(spec.get("compute") or {}).items()
+            if k not in ("kubernetes", "adaptive", "dashboard_port")
+        }
+        if "connect_timeout_s" in ComputeSpec.model_fields:
+            compute.setdefault("connect_timeout_s", CONNECT_TIMEOUT_S)
+        spec["compute"] = {**compute, "cluster": cluster_value, key: ref.scheduler_address}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": ref.name},
+        "spec": spec,
+    }
+
+
+def build_config_map(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(driver_manifest(ref, spec), sort_keys=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(ref, ref.config_map, "manifest"),
+        "immutable": True,
+        "data": {MANIFEST_FILE: text},
+    }
+
+
+# --- pods -------------------------------------------------------------------------------------
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_USER,
+        "runAsGroup": RUN_USER,
+        "fsGroup": RUN_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _env(ref: RunRef, config: OperatorConfig) -> list[dict[str, Any]]:
+    env = [
+        # A read-only root: everything that writes goes to the scratch volume.
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "MPLCONFIGDIR", "value": f"{SCRATCH_DIR}/matplotlib"},
+        {"name": "DASK_TEMPORARY_DIRECTORY", "value": f"{SCRATCH_DIR}/dask"},
+        {"name": "SITSFLOW_RUN_NAME", "value": ref.name},
+        {"name": "SITSFLOW_RUN_NAMESPACE", "value": ref.namespace},
+    ]
+    env += [{"name": k, "value": v} for k, v in sorted(config.env.items())]
+    return env
+
+
+def _env_from(config: OperatorConfig) -> list[dict[str, Any]]:
+    if not config.credentials_secret:
+        return []
+    return [{"secretRef": {"name": config.credentials_secret}}]
+
+
+def _pod_common(config: OperatorConfig) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "serviceAccountName": config.service_account,
+        # Scheduler and workers never call the API: no token in their pods.
+        "automountServiceAccountToken": False,
+        "securityContext": _pod_security(),
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if config.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
+    if config.node_selector:
+        pod["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        pod["tolerations"] = [dict(t) for t in config.tolerations]
+    return pod
+
+
+def _container(
+    name: str, args: list[str], ref: RunRef, config: OperatorConfig, **extra: Any
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": args,
+        "env": _env(ref, config) + list(extra.pop("env", [])),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+            *extra.pop("volumeMounts", []),
+        ],
+    }
+    env_from = _env_from(config)
+    if env_from:
+        container["envFrom"] = env_from
+    container.update(extra)
+    return container
+
+
+def _quantity(size: str) -> str:
+    """A dask memory size ('4GiB', '3.5 GB') as a Kubernetes quantity in MiB."""
+    return f"{max(1, parse_bytes(size.replace(' ', '')) // 2**20)}Mi"
+
+
+def build_dask_cluster(
+    ref: RunRef, manifest: RunManifest, config: OperatorConfig
+) -> dict[str, Any]:
+    """A kubernetes.dask.org/v1 DaskCluster sized by the run's ``compute`` section."""
+    compute = manifest.spec.compute
+    memory = _quantity(compute.memory_limit)
+    worker_labels = labels(ref, "worker")
+    worker = _container(
+        "worker",
+        [
+            "dask",
+            "worker",
+            "--name",
+            "$(DASK_WORKER_NAME)",
+            "--nthreads",
+            str(compute.threads_per_worker),
+            "--memory-limit",
+            compute.memory_limit.replace(" ", ""),
+            "--local-directory",
+            f"{SCRATCH_DIR}/dask",
+            "--dashboard",
+            "--dashboard-address",
+            str(WORKER_DASHBOARD_PORT),
+        ],
+        ref,
+        config,
+        resources={
+            # One CPU per thread; memory as dask is told, so dask spills before the kernel kills.
+            "requests": {"cpu": str(compute.threads_per_worker), "memory": memory},
+            "limits": {"memory": memory},
+        },
+        ports=[
+            {"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}
+        ],
+    )
+    scheduler = _container(
+        "scheduler",
+        ["dask", "scheduler", "--host", "0.0.0.0", "--dashboard-address", f":{DASHBOARD_PORT}"],
+        ref,
+        config,
+        resources=config.scheduler_resources.as_dict(),
+        ports=[
+            {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
+        ],
+        readinessProbe={
+            "httpGet": {"port": "http-dashboard", "path": "/health"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+        },
+        livenessProbe={
+            "httpGet": {"port": "http-dashboard", "path": "/health"},
+            "initialDelaySeconds": 15,
+            "periodSeconds": 20,
+        },
+    )
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": _metadata(ref, ref.dask_cluster, "dask-cluster"),
+        "spec": {
+            "idleTimeout": 0,
+            "worker": {
+                "replicas": compute.workers,
+                "metadata": {"labels": worker_labels},
+                "spec": {**_pod_common(config), "containers": [worker]},
+            },
+            "scheduler": {
+                "metadata": {"labels": labels(ref, "scheduler")},
+                "spec": {**_pod_common(config), "containers": [scheduler]},
+                "service": {
+                    "type": "ClusterIP",
+                    "selector": {
+                        "dask.org/cluster-name": ref.dask_cluster,
+                        "dask.org/component": "scheduler",
+                    },
+                    "ports": [
+                        {
+                            "name": "tcp-comm",
+                            "protocol": "TCP",
+                            "port": SCHEDULER_PORT,
+                            "targetPort": "tcp-comm",
+                        },
+                        {
+                            "name": "http-dashboard",
+                            "protocol": "TCP",
+                            "port": DASHBOARD_PORT,
+                            "targetPort": "http-dashboard",
+                        },
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_dask_autoscaler(ref: RunRef, manifest: RunManifest) -> dict[str, Any] | None:
+    """A DaskAutoscaler between the run's adaptive bounds, or None for a fixed-size cluster."""
+    adaptive = getattr(manifest.spec.compute, "adaptive", None)
+    if adaptive is None:
+        return None
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskAutoscaler",
+        "metadata": _metadata(ref, ref.dask_cluster, "dask-autoscaler"),
+        "spec": {
+            "cluster": ref.dask_cluster,
+            "minimum": adaptive.minimum,
+            "maximum": adaptive.maximum,
+        },
+    }
+
+
+# How long the driver waits for its scheduler and first worker: new nodes may have to start and
+# pull the image first (a run's own compute.connect_timeout_s wins).
+CONNECT_TIMEOUT_S = 1200
+
+_WAIT_FOR_SCHEDULER = """\
+import socket, sys, time
+host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + limit
+while True:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        break
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            sys.exit(f"the dask scheduler {host}:{port} did not answer in {limit:.0f} s ({exc}); "
+                     "check the DaskCluster's pods (kubectl describe daskcluster)")
+        time.sleep(2)
+"""
+
+
+# Exit code of `sitsflow run` for bad input (manifest, catalog, reference...): retrying cannot help.
+INPUT_ERROR_EXIT_CODE = 2
+
+
+def build_driver_job(ref: RunRef, config: OperatorConfig) -> dict[str, Any]:
+    """A batch/v1 Job that runs ``sitsflow run`` on the run's manifest against its DaskCluster."""
+    manifest_path = str(PurePosixPath(MANIFEST_DIR) / MANIFEST_FILE)
+    driver = _container(
+        "driver",
+        # --resume: a driver restarted by the Job keeps the work units already finished.
+        ["sitsflow", "run", manifest_path, "--resume", *config.driver_extra_args],
+        ref,
+        config,
+        env=[{"name": "DASK_SCHEDULER_ADDRESS", "value": ref.scheduler_address}],
+        volumeMounts=[{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True}],
+        resources=config.driver_resources.as_dict(),
+        # On failure the log's tail becomes the termination message: the operator copies it into
+        # the run's status.lastError, so `kubectl get sr -o wide` shows what to fix.
+        terminationMessagePolicy="FallbackToLogsOnError",
+    )
+    wait = {
+        "name": "wait-for-scheduler",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": [
+            "python",
+            "-c",
+            _WAIT_FOR_SCHEDULER,
+            f"{ref.scheduler_service}.{ref.namespace}.svc",
+            str(SCHEDULER_PORT),
+            str(CONNECT_TIMEOUT_S),
+        ],
+        "securityContext": _container_security(),
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod = _pod_common(config)
+    pod["initContainers"] = [wait]
+    pod["volumes"] = [
+        *pod["volumes"],
+        {"name": "manifest", "configMap": {"name": ref.config_map}},
+    ]
+    pod.update(
+        restartPolicy="Never",
+        # The token lets the driver report progress into the SitsRun status; nothing else.
+        automountServiceAccountToken=config.report_status,
+        containers=[driver],
+    )
+    spec: dict[str, Any] = {
+        "backoffLimit": config.driver_backoff_limit,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": "driver",
+                        "operator": "In",
+                        "values": [INPUT_ERROR_EXIT_CODE],
+                    },
+                },
+                # A node drained or preempted: not the run's fault, not counted as a failure.
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+        "template": {"metadata": {"labels": labels(ref, "driver")}, "spec": pod},
+    }
+    if config.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = config.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(ref, ref.driver_job, "driver"),
+        "spec": spec,
+    }
+
+
+def dashboard_url(ref: RunRef, config: OperatorConfig) -> str:
+    if config.dashboard_url:
+        return config.dashboard_url.format(
+            namespace=ref.namespace, name=ref.name, service=ref.scheduler_service
+        )
+    return f"http://{ref.scheduler_service}.{ref.namespace}.svc:{DASHBOARD_PORT}/status"

@@ -1,0 +1,128 @@
+"""Models trained elsewhere, used for prediction only.
+
+Accepted: a sitsflow model folder (``model.json`` beside the weights: its contract names the
+features), or a scikit-learn estimator file (``.skops``, or ``.joblib``/``.pkl`` from a source you
+trust: unpickling runs code) fitted on a pandas DataFrame, whose ``feature_names_in_`` are then the
+features it expects. An estimator fitted on a bare array records only a feature count; two cubes
+with the same count but other bands or dates would give a wrong map without any error, so such a
+file is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from pipeline.errors import ModelError
+from pipeline.learn.contract import CONTRACT_FILE, ModelContract, Task, read_contract
+from pipeline.learn.sklearn import check_task, load_skops
+
+FIELD = "spec.model.path"
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def _load_file(path: Path) -> Any:
+    if path.suffix == ".skops":
+        return load_skops(path, "sklearn", field=FIELD)
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            return joblib.load(path)
+        except Exception as exc:  # unpickling can fail in many ways, all meaning "not usable"
+            raise ModelError(
+                f"{str(path)!r} cannot be loaded ({type(exc).__name__}: {exc})",
+                fix="check that the file is a joblib/pickle dump made with compatible library "
+                "versions",
+                field=FIELD,
+            ) from None
+    raise ModelError(
+        f"{str(path)!r} is neither a sitsflow model folder nor a .skops/.joblib/.pkl file",
+        fix="give a model folder with model.json, or a scikit-learn estimator file",
+        field=FIELD,
+    )
+
+
+def _estimator_contract(estimator: Any, path: Path, task: Task) -> ModelContract:
+    name = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    check_task(estimator, name, task, FIELD)
+    try:
+        check_is_fitted(estimator)
+    except (NotFittedError, TypeError):
+        raise ModelError(
+            f"the {name} in {str(path)!r} is not fitted",
+            fix="save the estimator after calling fit",
+            field=FIELD,
+        ) from None
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        count = getattr(estimator, "n_features_in_", "an unknown number of")
+        raise ModelError(
+            f"the {name} in {str(path)!r} was fitted on a plain array: it records {count} "
+            "features but not their names, so sitsflow cannot check that they are the cube's",
+            fix="fit it on a pandas DataFrame whose columns are the cube's feature names "
+            "(<sensor>_<variable>_<YYYYMMDD>, e.g. s2_ndvi_20170101), or save it with "
+            f"pipeline.learn.save_model, which writes the names to {CONTRACT_FILE}",
+            field=FIELD,
+        )
+    feature_names = tuple(str(n) for n in names)
+    classes: tuple[int, ...] = ()
+    if task == "classification":
+        raw = np.asarray(estimator.classes_)
+        if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.all(raw % 1 == 0)):
+            raise ModelError(
+                f"the {name} in {str(path)!r} predicts class names {raw[:4].tolist()}, "
+                "not integer class codes",
+                fix="refit it with the integer class codes of the reference data as labels",
+                field=FIELD,
+            )
+        classes = tuple(int(c) for c in raw)
+    return ModelContract(
+        estimator=name,
+        params={},
+        feature_names=feature_names,
+        classes=classes,
+        kind="sklearn",
+        task=task,
+        versions={"sklearn": sklearn.__version__},
+        training={"source": str(path), "external": True},
+    )
+
+
+def load_external_model(path: str | Path, task: Task) -> tuple[Any, ModelContract]:
+    """The model at ``path`` and its contract, after checking that it suits the run's task."""
+    from pipeline.learn import load_model  # the facade dispatches on the folder's kind
+
+    where = Path(path)
+    if where.is_dir():
+        if not (where / CONTRACT_FILE).is_file():
+            raise ModelError(
+                f"folder {str(where)!r} has no {CONTRACT_FILE}",
+                fix="give a model folder written by sitsflow, or the estimator file itself",
+                field=FIELD,
+            )
+        contract = read_contract(where)
+        if contract.task != task:
+            raise ModelError(
+                f"the model in {str(where)!r} was trained for {contract.task}, the run's task is "
+                f"{task}",
+                fix=f"give a {task} model, or set spec.task: {contract.task}",
+                field=FIELD,
+            )
+        model, contract = load_model(where)
+        return model, replace(
+            contract, training={**contract.training, "source": str(where), "external": True}
+        )
+    if not where.is_file():
+        raise ModelError(
+            f"model path {str(where)!r} does not exist",
+            fix="check spec.model.path (relative paths are relative to the manifest)",
+            field=FIELD,
+        )
+    estimator = _load_file(where)
+    return estimator, _estimator_contract(estimator, where, task)

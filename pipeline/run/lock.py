@@ -1,0 +1,104 @@
+"""One driver at a time per run store: a lock object with a heartbeat.
+
+``state/lock.json`` names the session holding the store, its host and process, and a heartbeat
+refreshed every ``HEARTBEAT_S`` seconds. Another driver refuses to start while the lock is
+fresh. A driver that died (SIGKILL, lost node) leaves a lock behind: on the same host it is
+taken over at once when its process is gone; from another host once its heartbeat is older
+than ``STALE_S`` seconds (a Kubernetes driver pod restarted elsewhere waits that long).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from pipeline.errors import OutputError
+from pipeline.storage import RunStore
+
+LOCK = "state/lock.json"
+HEARTBEAT_S = 10.0
+STALE_S = 60.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder(store: RunStore, now: float | None = None) -> dict[str, Any] | None:
+    """The live lock of another driver, if any (None when free or stale)."""
+    try:
+        lock = json.loads(store.read_text(LOCK))
+    except (FileNotFoundError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    age = now - float(lock.get("heartbeat", 0))
+    if age > STALE_S:
+        return None
+    if lock.get("host") == socket.gethostname():
+        pid = int(lock.get("pid", 0))
+        if pid == os.getpid() or not _alive(pid):
+            return None
+    lock["age_s"] = round(age, 1)
+    return lock
+
+
+def check_free(store: RunStore) -> None:
+    """Refuse (before any work) a store another driver is working in."""
+    other = holder(store)
+    if other is None:
+        return
+    raise OutputError(
+        f"run store {store.root!r} is in use by session {other.get('session')!r} (host "
+        f"{other.get('host')!r}, process {other.get('pid')}, last heartbeat {other['age_s']} s "
+        "ago)",
+        fix="wait for that run to end or stop it; a driver that died releases the store after "
+        f"{STALE_S:.0f} s without heartbeat (at once on the same host)",
+        field="spec.outputs.store",
+    )
+
+
+class StoreLock:
+    """Holds the store for a session; a background thread refreshes the heartbeat."""
+
+    def __init__(self, store: RunStore, session: str) -> None:
+        self.store = store
+        self.session = session
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="sitsflow-lock", daemon=True)
+
+    def _write(self) -> None:
+        body = {
+            "session": self.session,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat": time.time(),
+        }
+        self.store.write_text(LOCK, json.dumps(body))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # a missed beat is retried; never stop the run
+                self._write()
+
+    def __enter__(self) -> StoreLock:
+        check_free(self.store)
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 5)
+        with contextlib.suppress(Exception):
+            self.store.remove(LOCK)

@@ -1,0 +1,430 @@
+"""The chain's stages as units: what each unit computes, where it writes, and its digest.
+
+    discover (1) -> cube (chunks) -> samples (chunks with samples, then 1 table) -> train (1)
+    -> predict (chunks) -> mosaic (1 per map) -> validate (1)
+
+Digests form a chain: a unit's digest hashes its own parameters and the digests of the units it
+reads, so a change reruns exactly the units downstream of it (a model parameter: train,
+predict, mosaic, validate; the period: everything). ``STAGE_VERSIONS`` enter every digest of
+their stage: bump one when a change of code changes that stage's output bytes.
+
+The functions below run on dask workers (or in the driver for the small stages). Their first
+argument is the stage's context (shared, stored once in the run store), their second the unit's
+payload; they return a small JSON summary that the ledger keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cube.build import CubeChunkTask, build_chunk
+from pipeline.cube.plan import CubePlan
+from pipeline.model import ClassInfo, GridSpec, Window
+from pipeline.run.units import Unit, content_hash, window_key
+from pipeline.samples.extract import ExtractTask, extract_chunk
+from pipeline.storage import RunStore
+
+STAGES = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
+STAGE_VERSIONS = {stage: 1 for stage in STAGES}
+STORE_KEY = "store"  # ledger key of a stage's Zarr store set-up (not a unit)
+
+
+def digest(stage: str, *parts: Any) -> str:
+    return content_hash(stage, STAGE_VERSIONS[stage], *parts)
+
+
+_SIGNED = re.compile(
+    r"[?&](X-Amz-Signature|X-Amz-Credential|X-Goog-Signature|sig|signature|token|se|st)=",
+    re.IGNORECASE,
+)
+
+
+def unsigned_href(href: str) -> str:
+    """``href`` without the query string of a signed URL (Planetary Computer SAS tokens,
+    presigned S3 URLs): signatures expire and change, the file they open does not."""
+    return href.split("?", 1)[0] if _SIGNED.search(href) else href
+
+
+def unsigned(acquisitions: Any) -> list[Any]:
+    """Acquisitions with unsigned asset hrefs, for digests: a re-signed catalog reruns nothing."""
+    out = []
+    for acquisition in acquisitions:
+        assets = {
+            key: dataclasses.replace(ref, href=unsigned_href(ref.href))
+            for key, ref in acquisition.assets.items()
+        }
+        out.append(dataclasses.replace(acquisition, assets=assets))
+    return out
+
+
+def cube_identity(plan: CubePlan) -> CubePlan:
+    """The plan as it enters digests: every field, with unsigned hrefs."""
+    sensors = tuple(
+        dataclasses.replace(s, acquisitions=tuple(unsigned(s.acquisitions))) for s in plan.sensors
+    )
+    return dataclasses.replace(plan, sensors=sensors)
+
+
+# --- cube ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CubeContext:
+    plan: CubePlan
+    store: str
+    """Location of the cube's Zarr store (path or URL)."""
+
+
+def cube_units(plan: CubePlan, store_digest: str) -> list[Unit]:
+    return [
+        Unit(
+            "cube",
+            window_key(w),
+            digest("cube", store_digest, w),
+            payload=w,
+            pixels=w.n_pixels,
+        )
+        for w in plan.windows
+    ]
+
+
+def build_cube_unit(context: CubeContext, window: Window) -> dict[str, Any]:
+    report = build_chunk(CubeChunkTask(context.plan, window, context.store))
+    return {
+        "pixels": int(report.pixels),
+        "valid_fraction": float(report.valid_fraction),
+        "never_valid_pixels": int(report.never_valid_pixels),
+    }
+
+
+# --- samples -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractContext:
+    root: str
+    tasks: tuple[ExtractTask, ...]
+
+
+def part_name(key: str) -> str:
+    return f"samples/parts/{key}.npy"
+
+
+def sample_units(
+    tasks: list[ExtractTask], cube_digests: dict[Window, str], table_parts: Any
+) -> tuple[list[Unit], Unit]:
+    """One unit per chunk holding sample pixels, then the unit that assembles the table."""
+    parts = []
+    for index, task in enumerate(tasks):
+        key = f"part-{window_key(task.window)}"
+        parts.append(
+            Unit(
+                "samples",
+                key,
+                digest("samples", cube_digests[task.window], task.variables, task.rows, task.cols),
+                payload=(index, key),
+                pixels=len(task.rows),
+            )
+        )
+    table = Unit("samples", "table", digest("samples", [u.digest for u in parts], table_parts))
+    return parts, table
+
+
+def extract_unit(context: ExtractContext, payload: tuple[int, str]) -> dict[str, Any]:
+    index, key = payload
+    values = extract_chunk(context.tasks[index])
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
+    RunStore(context.root).write_bytes(part_name(key), buffer.getvalue())
+    return {"pixels": int(values.shape[0])}
+
+
+def read_part(store: RunStore, key: str) -> np.ndarray:
+    return np.load(io.BytesIO(store.read_bytes(part_name(key))), allow_pickle=False)
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    root: str
+    samples: str
+    model: str
+    model_spec: Any
+    task: str
+    target: str
+    feature_names: tuple[str, ...]
+    seed: int
+    min_pixels_per_class: int
+
+
+def train_unit(context: TrainContext, _payload: Any) -> dict[str, Any]:
+    import geopandas as gpd
+
+    from pipeline.errors import InputDataError
+    from pipeline.learn import load_external_model, save_model, train_model
+    from pipeline.learn.contract import check_features
+    from pipeline.samples.select import drop_small_classes
+    from pipeline.samples.split import TRAIN
+
+    store = RunStore(context.root)
+    spec = context.model_spec
+    names = list(context.feature_names)
+    info: dict[str, Any] = {"left_out_classes": [], "training_pixels": 0, "training_polygons": 0}
+    if spec.kind == "external":
+        model, contract = load_external_model(spec, context.task)  # type: ignore[arg-type]
+    else:
+        with store.fetch(context.samples) as local:
+            samples = gpd.read_parquet(local)
+        training = samples[samples["split"] == TRAIN]
+        training = training[~training[names].isna().any(axis=1)]
+        if context.task == "classification":
+            before = set(training["label"].unique().tolist())
+            training = drop_small_classes(training, context.min_pixels_per_class)
+            info["left_out_classes"] = sorted(
+                int(c) for c in before - set(training["label"].unique().tolist())
+            )
+            if training["label"].nunique() < 2:
+                raise InputDataError(
+                    f"training needs at least two classes with {context.min_pixels_per_class}+ "
+                    f"pixels; found {training['label'].nunique()}",
+                    fix="add reference polygons of more classes over the mapped area, or lower "
+                    "spec.sampling.min_pixels_per_class",
+                    field="spec.reference",
+                )
+        elif training.empty:
+            raise InputDataError(
+                "no training pixel has a value for every feature",
+                fix="check the period and the reference data",
+                field="spec.reference",
+            )
+        model, contract = train_model(
+            spec,
+            training[names].to_numpy(dtype=np.float32),
+            training[context.target].to_numpy(),
+            names,
+            context.seed,
+            task=context.task,  # type: ignore[arg-type]
+            groups=training["polygon_id"].to_numpy(),
+        )
+        info["training_pixels"] = len(training)
+        info["training_polygons"] = int(training["polygon_id"].nunique())
+    check_features(contract, names)
+    with store.publish(context.model) as folder:
+        save_model(model, contract, folder)
+    info["classes"] = [int(c) for c in contract.classes]
+    info["kind"] = str(getattr(contract, "kind", spec.kind))
+    return info
+
+
+_model_lock = threading.Lock()
+
+
+def local_model(root: str, model: str, model_digest: str) -> Path:
+    """A worker-local copy of the model folder, named by its digest (a new model, a new path:
+    per-path model caches never serve a stale model)."""
+    cache = Path(tempfile.gettempdir()) / "sitsflow-models" / model_digest
+    with _model_lock:
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".partial-"))
+            try:
+                RunStore(root).download(model, staging / "model")
+                with contextlib.suppress(OSError):  # another process here was first: same bytes
+                    (staging / "model").rename(cache)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return cache
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictContext:
+    root: str
+    cube: str
+    variables: tuple[tuple[str, str], ...]
+    model: str
+    model_digest: str
+    map_store: str
+    encoding: Any
+
+
+def predict_units(
+    windows: list[Window], train_digest: str, cube_digests: dict[Window, str]
+) -> list[Unit]:
+    return [
+        Unit(
+            "predict",
+            window_key(w),
+            digest("predict", train_digest, cube_digests[w], w),
+            payload=w,
+            pixels=w.n_pixels,
+        )
+        for w in windows
+    ]
+
+
+def predict_unit(context: PredictContext, window: Window) -> dict[str, Any]:
+    from pipeline.predict.blockwise import PredictTask, predict_chunk
+
+    folder = local_model(context.root, context.model, context.model_digest)
+    report = predict_chunk(
+        PredictTask(
+            context.cube,
+            context.variables,
+            str(folder),
+            context.map_store,
+            window,
+            context.encoding,
+        )
+    )
+    return {
+        "predicted_pixels": int(report.predicted_pixels),
+        "nodata_pixels": int(report.nodata_pixels),
+    }
+
+
+# --- mosaic --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapFile:
+    """One COG of the map: its role (labels, confidence), path in the store, and once the
+    model is known, the map store variable, no-data value and overview resampling."""
+
+    role: str
+    name: str
+    variable: str = ""
+    nodata: float = 0.0
+    resampling: str = "nearest"
+
+
+@dataclass(frozen=True)
+class MosaicContext:
+    root: str
+    map_store: str
+    grid: GridSpec
+
+
+def mosaic_units(files: list[MapFile], predict_digests: list[str], grid: GridSpec) -> list[Unit]:
+    return [
+        Unit(
+            "mosaic",
+            f.role,
+            digest("mosaic", predict_digests, f.role, f.name, grid),
+            payload=f,
+            pixels=grid.width * grid.height,
+        )
+        for f in files
+    ]
+
+
+def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
+    from pipeline.predict.outputs import zarr_to_cog
+
+    store = RunStore(context.root)
+    with store.publish(item.name) as target:
+        zarr_to_cog(
+            context.map_store,
+            item.variable,
+            context.grid,
+            target,
+            nodata=item.nodata,
+            overview_resampling=item.resampling,
+        )
+        size = target.stat().st_size
+    return {"bytes": int(size), "path": item.name}
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidateContext:
+    root: str
+    samples: str
+    labels: str
+    confidence: str
+    report: str
+    legend: tuple[ClassInfo, ...]
+    nodata: int
+    classes: tuple[int, ...]
+    title: str
+    details: dict[str, Any]
+
+
+def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
+    import warnings
+
+    import geopandas as gpd
+    import rasterio
+
+    from pipeline.samples.split import VALIDATION
+    from pipeline.validate.metrics import classification_metrics
+    from pipeline.validate.report import write_report
+    from pipeline.warnings import DataQualityWarning
+
+    store = RunStore(context.root)
+    with store.fetch(context.samples) as local:
+        samples = gpd.read_parquet(local)
+    validation = samples[samples["split"] == VALIDATION]
+    with store.fetch(context.labels) as labels_path, store.fetch(context.confidence) as conf_path:
+        with rasterio.open(labels_path) as src:
+            labels_map = src.read(1)
+        predicted = labels_map[validation["row"].to_numpy(), validation["col"].to_numpy()]
+        mapped = predicted != context.nodata
+        unmapped = int((~mapped).sum())
+        if unmapped:
+            warnings.warn(
+                f"{unmapped} validation pixel(s) fall on unmapped (never valid) pixels and are "
+                "not counted in the accuracy",
+                DataQualityWarning,
+                stacklevel=2,
+            )
+        reference = validation["label"].to_numpy()[mapped]
+        predicted = predicted[mapped].astype(np.int64)
+        classes = sorted(set(context.classes) | set(reference.tolist()))
+        metrics = classification_metrics(reference, predicted, classes)
+        known = {c.code for c in context.legend}
+        legend = [c for c in context.legend if c.code in classes] + [
+            ClassInfo(code, str(code)) for code in classes if code not in known
+        ]
+        details = {
+            **context.details,
+            "validation polygons / pixels": (
+                f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
+            ),
+        }
+        with store.publish(context.report) as folder:
+            write_report(
+                folder,
+                metrics,
+                legend,
+                labels_path,
+                conf_path,
+                title=context.title,
+                details=details,
+            )
+    out = metrics.to_dict()
+    return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
+
+
+def frame_for_digest(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The columns of ``frame`` that decide a digest, in a stable order."""
+    present = [c for c in columns if c in frame.columns]
+    return frame[present].reset_index(drop=True)

@@ -1,0 +1,98 @@
+"""An in-memory Kubernetes API on 127.0.0.1 (kmock) that behaves enough like a real one.
+
+kmock stores, lists, watches, patches and deletes objects and honours finalizers. A real API
+server also stamps what it owns on every new object (uid, resourceVersion, generation,
+creationTimestamp) and bumps ``generation`` when a spec changes; kopf relies on those, so this
+subclass adds them. It does not run controllers: no pods start and no garbage collector follows
+owner references, so tests play the Job controller's part by patching statuses themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+VERBS = {"create", "get", "list", "watch", "patch", "update", "delete"}
+RESOURCES = {
+    "v1/namespaces": ("Namespace", False),
+    "v1/events": ("Event", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "v1/pods": ("Pod", True),
+    "v1/services": ("Service", True),
+    "batch/v1/jobs": ("Job", True),
+    "kubernetes.dask.org/v1/daskclusters": ("DaskCluster", True),
+    "kubernetes.dask.org/v1/daskautoscalers": ("DaskAutoscaler", True),
+    "sitsflow.dev/v1alpha1/sitsruns": ("SitsRun", True),
+}
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    """kmock's emulator plus the server-owned metadata a real API server stamps: uid,
+    resourceVersion, generation (bumped when a spec changes) and creationTimestamp.
+
+    resourceVersion stays "1": kmock's watch can miss an event that lands between its initial
+    listing and its subscription, and kopf, seeing newer versions, would then wait for an event
+    that never comes. With a constant version kopf may handle a stale event twice instead, which
+    the operator must survive anyway (its handlers are idempotent).
+    """
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            if request.action == kmock.action.CREATE:
+                meta = data.setdefault("metadata", {})
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("resourceVersion", "1")
+                meta.setdefault("generation", 1)
+                meta.setdefault(
+                    "creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                )
+                if request.namespace:
+                    meta.setdefault("namespace", request.namespace)
+            elif request.action == kmock.action.UPDATE and "spec" in data:
+                current = stored(self, request.resource, request.namespace, request.name)
+                if current is not None and data["spec"] != current.get("spec"):
+                    generation = int(current["metadata"].get("generation", 1)) + 1
+                    data.setdefault("metadata", {})["generation"] = generation
+        return await super()._handle(request)
+
+
+def declare_resources(server: kmock.KubernetesEmulator) -> None:
+    for key, (kind, namespaced) in RESOURCES.items():
+        server.resources[key] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            verbs=VERBS,
+            subresources={"status"} if kind in ("SitsRun", "Job", "Pod", "DaskCluster") else set(),
+        )
+
+
+@contextlib.asynccontextmanager
+async def api_server() -> AsyncIterator[tuple[ApiServer, str]]:
+    """The emulator listening on a free port of 127.0.0.1, and its URL."""
+    async with ApiServer() as server, kmock.Server(server, host="127.0.0.1"):
+        declare_resources(server)
+        yield server, str(server.url).rstrip("/")
+
+
+def stored(
+    server: kmock.KubernetesEmulator,
+    resource: str | kmock.resource,
+    namespace: str | None,
+    name: str | None,
+) -> Any:
+    """The object as stored now, or None when absent or deleted."""
+    if name is None:
+        return None
+    key = (kmock.resource(resource), namespace, name)
+    if key not in server.objects or server.objects[key].deleted:
+        return None
+    return server.objects[key].raw

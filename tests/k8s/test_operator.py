@@ -1,0 +1,425 @@
+"""The operator against an in-memory Kubernetes API on 127.0.0.1 (kmock): kopf watches SitsRuns
+there, creates the children through HTTP, and the tests play the Job controller's part."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+import pytest
+import pytest_asyncio
+import yaml
+
+from pipeline.k8s.api import ApiConnection
+from pipeline.k8s.config import OperatorConfig
+from pipeline.k8s.operator import run_operator
+from tests.k8s.emulator import ApiServer, api_server, stored
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_RUN = REPO / "deploy" / "examples" / "demo-run.yaml"
+NS = "runs"
+RUNS = "sitsflow.dev/v1alpha1/sitsruns"
+JOBS = "batch/v1/jobs"
+CLUSTERS = "kubernetes.dask.org/v1/daskclusters"
+CONFIG_MAPS = "v1/configmaps"
+CONFIG = OperatorConfig(
+    image="registry.example.org/sitsflow:test",
+    credentials_secret="s3-credentials",
+    env={"AWS_REGION": "eu-west-3"},
+    poll_seconds=0.2,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+class Cluster:
+    """The emulated API server, a client to it, and helpers to wait for its state."""
+
+    def __init__(self, server: ApiServer, url: str, session: aiohttp.ClientSession) -> None:
+        self.server, self.url, self.session = server, url, session
+
+    def get(self, resource: str, name: str) -> Any:
+        return stored(self.server, resource, NS, name)
+
+    async def request(self, method: str, path: str, body: Any = None, merge: bool = False) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if merge else {}
+        async with self.session.request(
+            method, self.url + path, json=body, headers=headers
+        ) as response:
+            assert response.status < 300, await response.text()
+            return await response.json(content_type=None)
+
+    async def apply(self, run: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            await self.request("POST", f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns", run)
+        )
+
+    async def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    def status(self, name: str) -> dict[str, Any]:
+        run = self.get(RUNS, name)
+        return dict(run.get("status") or {}) if run else {}
+
+
+@pytest_asyncio.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    """The emulated API with the operator running against it, stopped after the test.
+
+    The operator runs in a thread with its own event loop, as in production (kopf owns its loop
+    and cancels the tasks it did not start when it stops).
+    """
+    async with api_server() as (server, url), aiohttp.ClientSession() as session:
+        stop, ready = threading.Event(), threading.Event()
+        settings = kopf.OperatorSettings()
+        settings.queueing.exit_timeout = 0.2  # the emulator's watch streams never end by themselves
+        settings.background.instant_exit_timeout = 0.2
+        connection = ApiConnection(server=url, namespace=NS)
+        operator = threading.Thread(
+            target=lambda: asyncio.run(
+                run_operator(CONFIG, connection, [NS], stop=stop, ready=ready, settings=settings)
+            ),
+            name="sitsflow-operator",
+        )
+        operator.start()
+        try:
+            assert await asyncio.to_thread(ready.wait, 15), "the operator did not start"
+            yield Cluster(server, url, session)
+        finally:
+            stop.set()
+            await asyncio.to_thread(operator.join, 15)
+            assert not operator.is_alive(), "the operator did not stop"
+
+
+def demo_run(name: str = "slovenia-demo") -> dict[str, Any]:
+    run = yaml.safe_load(DEMO_RUN.read_text())
+    run["metadata"]["name"] = name
+    return copy.deepcopy(run)
+
+
+async def test_apply_creates_cluster_job_and_manifest(cluster: Cluster) -> None:
+    run = await cluster.apply(demo_run())
+    uid = run["metadata"]["uid"]
+    job = await cluster.wait_for(
+        "the driver Job", lambda: cluster.get(JOBS, "slovenia-demo-driver-g1")
+    )
+    dask = cluster.get(CLUSTERS, "slovenia-demo-dask")
+    config_map = cluster.get(CONFIG_MAPS, "slovenia-demo-manifest-g1")
+    assert dask is not None and config_map is not None
+
+    for child in (job, dask, config_map):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("SitsRun", "slovenia-demo", uid)
+        assert child["metadata"]["labels"]["sitsflow.dev/run"] == "slovenia-demo"
+
+    # The workers are sized by the run's compute section.
+    worker = dask["spec"]["worker"]
+    assert worker["replicas"] == 2
+    (container,) = worker["spec"]["containers"]
+    assert container["image"] == CONFIG.image
+    assert container["args"][container["args"].index("--nthreads") + 1] == "1"
+    assert container["args"][container["args"].index("--memory-limit") + 1] == "2GiB"
+    assert container["resources"]["limits"]["memory"] == "2048Mi"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+    # The driver runs `sitsflow run` on the mounted manifest, against the cluster's scheduler.
+    (driver,) = job["spec"]["template"]["spec"]["containers"]
+    assert driver["args"] == ["sitsflow", "run", "/etc/sitsflow/run.yaml", "--resume"]
+    env = {e["name"]: e.get("value") for e in driver["env"]}
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tcp://slovenia-demo-dask-scheduler.runs.svc:8786"
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["manifest"]["configMap"]["name"] == "slovenia-demo-manifest-g1"
+    manifest = yaml.safe_load(config_map["data"]["run.yaml"])
+    assert manifest["metadata"]["name"] == "slovenia-demo"
+    assert manifest["spec"]["outputs"] == run["spec"]["outputs"]
+
+    status = await cluster.wait_for(
+        "the Pending status",
+        lambda: (
+            cluster.status("slovenia-demo").get("phase") == "Pending"
+            and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["driverJob"] == "slovenia-demo-driver-g1"
+    assert status["daskCluster"] == "slovenia-demo-dask"
+    assert status["dashboard"] == "http://slovenia-demo-dask-scheduler.runs.svc:8787/status"
+    assert status["outputs"]["labels"] == "s3://sitsflow-runs/slovenia-demo/maps/labels.tif"
+    assert status["observedGeneration"] == 1
+
+
+async def test_job_failure_fails_the_run_with_the_drivers_message(cluster: Cluster) -> None:
+    await cluster.apply(demo_run())
+    job = await cluster.wait_for(
+        "the driver Job", lambda: cluster.get(JOBS, "slovenia-demo-driver-g1")
+    )
+    error = (
+        "error: spec.reference: reference file 's3://bucket/ref.gpkg' does not exist. "
+        "Fix: check the path."
+    )
+    # The Job controller's part: a pod ran and failed, the Job is marked Failed.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "slovenia-demo-driver-g1-x7k2p",
+            "labels": job["spec"]["template"]["metadata"]["labels"]
+            | {"batch.kubernetes.io/job-name": "slovenia-demo-driver-g1"},
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "driver",
+                    "state": {"terminated": {"exitCode": 2, "reason": "Error", "message": error}},
+                }
+            ]
+        },
+    }
+    await cluster.request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+    await cluster.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NS}/jobs/slovenia-demo-driver-g1/status",
+        {
+            "status": {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "PodFailurePolicy",
+                        "message": "Container driver for pod runs/slovenia-demo-driver-g1-x7k2p "
+                        "failed with exit code 2 matching FailJob rule at index 0",
+                    },
+                ],
+            }
+        },
+        merge=True,
+    )
+    status = await cluster.wait_for(
+        "the Failed phase",
+        lambda: (
+            cluster.status("slovenia-demo").get("phase") == "Failed"
+            and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["lastError"] == error
+    assert status["message"].startswith("the driver failed: Container driver")
+    assert "completionTime" in status
+    # The workers are released at once; the Job stays for its logs.
+    await cluster.wait_for(
+        "the DaskCluster deletion", lambda: cluster.get(CLUSTERS, "slovenia-demo-dask") is None
+    )
+    assert cluster.get(JOBS, "slovenia-demo-driver-g1") is not None
+
+
+async def test_job_success_makes_the_run_succeed(cluster: Cluster) -> None:
+    await cluster.apply(demo_run())
+    await cluster.wait_for("the driver Job", lambda: cluster.get(JOBS, "slovenia-demo-driver-g1"))
+    await cluster.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NS}/jobs/slovenia-demo-driver-g1/status",
+        {"status": {"active": 1}},
+        merge=True,
+    )
+    await cluster.wait_for(
+        "Running", lambda: cluster.status("slovenia-demo").get("phase") == "Running"
+    )
+    await cluster.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NS}/jobs/slovenia-demo-driver-g1/status",
+        {
+            "status": {
+                "active": 0,
+                "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True"}],
+            }
+        },
+        merge=True,
+    )
+    status = await cluster.wait_for(
+        "Succeeded",
+        lambda: (
+            cluster.status("slovenia-demo").get("phase") == "Succeeded"
+            and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["progress"] == "100%"
+    assert status["outputs"]["report"] == "s3://sitsflow-runs/slovenia-demo/report/report.html"
+
+
+async def test_delete_removes_every_child(cluster: Cluster) -> None:
+    await cluster.apply(demo_run())
+    await cluster.wait_for("the driver Job", lambda: cluster.get(JOBS, "slovenia-demo-driver-g1"))
+    await cluster.wait_for(
+        "the finalizer",
+        lambda: (
+            "sitsflow.dev/cleanup"
+            in (cluster.get(RUNS, "slovenia-demo")["metadata"].get("finalizers") or [])
+        ),
+    )
+    await cluster.request(
+        "DELETE", f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/slovenia-demo"
+    )
+    await cluster.wait_for("the run to go", lambda: cluster.get(RUNS, "slovenia-demo") is None)
+    assert cluster.get(JOBS, "slovenia-demo-driver-g1") is None
+    assert cluster.get(CLUSTERS, "slovenia-demo-dask") is None
+    assert cluster.get(CONFIG_MAPS, "slovenia-demo-manifest-g1") is None
+
+
+async def test_invalid_spec_fails_for_good_with_the_validation_message(cluster: Cluster) -> None:
+    run = demo_run("bad-run")
+    run["spec"]["period"] = {"start": "2017-12-31", "end": "2017-01-01"}
+    run["spec"]["compute"]["chunk_size"] = 100
+    await cluster.apply(run)
+    status = await cluster.wait_for(
+        "the Failed phase",
+        lambda: cluster.status("bad-run").get("phase") == "Failed" and cluster.status("bad-run"),
+    )
+    assert (
+        "SitsRun runs/bad-run is not a valid SitsRun manifest (2 problem(s))" in status["lastError"]
+    )
+    assert "spec.period: the period is empty" in status["lastError"]
+    assert "spec.compute.chunk_size" in status["lastError"] and "try 96" in status["lastError"]
+    assert status["message"] == "the spec is invalid: fix it and apply it again"
+    await asyncio.sleep(0.5)  # a few poll periods: nothing is created, nothing retried
+    assert cluster.get(JOBS, "bad-run-driver-g1") is None
+    assert cluster.get(CLUSTERS, "bad-run-dask") is None
+
+
+async def test_a_failed_api_call_is_retried_and_creation_stays_idempotent(cluster: Cluster) -> None:
+    # The API server answers 503 to the first Job creation, after storing the Job (as when a
+    # request times out after the write). The retry must accept the Job it finds, not fail.
+    jobs_post = cluster.server[f"post /apis/batch/v1/namespaces/{NS}/jobs"]
+    jobs_post[:1] << 503
+    await cluster.apply(demo_run())
+    status = await cluster.wait_for(
+        "the Pending status after a retry",
+        lambda: (
+            cluster.status("slovenia-demo").get("driverJob") and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["phase"] == "Pending"
+    assert len(jobs_post) >= 2  # retried
+    assert cluster.get(JOBS, "slovenia-demo-driver-g1") is not None
+    assert "lastError" not in status
+
+
+async def test_fixing_an_invalid_spec_starts_the_run(cluster: Cluster) -> None:
+    run = demo_run("fixed-run")
+    run["spec"]["compute"]["chunk_size"] = 100
+    await cluster.apply(run)
+    await cluster.wait_for(
+        "the Failed phase", lambda: cluster.status("fixed-run").get("phase") == "Failed"
+    )
+    await cluster.request(
+        "PATCH",
+        f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/fixed-run",
+        {"spec": {"compute": {"chunk_size": 64}}},
+        merge=True,
+    )
+    job = await cluster.wait_for(
+        "the driver Job of generation 2", lambda: cluster.get(JOBS, "fixed-run-driver-g2")
+    )
+    assert job["metadata"]["labels"]["sitsflow.dev/run"] == "fixed-run"
+    status = await cluster.wait_for(
+        "the Pending phase",
+        lambda: (
+            cluster.status("fixed-run").get("phase") == "Pending" and cluster.status("fixed-run")
+        ),
+    )
+    assert status["observedGeneration"] == 2
+    assert "lastError" not in status
+
+
+async def test_a_driver_that_cannot_start_says_why(cluster: Cluster) -> None:
+    await cluster.apply(demo_run())
+    job = await cluster.wait_for(
+        "the driver Job", lambda: cluster.get(JOBS, "slovenia-demo-driver-g1")
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "slovenia-demo-driver-g1-abcde",
+            "labels": job["spec"]["template"]["metadata"]["labels"]
+            | {"batch.kubernetes.io/job-name": "slovenia-demo-driver-g1"},
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "driver",
+                    "state": {
+                        "waiting": {
+                            "reason": "CreateContainerConfigError",
+                            "message": 'secret "s3-credentials" not found',
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    await cluster.request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+    status = await cluster.wait_for(
+        "the reason",
+        lambda: (
+            "cannot start" in cluster.status("slovenia-demo").get("message", "")
+            and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["phase"] == "Pending"
+    assert 'secret "s3-credentials" not found' in status["lastError"]
+
+
+async def test_an_adaptive_run_gets_an_autoscaler_that_goes_with_it(cluster: Cluster) -> None:
+    run = demo_run("adaptive")
+    run["spec"]["compute"] |= {
+        "cluster": "kubernetes",
+        "kubernetes": {"image": CONFIG.image, "scheduler_memory": "3GiB"},
+        "adaptive": {"minimum": 1, "maximum": 6},
+    }
+    await cluster.apply(run)
+    scaler = await cluster.wait_for(
+        "the autoscaler",
+        lambda: cluster.get("kubernetes.dask.org/v1/daskautoscalers", "adaptive-dask"),
+    )
+    assert scaler["spec"] == {"cluster": "adaptive-dask", "minimum": 1, "maximum": 6}
+    dask = await cluster.wait_for("the cluster", lambda: cluster.get(CLUSTERS, "adaptive-dask"))
+    (scheduler,) = dask["spec"]["scheduler"]["spec"]["containers"]
+    assert scheduler["resources"]["limits"]["memory"] == "3072Mi"
+    await cluster.wait_for("the Job", lambda: cluster.get(JOBS, "adaptive-driver-g1"))
+    await cluster.request(
+        "DELETE", f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/adaptive"
+    )
+    await cluster.wait_for(
+        "the autoscaler to go",
+        lambda: cluster.get("kubernetes.dask.org/v1/daskautoscalers", "adaptive-dask") is None,
+    )
+
+
+async def test_a_run_choosing_another_image_is_refused(cluster: Cluster) -> None:
+    run = demo_run("own-image")
+    run["spec"]["compute"] |= {
+        "cluster": "kubernetes",
+        "kubernetes": {"image": "docker.io/someone/else:latest"},
+    }
+    await cluster.apply(run)
+    status = await cluster.wait_for(
+        "the Failed phase",
+        lambda: (
+            cluster.status("own-image").get("phase") == "Failed" and cluster.status("own-image")
+        ),
+    )
+    assert "spec.compute.kubernetes.image is 'docker.io/someone/else:latest'" in status["lastError"]
+    assert cluster.get(JOBS, "own-image-driver-g1") is None

@@ -1,0 +1,126 @@
+"""Clusters: the Kubernetes DaskCluster spec (pure), the settings shipped to workers, and a real
+existing scheduler reached by address."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.errors import ComputeError
+from pipeline.manifest import ComputeSpec
+from pipeline.run.clusters import (
+    ClusterStarter,
+    k8s_quantity,
+    kubernetes_cluster_spec,
+    open_client,
+    worker_environment,
+)
+from tests.servers._process import free_port
+from tests.servers.dask_cluster import dask_cluster
+
+
+def kube_compute(**kubernetes: Any) -> ComputeSpec:
+    return ComputeSpec.model_validate(
+        {
+            "cluster": "kubernetes",
+            "workers": 6,
+            "threads_per_worker": 2,
+            "memory_limit": "6GiB",
+            "adaptive": {"minimum": 2, "maximum": 20},
+            "kubernetes": {"image": "ghcr.io/example/sitsflow:0.1.0", **kubernetes},
+        }
+    )
+
+
+def containers(spec: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return list(spec["spec"][role]["spec"]["containers"])
+
+
+def test_the_dask_cluster_spec_follows_the_compute_section() -> None:
+    compute = kube_compute(
+        namespace="mapping",
+        credentials_secret="s3-credentials",
+        service_account="sitsflow-runner",
+        scheduler_memory="3GiB",
+    )
+    env = {"AWS_REGION": "eu-west-1", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    spec = kubernetes_cluster_spec(compute, "france-2024", env)
+    assert spec["apiVersion"] == "kubernetes.dask.org/v1" and spec["kind"] == "DaskCluster"
+    assert spec["metadata"]["name"] == "sitsflow-france-2024"
+    assert spec["metadata"]["namespace"] == "mapping"
+    assert spec["metadata"]["labels"]["app.kubernetes.io/instance"] == "france-2024"
+    worker = spec["spec"]["worker"]
+    assert worker["replicas"] == 6
+    (container,) = containers(spec, "worker")
+    assert container["image"] == "ghcr.io/example/sitsflow:0.1.0"
+    args = container["args"]
+    assert args[args.index("--nthreads") + 1] == "2"
+    assert args[args.index("--memory-limit") + 1] == "6GiB"
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "6Gi"},
+        "limits": {"memory": "6Gi"},
+    }
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert {e["name"]: e["value"] for e in container["env"]} == env
+    assert worker["spec"]["serviceAccountName"] == "sitsflow-runner"
+    (scheduler,) = containers(spec, "scheduler")
+    assert scheduler["resources"]["limits"] == {"memory": "3Gi"}
+    assert scheduler["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    # A manifest the API server accepts: plain YAML-serializable data.
+    assert yaml.safe_load(yaml.safe_dump(spec)) == spec
+
+
+def test_the_spec_carries_no_credential() -> None:
+    secret_env = {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY123",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-value-123",
+        "AWS_SESSION_TOKEN": "token-value-123",
+        "GDAL_HTTP_USERPWD": "user:password-123",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "https://s3.example.org",
+    }
+    shipped = worker_environment(secret_env)
+    assert shipped["AWS_REGION"] == "eu-west-1"
+    assert shipped["AWS_ENDPOINT_URL"] == "https://s3.example.org"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "GDAL_HTTP_USERPWD"):  # fmt: skip
+        assert name not in shipped
+    text = yaml.safe_dump(kubernetes_cluster_spec(kube_compute(), "run", shipped))
+    for value in ("AKIAEXAMPLEKEY123", "s3cr3t-value-123", "token-value-123", "password-123"):
+        assert value not in text
+
+
+def test_kubernetes_quantities() -> None:
+    assert k8s_quantity("4GiB") == "4Gi"
+    assert k8s_quantity("1.5 GiB") == "1536Mi"
+    assert k8s_quantity("2GB") == "2G"
+    assert k8s_quantity("300MB") == "300M"
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    compute = ComputeSpec(
+        cluster="address", address=f"tcp://127.0.0.1:{free_port()}", connect_timeout_s=2
+    )
+    with pytest.raises(ComputeError) as caught, open_client(compute):
+        pass
+    message = str(caught.value)
+    assert "spec.compute.address" in message and "Fix:" in message
+
+
+def test_an_existing_scheduler_gets_the_worker_settings(tmp_path: Any) -> None:
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("GDAL_HTTP_MAX_RETRY", raising=False)
+        with dask_cluster(n_workers=1, log_dir=tmp_path) as cluster:
+            env.setenv("AWS_REGION", "eu-central-1")  # set in the driver only
+            compute = ComputeSpec(cluster="address", address=cluster.address)
+            starter = ClusterStarter(compute, "test", ["predict"])
+            try:
+                client = starter.client()
+                seen = client.run(os.getenv, "AWS_REGION")
+                assert list(seen.values()) == ["eu-central-1"]
+                assert list(client.run(os.getenv, "GDAL_HTTP_MAX_RETRY").values()) == ["5"]
+            finally:
+                starter.close()

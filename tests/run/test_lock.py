@@ -1,0 +1,76 @@
+"""One driver per run store: a live driver's lock refuses a second one, a dead one's does not."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import OutputError
+from pipeline.run.lock import LOCK, STALE_S, StoreLock, check_free, holder
+from pipeline.storage import RunStore
+
+
+def write_lock(store: RunStore, *, host: str, pid: int, age: float) -> None:
+    body = {"session": "other", "host": host, "pid": pid, "heartbeat": time.time() - age}
+    store.write_text(LOCK, json.dumps(body))
+
+
+def test_a_live_driver_holds_the_store(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(store, host=socket.gethostname(), pid=sleeper.pid, age=1)
+        with pytest.raises(OutputError) as caught:
+            check_free(store)
+        assert "in use by session 'other'" in str(caught.value)
+        assert caught.value.field == "spec.outputs.store"
+        with pytest.raises(OutputError), StoreLock(store, "mine"):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Its process is gone: the lock is taken over at once on the same host.
+    assert holder(store) is None
+    with StoreLock(store, "mine"):
+        assert json.loads(store.read_text(LOCK))["session"] == "mine"
+    assert not store.exists(LOCK)
+
+
+def test_another_hosts_lock_counts_until_its_heartbeat_is_stale(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    write_lock(store, host="another-node", pid=os.getpid(), age=5)
+    assert holder(store) is not None
+    write_lock(store, host="another-node", pid=os.getpid(), age=STALE_S + 1)
+    assert holder(store) is None
+    check_free(store)
+
+
+def test_status_reports_a_running_driver_and_run_refuses_its_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.run.helpers import demo_manifest, events
+
+    manifest = demo_manifest(tmp_path)
+    store = RunStore(tmp_path / "store")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(store, host=socket.gethostname(), pid=sleeper.pid, age=2)
+        status = CliRunner().invoke(app, ["--log-format", "json", "status", str(manifest)])
+        assert status.exit_code == 0, status.output
+        running = [e for e in events(status.output) if e["event"] == "status.running"]
+        assert running and "session other" in running[0]["message"]
+        refused = CliRunner().invoke(app, ["--log-format", "json", "run", str(manifest)])
+        assert refused.exit_code == 2
+        assert "in use by session 'other'" in " ".join(refused.output.split())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*")) == ["lock.json", "state"]

@@ -166,7 +166,7 @@ def in_memory(
 
 
 def blockwise(cube: str, model_folder: str, store: str, tile: int, chunk: int, threads: int,
-              classes: tuple[int, ...]) -> tuple[float, float, float, float]:  # fmt: skip
+              workers: int, classes: tuple[int, ...]) -> tuple[float, float, float, float]:  # fmt: skip
     """The predict stage on a fresh LocalCluster: cold and warm seconds, cold CPU seconds of all
     workers, largest worker peak MiB."""
     import logging
@@ -191,10 +191,11 @@ def blockwise(cube: str, model_folder: str, store: str, tile: int, chunk: int, t
         for window in grid.chunks(chunk)
     ]
     with LocalCluster(
-        n_workers=threads, threads_per_worker=1, processes=True, memory_limit="8GiB",
+        n_workers=workers, threads_per_worker=threads // workers, processes=True,
+        memory_limit="8GiB",
         host="127.0.0.1", dashboard_address="127.0.0.1:0",
     ) as cluster, Client(cluster) as client:  # fmt: skip
-        client.wait_for_workers(threads)
+        client.wait_for_workers(workers)
         # Worker start-up (imports) is not prediction; loading the model is, in the cold pass.
         client.run(importlib.import_module, "pipeline.predict.blockwise")
         timings: list[float] = []
@@ -209,7 +210,7 @@ def blockwise(cube: str, model_folder: str, store: str, tile: int, chunk: int, t
     return timings[0], timings[1], cold_cpu, max(peaks.values())
 
 
-def run_tile(stack: np.ndarray, tile: int, chunk: int, threads: int, model: Path,
+def run_tile(stack: np.ndarray, tile: int, chunk: int, threads: int, workers: int, model: Path,
              classes: tuple[int, ...], work: Path) -> Result:  # fmt: skip
     import zarr
 
@@ -222,7 +223,7 @@ def run_tile(stack: np.ndarray, tile: int, chunk: int, threads: int, model: Path
         ).result()
     store = work / f"map-{tile}.zarr"
     cold, warm, cold_cpu, worker_peak = blockwise(
-        str(cube), str(model), str(store), tile, chunk, threads, classes
+        str(cube), str(model), str(store), tile, chunk, threads, workers, classes
     )
     mapped = np.asarray(zarr.open_group(str(store), mode="r")["label"][:])  # type: ignore[index]
     expected = np.load(labels_file)
@@ -238,8 +239,8 @@ def run_tile(stack: np.ndarray, tile: int, chunk: int, threads: int, model: Path
 
 def report(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
-        f"Prediction: random forest of {args.trees} trees, 37 features, {args.threads} threads, "
-        f"chunks of {args.chunk} px",
+        f"Prediction: random forest of {args.trees} trees, 37 features, {args.threads} threads "
+        f"({args.workers} worker process(es) for blockwise), chunks of {args.chunk} px",
         "",
         "| tile (px) | in-memory s | blockwise s (cold / warm) | ratio (cold / warm) | "
         "CPU s in-memory / blockwise | CPU ratio | peak MiB in-memory | peak MiB per worker | "
@@ -266,9 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--workers", type=int, help="worker processes sharing the threads (default: one per thread)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiles 256 and 512, 20 trees")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    args.workers = args.workers or args.threads
+    if args.threads % args.workers:
+        parser.error("--threads must be a multiple of --workers")
     if args.quick:
         args.tiles, args.trees = [256, 512], 20
     stack, labels, names = slovenia_stack()
@@ -276,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         classes = train_forest(stack, labels, names, args.trees, work / "model")
         results = [
-            run_tile(stack, tile, args.chunk, args.threads, work / "model", classes, work)
+            run_tile(
+                stack, tile, args.chunk, args.threads, args.workers, work / "model", classes, work
+            )  # fmt: skip
             for tile in sorted(args.tiles)
         ]
     print(report(results, args))

@@ -159,8 +159,11 @@ def status(
         )
     if history:
         last = history[-1]
+        state = last.get("state")
+        if state == "running" and (running is None or running.get("session") != last["session"]):
+            state = "interrupted (its driver stopped without finishing)"
         log.info(
-            f"last session {last.get('session')}: {last.get('state')}, started "
+            f"last session {last.get('session')}: {state}, started "
             f"{last.get('started')} on {last.get('host')}"
             + (f", dashboard {last['dashboard']}" if last.get("dashboard") else ""),
             "status.session",

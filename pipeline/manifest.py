@@ -990,6 +990,19 @@ def _check_store(store: str) -> str:
         return store
     scheme, _, rest = store.partition("://")
     scheme = scheme.lower()
+    bucket = rest.split("/", 1)[0]
+    # Credentials and signed queries first, and never echoed: the message is printed and logged.
+    if "@" in bucket:
+        raise ValueError(
+            "the store URL holds credentials (user:secret@); remove them, credentials come from "
+            "the environment, fsspec/boto configuration or a Kubernetes secret, never the manifest"
+        )
+    if "?" in rest or "#" in rest:
+        raise ValueError(
+            f"the store URL {scheme}://{bucket}/... has a query or fragment; give a plain "
+            "location such as s3://bucket/runs/name (options and credentials come from the "
+            "environment)"
+        )
     if scheme in ("http", "https"):
         raise ValueError(
             f"store {store!r} is an HTTP URL, which cannot be written; use a local folder or an "
@@ -999,17 +1012,6 @@ def _check_store(store: str) -> str:
         raise ValueError(
             f"store {store!r} uses the unsupported scheme {scheme!r}; use a local folder or "
             f"one of {', '.join(s + '://' for s in _STORE_SCHEMES)}"
-        )
-    if "?" in rest or "#" in rest:
-        raise ValueError(
-            f"store {store!r} has a query or fragment; give a plain location such as "
-            "s3://bucket/runs/name (options and credentials come from the environment)"
-        )
-    bucket = rest.split("/", 1)[0]
-    if "@" in bucket:
-        raise ValueError(
-            "the store URL holds credentials (user:secret@); remove them, credentials come from "
-            "the environment, fsspec/boto configuration or a Kubernetes secret, never the manifest"
         )
     if scheme == "file":
         if not rest.startswith("/"):

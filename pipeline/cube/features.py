@@ -34,7 +34,7 @@ def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = a - b
         total = a + b
         out /= total
-    out[~np.isfinite(out)] = np.nan
+    np.copyto(out, np.float32(np.nan), where=np.isinf(out))  # x / 0; 0 / 0 is NaN already
     return out
 
 

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import pickle
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,6 +239,7 @@ class Executor:
         self.max_in_flight = max_in_flight
         self.on_unit = on_unit
         self._round = 0
+        self._token = uuid.uuid4().hex[:6]  # executors of one session never share dask keys
 
     def pending(self, units: Sequence[Unit]) -> tuple[list[Unit], list[Unit]]:
         """(finished, to run) for ``units``."""
@@ -334,7 +336,7 @@ class Executor:
                 return False
             # Unique per unit, digest, session and stage run: dask treats equal keys as equal
             # results, and a key cancelled earlier must not be reused.
-            key = f"{unit.stage}-{unit.key}-{unit.digest[:12]}-{self.session}-{self._round}"
+            key = f"{unit.stage}-{unit.key}-{unit.digest[:12]}-{self._token}{self._round}"
             future = client.submit(
                 run_unit, self._call(work, unit, context), key=key, retries=self.retries
             )

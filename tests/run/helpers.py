@@ -19,7 +19,7 @@ from tests.conftest import DEMO_DIR, DEMO_MANIFEST, REPO
 
 
 def demo_manifest(folder: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """The demo manifest made small and quick (half a year, 32 px chunks, 20 trees), with
+    """The demo manifest made small and quick (half a year, 32 px chunks, 20 trees, one worker), with
     absolute input paths; ``change`` edits its ``spec``."""
     data = yaml.safe_load(DEMO_MANIFEST.read_text())
     spec = data["spec"]
@@ -28,7 +28,7 @@ def demo_manifest(folder: Path, change: Callable[[dict[str, Any]], None] | None 
     spec["period"] = {"start": "2017-03-01", "end": "2017-09-30"}
     spec["model"]["params"] = {"n_estimators": 20}
     spec["outputs"]["store"] = str(folder / "store")
-    spec["compute"].update(chunk_size=32, dashboard_port=0, workers=2)
+    spec["compute"].update(chunk_size=32, dashboard_port=0, workers=1)
     if change is not None:
         change(spec)
     folder.mkdir(parents=True, exist_ok=True)

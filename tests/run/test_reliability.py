@@ -124,6 +124,8 @@ def test_status_of_an_interrupted_run(interrupted: dict[str, Any]) -> None:
         assert found[stage]["done"] == len(before.get(stage, {})), stage
         assert found[stage]["left"] == found[stage]["total"] - found[stage]["done"]
     assert found["predict"]["left"] > 0
+    (session,) = [e for e in events(status.output) if e.get("event") == "status.session"]
+    assert "interrupted" in session["message"]  # killed: its record still says running
     incomplete = [e for e in events(status.output) if e.get("event") == "status.incomplete"]
     assert incomplete and "--resume" in incomplete[0]["message"]
 

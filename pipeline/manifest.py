@@ -1690,7 +1690,9 @@ def _explain(exc: ValidationError, data: Any, source: str) -> str:
             continue
         got = ""
         if err["type"] != "missing":
-            got = f" (got {json.dumps(err.get('input'), default=str)[:80]})"
+            shown = json.dumps(err.get("input"), default=str)
+            shown = re.sub(r"(://[^/:@\s\"]*:)[^@/\s\"]+@", r"\1***@", shown)  # URL passwords
+            got = f" (got {shown[:80]})"
         lines.append(f"  - {path}: {msg}{got}. Fix: {_fix_for(err, loc)}.")
     return "\n".join(lines)
 

@@ -19,8 +19,8 @@ from tests.conftest import DEMO_DIR, DEMO_MANIFEST, REPO
 
 
 def demo_manifest(folder: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """The demo manifest made small and quick (half a year, 32 px chunks, 20 trees, one worker), with
-    absolute input paths; ``change`` edits its ``spec``."""
+    """The demo manifest made small and quick (half a year, 32 px chunks, 20 trees, one
+    worker), with absolute input paths; ``change`` edits its ``spec``."""
     data = yaml.safe_load(DEMO_MANIFEST.read_text())
     spec = data["spec"]
     spec["sensors"][0]["catalog"]["url"] = str(DEMO_DIR / "catalog" / "catalog.json")

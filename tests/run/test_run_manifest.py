@@ -161,6 +161,8 @@ MALFORMED: list[tuple[str, Change, list[str]]] = [
      ["spec.compute.address"]),
     ("address-http", compute(cluster="address", address="http://sched:8786"),
      ["spec.compute.address"]),
+    ("address-credentials", compute(cluster="address", address=f"tcp://u:{SECRET}@h:8786"),
+     ["spec.compute.address", "***"]),
     ("image-bad", kube(image="Not An Image!"), ["spec.compute.kubernetes.image"]),
     ("namespace-bad", kube(namespace="Bad_NS"), ["spec.compute.kubernetes.namespace"]),
     ("secret-name-bad", kube(credentials_secret="AKIA/SECRET"),

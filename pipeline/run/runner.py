@@ -121,7 +121,7 @@ def _check_store_state(
     store: RunStore, manifest: RunManifest, resume: bool, *, check_lock: bool = True
 ) -> None:
     if check_lock:
-        check_free(store)
+        check_free(store, remote_too=False)  # another host's lock may be a dead driver's
     ledger = Ledger(store)
     if ledger.is_empty():
         return
@@ -406,7 +406,7 @@ def execute(
     one, a cluster is opened here when units are left to run.
     """
     session = session or _new_session()
-    with StoreLock(plan.store, session):
+    with StoreLock(plan.store, session, notify=lambda m: progress.info(m, "run.waiting")):
         return _execute(plan, progress, session, cluster)
 
 

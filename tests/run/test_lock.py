@@ -43,13 +43,55 @@ def test_a_live_driver_holds_the_store(tmp_path: Path) -> None:
     assert not store.exists(LOCK)
 
 
-def test_another_hosts_lock_counts_until_its_heartbeat_is_stale(tmp_path: Path) -> None:
+def test_another_hosts_lock_counts_until_its_heartbeat_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = RunStore(tmp_path)
     write_lock(store, host="another-node", pid=os.getpid(), age=5)
     assert holder(store) is not None
+    with pytest.raises(OutputError):
+        check_free(store)
+    check_free(store, remote_too=False)  # planning leaves it to the lock's wait
     write_lock(store, host="another-node", pid=os.getpid(), age=STALE_S + 1)
     assert holder(store) is None
     check_free(store)
+
+
+def test_a_restarted_driver_waits_for_its_dead_predecessors_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.run.lock as lock
+
+    monkeypatch.setattr(lock, "STALE_S", 0.6)
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.2)
+    store = RunStore(tmp_path)
+    write_lock(store, host="old-pod", pid=1, age=0)  # its heartbeat stopped just now
+    said: list[str] = []
+    started = time.monotonic()
+    with StoreLock(store, "new-pod", notify=said.append):
+        assert json.loads(store.read_text(LOCK))["session"] == "new-pod"
+    assert time.monotonic() - started >= 0.5
+    assert said and "old-pod" in said[0]
+
+    # A live remote driver keeps beating: the wait ends with a refusal.
+    def beating() -> None:
+        while not done:
+            write_lock(store, host="live-pod", pid=1, age=0)
+            time.sleep(0.1)
+
+    import threading
+
+    done = False
+    thread = threading.Thread(target=beating)
+    thread.start()
+    while not store.exists(LOCK):
+        time.sleep(0.01)
+    try:
+        with pytest.raises(OutputError, match="live-pod"), StoreLock(store, "late"):
+            pass
+    finally:
+        done = True
+        thread.join()
 
 
 def test_status_reports_a_running_driver_and_run_refuses_its_store(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from tests.catalog.stac_fixtures import (
     write_scene_files,
 )
 from tests.servers.dask_cluster import dask_cluster
-from tests.servers.s3 import SECRET_KEY, S3Server, moto_s3_server
+from tests.servers.s3 import SECRET_KEY, S3Server, s3_bucket_in_environment
 from tests.servers.stac_api import StacApiServer, pgstac_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,19 +55,8 @@ PROFILE = SensorProfile(
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    with moto_s3_server() as server:
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)  # what a worker pod gets from its environment
-        try:
-            client = boto3.client("s3", endpoint_url=server.endpoint_url)
-            client.create_bucket(Bucket=BUCKET)
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with s3_bucket_in_environment(BUCKET) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

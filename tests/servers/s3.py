@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -54,3 +55,24 @@ def moto_s3_server(log: Path | None = None) -> Iterator[S3Server]:
     with running([exe, "-H", "127.0.0.1", "-p", str(port)], lambda: port_open(port),
                  name="moto S3 server", log=log):  # fmt: skip
         yield S3Server(endpoint_url=f"http://127.0.0.1:{port}", port=port)
+
+
+@contextlib.contextmanager
+def s3_bucket_in_environment(bucket: str) -> Iterator[S3Server]:
+    """A fresh S3 server holding an empty ``bucket``, its settings in ``os.environ`` (what a worker
+    pod gets from its environment: GDAL's /vsis3/, s3fs and boto3 read them) for the duration of
+    the block, then restored."""
+    import boto3
+
+    with moto_s3_server() as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        try:
+            boto3.client("s3", endpoint_url=server.endpoint_url).create_bucket(Bucket=bucket)
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -1,4 +1,4 @@
-"""The ``sitsflow`` command line: validate, run (and --resume), status, demo, schema.
+"""The ``sitsflow`` command line: validate, run (and --resume), status, demo, schema, crossval.
 
 Exit codes: 0 success, 2 bad input (manifest, catalog, reference, outputs, cluster settings: the
 one-paragraph message says what to fix), 1 an unexpected failure (a bug: the traceback is
@@ -215,6 +215,159 @@ def demo(
 def schema() -> None:
     """Print the JSON Schema of a run's spec (the source of the Kubernetes CRD)."""
     print(json.dumps(json_schema(), indent=2))
+
+
+# Library arguments and model-spec fields named in errors, as the crossval options that set them.
+_CROSSVAL_OPTIONS = {
+    "folds": "--folds",
+    "repeats": "--repeats",
+    "train_fraction": "--train-fraction",
+    "group_by": "--group-by",
+    "spec.model.estimator": "--estimator",
+    "spec.model.params": "--param",
+    "spec.model": "--estimator/--param",
+}
+
+
+def _model_params(params: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` options as keyword arguments; values are YAML scalars (100, 0.5, true,
+    null, sqrt)."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in params:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise typer.BadParameter(
+                f"{item!r} is not NAME=VALUE (e.g. n_estimators=100)", param_hint="--param"
+            )
+        try:
+            parsed[name.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            parsed[name.strip()] = text
+    return parsed
+
+
+@app.command()
+def crossval(
+    table: Annotated[
+        Path, typer.Argument(help="Sample table: CSV/Parquet, long (sits) or wide form.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.html, folds.json.")],
+    estimator: Annotated[
+        str, typer.Option(help="Import path of a scikit-learn compatible classifier.")
+    ] = "sklearn.ensemble.RandomForestClassifier",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Estimator parameter NAME=VALUE (repeatable), e.g. n_estimators=100."),
+    ] = None,
+    standardize: Annotated[
+        bool, typer.Option(help="Scale features to zero mean and unit variance first.")
+    ] = False,
+    folds: Annotated[int, typer.Option(help="Number of folds (k-fold).")] = 5,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="Repeats of the k-fold, or number of random splits with --train-fraction."
+        ),
+    ] = 1,
+    train_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Repeated random splits with this share for training, instead of k-fold."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the models.")] = 0,
+    group_by: Annotated[
+        str,
+        typer.Option(
+            help="Keep samples together: location (same longitude/latitude), sample (sample "
+            "id), none, or the name of a column (a polygon id)."
+        ),
+    ] = "location",
+    bands: Annotated[
+        str | None, typer.Option(help="Comma-separated bands to use (default: all).")
+    ] = None,
+) -> None:
+    """Cross-validate a model on a sample table: k-fold, or repeated random splits.
+
+    Writes the accuracy report (the map-validation format, with the mean and 95% interval
+    across splits) and every split's scores into --out, and prints a summary.
+    """
+    import pydantic
+
+    from pipeline.errors import ModelError
+    from pipeline.manifest import ModelSpec
+    from pipeline.samples.tables import read_sample_table
+    from pipeline.validate.crossval import (
+        FOLDS_JSON,
+        CrossValPlan,
+        GroupBy,
+        cross_validate_table,
+        write_crossval_report,
+    )
+    from pipeline.validate.report import HTML, METRICS_JSON
+
+    log = _log()
+    _route_warnings(log)
+    params = _model_params(param or [])
+    builtin = ("location", "sample", "none")
+    mode: GroupBy = group_by if group_by in builtin else "column"  # type: ignore[assignment]
+    try:
+        try:
+            spec = ModelSpec(kind="sklearn", estimator=estimator, params=params,
+                             standardize=standardize)  # fmt: skip
+        except pydantic.ValidationError as exc:
+            raise ModelError(
+                f"{estimator!r} is not an estimator import path ({exc.errors()[0]['msg']})",
+                fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
+                field="--estimator",
+            ) from None
+        plan = CrossValPlan(
+            method="kfold" if train_fraction is None else "split",
+            folds=folds,
+            repeats=repeats,
+            train_fraction=train_fraction,
+            seed=seed,
+        )
+        samples = read_sample_table(
+            table,
+            bands=[b.strip() for b in bands.split(",")] if bands else None,
+            group_column=None if mode != "column" else group_by,
+        )
+        result = cross_validate_table(samples, spec, plan, group_by=mode)
+        write_crossval_report(
+            out, samples, result, title=f"Cross-validation: {table.name}", source=str(table)
+        )
+    except SitsflowError as exc:
+        option = _CROSSVAL_OPTIONS.get(exc.field or "")
+        if option:
+            fix = exc.fix or ""
+            for name, flag in _CROSSVAL_OPTIONS.items():
+                fix = fix.replace(name, flag) if name.startswith("spec.") else fix
+            exc = type(exc)(exc.what, fix=fix or None, field=option)
+        _fail(log, exc)
+        return
+    overall = result.summary.overall
+    scores = ", ".join(
+        f"{label} {overall[key].mean:.3f} ± {overall[key].half_width:.3f}"
+        for label, key in (
+            ("overall accuracy", "overall_accuracy"),
+            ("kappa", "kappa"),
+            ("macro F1", "macro_f1"),
+        )
+    )
+    grouped = "" if result.grouped_by == "none" else f" ({result.n_groups} groups)"
+    typer.echo(
+        f"{plan.describe(result.grouped_by)} of {spec.estimator} on {len(samples)} samples"
+        f"{grouped}, seed {seed}"
+    )
+    typer.echo(f"{scores} (mean ± 95% interval over {len(result.folds)} splits)")
+    typer.echo(
+        f"pooled held-out predictions: overall accuracy {result.pooled.overall_accuracy:.3f}, "
+        f"kappa {result.pooled.kappa:.3f}"
+    )
+    typer.echo(f"report {out / HTML}, metrics {out / METRICS_JSON}, per split {out / FOLDS_JSON}")
 
 
 def _progress(log: RunLog) -> Any:

@@ -8,6 +8,7 @@ turns HTTP failures into typed errors so handlers can tell a retryable error fro
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,22 @@ class NotFoundError(ApiError):
 
 class ConflictError(ApiError):
     pass
+
+
+# The RBAC authorizer's wording: 'User "system:serviceaccount:ns:sa" cannot patch resource
+# "daskclusters" in API group "kubernetes.dask.org" in the namespace "runs"'.
+_RBAC_DENIAL = re.compile(r'cannot (\S+) resource "([^"]+)" in API group "([^"]*)"')
+
+
+class ForbiddenError(ApiError):
+    """403. Either RBAC refused the verb (the operator's Role lacks it: no retry helps) or an
+    admission rule did (an exceeded ResourceQuota, a namespace being deleted: a retry may)."""
+
+    @property
+    def rbac_denial(self) -> tuple[str, str, str] | None:
+        """(verb, group, resource) that the Role lacks, when RBAC is what refused."""
+        match = _RBAC_DENIAL.search(self.message)
+        return (match[1], match[3], match[2]) if match else None
 
 
 @dataclass(frozen=True)
@@ -167,13 +184,12 @@ class KubeApi:
                 payload = await response.json(content_type=None) if response.content else None
                 if response.status >= 400:
                     data = payload if isinstance(payload, dict) else {}
-                    error = {404: NotFoundError, 409: ConflictError}.get(response.status, ApiError)
-                    raise error(
-                        response.status,
-                        str(data.get("reason") or response.reason),
-                        str(data.get("message") or ""),
-                        url=url,
+                    reason = str(data.get("reason") or response.reason)
+                    message = str(data.get("message") or "")
+                    error = {403: ForbiddenError, 404: NotFoundError, 409: ConflictError}.get(
+                        response.status, ApiError
                     )
+                    raise error(response.status, reason, message, url=url)
                 return payload if isinstance(payload, dict) else {}
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             # Unreachable or too slow: as transient as a 503.

@@ -8,7 +8,9 @@
 The work is in plain async functions (``start_run``, ``sync_run``, ``restart_run``,
 ``delete_run``) that take an API client and return status fields; the kopf handlers only map
 their errors: an invalid spec fails the run for good with the validation message in its status,
-an API server that is down or throttling is retried with back-off.
+and so does a request RBAC refuses (the message names the verb and resource the Role lacks); an
+API server that is down or throttling, or a 403 from admission (a full quota), is retried with
+back-off.
 
 Run it with ``python -m pipeline.k8s.operator`` (what the chart's Deployment does).
 """
@@ -30,7 +32,7 @@ import yaml
 
 from pipeline.errors import ManifestError
 from pipeline.k8s import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from pipeline.k8s.api import ApiConnection, ApiError, ConflictError, KubeApi
+from pipeline.k8s.api import ApiConnection, ApiError, ConflictError, ForbiddenError, KubeApi
 from pipeline.k8s.config import OperatorConfig, load_config
 from pipeline.k8s.specs import (
     RUN_LABEL,
@@ -59,6 +61,7 @@ from pipeline.manifest import RunManifest, parse_manifest
 
 FINALIZER = "sitsflow.dev/cleanup"
 RETRY_DELAYS = (2, 5, 15, 30, 60, 120)
+log = logging.getLogger(__name__)
 
 Status = dict[str, Any]
 
@@ -252,17 +255,37 @@ def _apply(patch: kopf.Patch, body: Mapping[str, Any], fields: Mapping[str, Any]
             patch.status[key] = value
 
 
-async def _fail_for_good(api: KubeApi, body: Mapping[str, Any], message: str) -> None:
+async def _fail_for_good(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    error: str,
+    message: str = "the spec is invalid: fix it and apply it again",
+) -> None:
     ref = RunRef.from_body(body)
     fields = {
         "phase": FAILED,
-        "message": "the spec is invalid: fix it and apply it again",
-        "lastError": message,
+        "message": message,
+        "lastError": error,
         "observedGeneration": ref.generation,
         "completionTime": now(),
     }
     # Written here rather than through kopf's patch, which is not applied for a failed handler.
     await api.patch(KIND, ref.namespace, ref.name, {"status": fields}, sub="status")
+
+
+def rbac_denied_message(exc: ForbiddenError) -> str | None:
+    """What to fix when RBAC refused a request (None for another 403, e.g. a full quota)."""
+    denial = exc.rbac_denial
+    if denial is None:
+        return None
+    verb, group, resource = denial
+    kind = f'{resource} (API group "{group}")' if group else resource
+    return (
+        f"the operator may not {verb} {kind}: its Role lacks that verb ({exc.status} "
+        f"{exc.reason} from {exc.url}: {exc.message}). Fix: grant it, by upgrading to a chart "
+        f"whose operator Role has it (helm upgrade) or by adding {verb!r} on {resource!r} to that "
+        "Role; then delete the SitsRun and apply it again (finished work units are reused)"
+    )
 
 
 async def _guarded(api: KubeApi, body: Mapping[str, Any], retry: int, work: Any) -> Status:
@@ -272,9 +295,23 @@ async def _guarded(api: KubeApi, body: Mapping[str, Any], retry: int, work: Any)
     except InvalidRunError as exc:
         await _fail_for_good(api, body, str(exc))
         raise kopf.PermanentError(str(exc)) from None
+    except ForbiddenError as exc:
+        denied = rbac_denied_message(exc)
+        if denied is None:
+            # Admission, not RBAC: an exceeded ResourceQuota or a namespace being deleted.
+            raise kopf.TemporaryError(str(exc), delay=_delay(retry)) from None
+        # The Role lacks a verb: a retry asks the same question and gets the same 403, forever.
+        # Fail the run with the verb and resource to grant, where `kubectl get` shows it.
+        try:
+            await _fail_for_good(
+                api, body, denied, "the operator is not allowed to do this: see lastError"
+            )
+        except ApiError as status_error:  # even the status is refused: the log must say it
+            log.error("%s (and its status could not be written: %s)", denied, status_error)
+        raise kopf.PermanentError(denied) from None
     except ApiError as exc:
-        if exc.transient or exc.status in (401, 403, 409):
-            # Down, throttled, not yet allowed (RBAC being fixed) or a leftover being removed.
+        if exc.transient or exc.status in (401, 409):
+            # Down, throttled, a token being rotated, or a leftover being removed.
             raise kopf.TemporaryError(str(exc), delay=_delay(retry)) from None
         raise kopf.PermanentError(str(exc)) from None
 

@@ -5,6 +5,9 @@ server also stamps what it owns on every new object (uid, resourceVersion, gener
 creationTimestamp) and bumps ``generation`` when a spec changes; kopf relies on those, so this
 subclass adds them. It does not run controllers: no pods start and no garbage collector follows
 owner references, so tests play the Job controller's part by patching statuses themselves.
+
+It also keeps a log of every request with the identity that sent it (its bearer token), so a test
+can check what one client (the operator) asked for against the chart's RBAC Role.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+
+from tests.k8s.rbac import Access, access_of
 
 VERBS = {"create", "get", "list", "watch", "patch", "update", "delete"}
 RESOURCES = {
@@ -44,7 +49,22 @@ class ApiServer(kmock.KubernetesEmulator):
     the operator must survive anyway (its handlers are idempotent).
     """
 
+    # (Authorization header, the access RBAC would check or the path of a non-resource URL).
+    requests: list[tuple[str | None, Access | str]] = attrs.field(factory=list)
+
+    def accesses(self, token: str) -> list[Access]:
+        """The resource requests sent with this bearer token, in order."""
+        wanted = f"Bearer {token}"
+        return [a for auth, a in self.requests if auth == wanted and isinstance(a, Access)]
+
+    def non_resource_paths(self, token: str) -> set[str]:
+        wanted = f"Bearer {token}"
+        return {a for auth, a in self.requests if auth == wanted and isinstance(a, str)}
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        method, path = kmock.method(request.method).value, request.url.path
+        access = access_of(method, path, request.params)
+        self.requests.append((request.headers.get("Authorization"), access or path))
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             if request.action == kmock.action.CREATE:

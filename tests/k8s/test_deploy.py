@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 
 from pipeline.k8s.crd import validate_files
 from pipeline.k8s.specs import MANIFEST_DIR, RUN_USER, SCRATCH_DIR
+from tests.k8s.tools import missing, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -22,11 +22,8 @@ OVERLAYS = sorted((DEPLOY / "kustomize" / "overlays").iterdir())
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    binary = REPO / ".venv" / "bin" / "kubectl"
-    found = str(binary) if binary.exists() else shutil.which("kubectl")
-    if not found:
-        pytest.skip("kubectl is absent (scripts/install-helm.sh installs it into .venv/bin)")
-    return found
+    """The real kubectl (skips without one, fails in CI: tests/k8s/tools.py)."""
+    return str(require_tool("kubectl", install=True))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
@@ -85,6 +82,20 @@ def test_dockerfile_copies_what_exists_and_runs_as_the_pods_user() -> None:
         assert kept in ignore
 
 
+def test_docs_say_the_image_is_built_and_pushed_by_the_user() -> None:
+    """No image is published and none can be built here (no Docker engine): the docs must give
+    the exact build command, the one the Dockerfile itself names."""
+    (build,) = re.findall(
+        r"^#\s+(docker build -f deploy/Dockerfile .*)$", (DEPLOY / "Dockerfile").read_text(), re.M
+    )
+    tag = build.split(" -t ")[1].split()[0]
+    for page in (REPO / "docs" / "kubernetes.md", DEPLOY / "README.md"):
+        text = page.read_text()
+        assert build in text, f"{page.name} lacks `{build}`"
+        assert f"docker push {tag}" in text, page.name
+        assert "no published" in " ".join(text.lower().split()), page.name
+
+
 def workflow() -> dict[Any, Any]:
     return dict(yaml.safe_load((DEPLOY / "ci" / "github-actions.yaml").read_text()))
 
@@ -102,6 +113,34 @@ def test_ci_workflow_validates_applies_and_waits() -> None:
     assert "kubectl apply --server-side --dry-run=server" in scripts
     assert "Succeeded)" in scripts and "Failed)" in scripts and ".status.lastError" in scripts
     assert "secrets.KUBECONFIG" in scripts and "AWS_SECRET" not in scripts
+
+
+def test_ci_workflow_installs_sitsflow_from_its_tagged_sources() -> None:
+    """sitsflow is not on PyPI: the workflow checks out the tagged sources and installs them."""
+    import tomllib
+
+    flow = workflow()
+    steps = flow["jobs"]["validate"]["steps"]
+    scripts = "\n".join(s.get("run", "") for j in flow["jobs"].values() for s in j["steps"])
+    assert not re.search(r"pip install[^\n]* \"?sitsflow\b", scripts), "no sitsflow on PyPI"
+    (sources,) = [s for s in steps if s.get("with", {}).get("repository")]
+    assert sources["uses"].startswith("actions/checkout@")
+    assert sources["with"] == {
+        "repository": "${{ env.SITSFLOW_REPOSITORY }}",
+        "ref": "${{ env.SITSFLOW_REF }}",
+        "path": ".sitsflow",
+    }
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert flow["env"]["SITSFLOW_REF"] == f"v{version}"  # the release this repository is
+    (install,) = [s["run"] for s in steps if "./.sitsflow" in s.get("run", "")]
+    assert "pip install -c .sitsflow/requirements/constraints.txt ./.sitsflow" in install
+    assert (REPO / "requirements" / "constraints.txt").exists()
+    assert (REPO / "pyproject.toml").exists()  # what `pip install .sitsflow` builds
+    # The pinned CPU torch, as in the image: the constraint and the install line agree.
+    constraints = (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+    (torch,) = [line for line in constraints if line.startswith("torch==")]
+    assert f'"{torch}"' in install
+    assert steps.index(sources) < next(i for i, s in enumerate(steps) if s.get("run") == install)
 
 
 def test_ci_workflow_scripts_are_valid_bash(tmp_path: Path) -> None:
@@ -141,7 +180,7 @@ def test_driver_manifest_mount_is_where_the_job_reads_it() -> None:
 
 def test_install_helm_is_a_no_op_once_installed() -> None:
     if not (REPO / ".venv" / "bin" / "helm").exists():
-        pytest.skip("helm is not installed in .venv (scripts/bootstrap.sh installs it)")
+        missing("helm is not installed in .venv (scripts/bootstrap.sh installs it)")
     result = subprocess.run(
         [str(REPO / "scripts" / "install-helm.sh")],
         capture_output=True,

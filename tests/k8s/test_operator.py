@@ -1,11 +1,19 @@
 """The operator against an in-memory Kubernetes API on 127.0.0.1 (kmock): kopf watches SitsRuns
-there, creates the children through HTTP, and the tests play the Job controller's part."""
+there, creates the children through HTTP, and the tests play the Job controller's part.
+
+The operator authenticates with its own token, so the emulator can tell its requests from the
+test's: after every test, each request it sent must be allowed by the operator Role that the real
+helm renders from the chart (a new API call without its RBAC rule fails here, not with a 403 in a
+cluster), and one scenario that makes every call checks that the Role grants nothing more.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +26,10 @@ import yaml
 
 from pipeline.k8s.api import ApiConnection
 from pipeline.k8s.config import OperatorConfig
-from pipeline.k8s.operator import run_operator
+from pipeline.k8s.operator import RETRY_DELAYS, run_operator
 from tests.k8s.emulator import ApiServer, api_server, stored
+from tests.k8s.rbac import Access, allows, granted
+from tests.k8s.tools import find_tool, helm_runner, in_ci, missing, render
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RUN = REPO / "deploy" / "examples" / "demo-run.yaml"
@@ -34,6 +44,14 @@ CONFIG = OperatorConfig(
     env={"AWS_REGION": "eu-west-3"},
     poll_seconds=0.2,
 )
+TOKEN = "operator-service-account-token"
+# Granted by the Role without being a request the operator sends: the API server's
+# OwnerReferencesPermissionEnforcement admission checks it when a child's ownerReference sets
+# blockOwnerDeletion on its SitsRun.
+NOT_A_REQUEST = {("update", "sitsflow.dev", "sitsruns/finalizers")}
+# Sent in a real cluster but not seen here: kopf posts its handler logs as core v1 Events, and
+# its event poster posts none to the emulator.
+NOT_SEEN_HERE = {("create", "", "events")}
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,38 +88,90 @@ class Cluster:
                 raise AssertionError(f"timed out waiting for {what}")
             await asyncio.sleep(0.05)
 
+    def accesses(self) -> list[Access]:
+        """What the operator asked for so far (its requests, as RBAC sees them)."""
+        return self.server.accesses(TOKEN)
+
     def status(self, name: str) -> dict[str, Any]:
         run = self.get(RUNS, name)
         return dict(run.get("status") or {}) if run else {}
 
 
-@pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    """The emulated API with the operator running against it, stopped after the test.
+@pytest.fixture(scope="module")
+def operator_role(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any] | None:
+    """The operator's Role in NS as the real helm renders the chart (None without helm, outside
+    CI: the operator tests still run, without the RBAC check)."""
+    binary = find_tool("helm", install=True)
+    if binary is None:
+        if not in_ci():
+            return None
+        missing("helm is absent: the operator's requests cannot be checked against the chart")
+    assert binary is not None
+    helm = helm_runner(binary, tmp_path_factory.mktemp("helm-home"))
+    objects = render(helm, "--set", f"watchNamespaces={{{NS}}}", namespace=NS)
+    (role,) = (
+        o for o in objects if o["kind"] == "Role" and o["metadata"]["name"].endswith("-operator")
+    )
+    return dict(role)
 
-    The operator runs in a thread with its own event loop, as in production (kopf owns its loop
-    and cancels the tasks it did not start when it stops).
-    """
-    async with api_server() as (server, url), aiohttp.ClientSession() as session:
-        stop, ready = threading.Event(), threading.Event()
-        settings = kopf.OperatorSettings()
-        settings.queueing.exit_timeout = 0.2  # the emulator's watch streams never end by themselves
-        settings.background.instant_exit_timeout = 0.2
-        connection = ApiConnection(server=url, namespace=NS)
-        operator = threading.Thread(
-            target=lambda: asyncio.run(
-                run_operator(CONFIG, connection, [NS], stop=stop, ready=ready, settings=settings)
-            ),
-            name="sitsflow-operator",
+
+def check_against_role(server: ApiServer, role: dict[str, Any] | None) -> None:
+    """Every request the operator sent is one its Role allows."""
+    if role is None:
+        warnings.warn(
+            "helm is absent: the operator's requests were not checked against its Role",
+            stacklevel=2,
         )
-        operator.start()
-        try:
-            assert await asyncio.to_thread(ready.wait, 15), "the operator did not start"
+        return
+    accesses = server.accesses(TOKEN)
+    assert accesses, "no request carried the operator's token"
+    denied = sorted({str(a) for a in accesses if not allows(role, a)})
+    assert not denied, (
+        "the operator sent requests that its Role (helm/sitsflow/templates/rbac.yaml) does not "
+        "allow; a real API server answers them 403:\n  " + "\n  ".join(denied)
+    )
+    # Anything else is discovery (/api, /apis/GROUP/VERSION), open to every identity.
+    assert all(p.startswith(("/api", "/version")) for p in server.non_resource_paths(TOKEN))
+
+
+@contextlib.asynccontextmanager
+async def operator_on(
+    server: ApiServer, url: str, config: OperatorConfig, token_path: Path
+) -> AsyncIterator[None]:
+    """The operator running against the emulator with its own token, stopped on exit.
+
+    It runs in a thread with its own event loop, as in production (kopf owns its loop and
+    cancels the tasks it did not start when it stops).
+    """
+    token_path.write_text(TOKEN)
+    stop, ready = threading.Event(), threading.Event()
+    settings = kopf.OperatorSettings()
+    settings.queueing.exit_timeout = 0.2  # the emulator's watch streams never end by themselves
+    settings.background.instant_exit_timeout = 0.2
+    connection = ApiConnection(server=url, namespace=NS, token_path=token_path)
+    operator = threading.Thread(
+        target=lambda: asyncio.run(
+            run_operator(config, connection, [NS], stop=stop, ready=ready, settings=settings)
+        ),
+        name="sitsflow-operator",
+    )
+    operator.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 15), "the operator did not start"
+        yield
+    finally:
+        stop.set()
+        await asyncio.to_thread(operator.join, 15)
+        assert not operator.is_alive(), "the operator did not stop"
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path: Path, operator_role: dict[str, Any] | None) -> AsyncIterator[Cluster]:
+    """The emulated API with the operator running against it; its requests checked after."""
+    async with api_server() as (server, url), aiohttp.ClientSession() as session:
+        async with operator_on(server, url, CONFIG, tmp_path / "token"):
             yield Cluster(server, url, session)
-        finally:
-            stop.set()
-            await asyncio.to_thread(operator.join, 15)
-            assert not operator.is_alive(), "the operator did not stop"
+        check_against_role(server, operator_role)
 
 
 def demo_run(name: str = "slovenia-demo") -> dict[str, Any]:
@@ -423,3 +493,121 @@ async def test_a_run_choosing_another_image_is_refused(cluster: Cluster) -> None
     )
     assert "spec.compute.kubernetes.image is 'docker.io/someone/else:latest'" in status["lastError"]
     assert cluster.get(JOBS, "own-image-driver-g1") is None
+
+
+async def test_the_role_grants_exactly_what_the_operator_calls(
+    tmp_path: Path, operator_role: dict[str, Any] | None
+) -> None:
+    """One run through every path that calls the API: a retried create, a failed driver, a rerun
+    with a new size (the DaskCluster and its autoscaler patched), then deletion. Every request
+    must be allowed (least privilege the other way round: every granted verb is used)."""
+    if operator_role is None:
+        missing("helm is absent: the chart's Role cannot be rendered")
+    assert operator_role is not None
+    keep = CONFIG.model_copy(update={"delete_cluster_when_done": False})
+    async with api_server() as (server, url), aiohttp.ClientSession() as session:
+        # A create answered 503 after the write: the retry finds the ConfigMap and reads it.
+        server[f"post /api/v1/namespaces/{NS}/configmaps"][:1] << 503
+        async with operator_on(server, url, keep, tmp_path / "token"):
+            cluster = Cluster(server, url, session)
+            run = demo_run("every-call")
+            run["spec"]["compute"] |= {"adaptive": {"minimum": 1, "maximum": 4}}
+            await cluster.apply(run)
+            await cluster.wait_for("the Job", lambda: cluster.get(JOBS, "every-call-driver-g1"))
+            await cluster.request(
+                "PATCH",
+                f"/apis/batch/v1/namespaces/{NS}/jobs/every-call-driver-g1/status",
+                {"status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}},
+                merge=True,
+            )
+            await cluster.wait_for(
+                "Failed", lambda: cluster.status("every-call").get("phase") == "Failed"
+            )
+            await cluster.request(
+                "PATCH",
+                f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/every-call",
+                {"spec": {"compute": {"workers": 3, "adaptive": {"maximum": 8}}}},
+                merge=True,
+            )
+            await cluster.wait_for("the rerun", lambda: cluster.get(JOBS, "every-call-driver-g2"))
+            scaler = cluster.get("kubernetes.dask.org/v1/daskautoscalers", "every-call-dask")
+            assert scaler["spec"]["maximum"] == 8  # patched in place
+            await cluster.request(
+                "DELETE", f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/every-call"
+            )
+            await cluster.wait_for("the run to go", lambda: cluster.get(RUNS, "every-call") is None)
+        check_against_role(server, operator_role)
+    used = {(a.verb, a.group, a.resource) for a in server.accesses(TOKEN)}
+    unused = granted(operator_role) - used - NOT_A_REQUEST - NOT_SEEN_HERE
+    assert not unused, f"the Role grants what the operator never calls: {sorted(unused)}"
+
+
+def forbidden(message: str) -> dict[str, Any]:
+    """A 403 Status as the API server sends it."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": "Forbidden",
+        "code": 403,
+    }
+
+
+async def test_a_verb_the_role_lacks_fails_the_run_with_what_to_grant(cluster: Cluster) -> None:
+    # What a real API server answers when the operator's Role lacks `list` on pods: a retry asks
+    # the same question and gets the same answer, forever. (A read, because the emulator stores
+    # what a refused write carries.)
+    pods = cluster.server[f"get /api/v1/namespaces/{NS}/pods"]
+    (
+        pods
+        << 403
+        << forbidden(
+            'pods is forbidden: User "system:serviceaccount:sitsflow:sitsflow" cannot list '
+            'resource "pods" in API group "" in the namespace "runs"'
+        )
+    )
+    await cluster.apply(demo_run())
+    status = await cluster.wait_for(
+        "the Failed phase",
+        lambda: (
+            cluster.status("slovenia-demo").get("phase") == "Failed"
+            and cluster.status("slovenia-demo")
+        ),
+    )
+    assert status["message"] == "the operator is not allowed to do this: see lastError"
+    error = status["lastError"]
+    assert error.startswith("the operator may not list pods: its Role lacks that verb (403")
+    assert "helm upgrade" in error and "'list' on 'pods'" in error
+    assert "delete the SitsRun and apply it again" in error
+
+    def pod_listings() -> int:
+        return sum(a.verb == "list" and a.resource == "pods" for a in cluster.accesses())
+
+    # Not retried: a temporary error would be, after RETRY_DELAYS[0] seconds.
+    sent = pod_listings()
+    await asyncio.sleep(RETRY_DELAYS[0] + 0.5)
+    assert pod_listings() == sent
+
+
+async def test_a_403_from_an_exceeded_quota_is_retried(cluster: Cluster) -> None:
+    # Not RBAC: a ResourceQuota refuses the Job until other runs free their share.
+    jobs_post = cluster.server[f"post /apis/batch/v1/namespaces/{NS}/jobs"]
+    (
+        jobs_post[:1]
+        << 403
+        << forbidden(
+            'jobs.batch "slovenia-demo-driver-g1" is forbidden: exceeded quota: runs, requested: '
+            "count/jobs.batch=1, used: count/jobs.batch=4, limited: count/jobs.batch=4"
+        )
+    )
+    await cluster.apply(demo_run())
+    status = await cluster.wait_for(
+        "the Pending status after a retry",
+        lambda: (
+            cluster.status("slovenia-demo").get("driverJob") and cluster.status("slovenia-demo")
+        ),
+        timeout=20,
+    )
+    assert status["phase"] == "Pending" and "lastError" not in status
+    assert len(jobs_post) >= 2

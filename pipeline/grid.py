@@ -506,3 +506,57 @@ def acquisitions_over(tile: Tile, acquisitions: Sequence[Acquisition]) -> list[A
     return [
         a for a in acquisitions if a.grid is None or _boxes_overlap(box, _footprint_lonlat(a.grid))
     ]
+
+
+# --- mosaic of tiles ----------------------------------------------------------------------
+
+
+def mosaic_grid(grids: Sequence[GridSpec]) -> GridSpec:
+    """The grid of the mosaic of ``grids`` (tiles, in tile order).
+
+    Its CRS is the one most tiles share (ties: the first tile's), its pixels those of the first
+    tile in that CRS (same size, same origin modulo a pixel), and it covers every tile: tiles in
+    another CRS are covered by their bounds transformed into it. A single grid is its own mosaic.
+    """
+    if not grids:
+        raise ValueError("a mosaic needs at least one grid")
+    if len(grids) == 1:
+        return grids[0]
+    counts: dict[str, int] = {}
+    for g in grids:
+        counts[g.crs] = counts.get(g.crs, 0) + 1
+    best = max(counts.values())
+    crs = next(g.crs for g in grids if counts[g.crs] == best)
+    anchor = next(g for g in grids if g.crs == crs)
+    xres, yres = anchor.resolution
+    a, _, c, _, e, f = anchor.transform
+    lefts, bottoms, rights, tops = [], [], [], []
+    for g in grids:
+        left, bottom, right, top = g.bounds
+        if g.crs != crs:
+            from rasterio.warp import transform_bounds
+
+            left, bottom, right, top = transform_bounds(g.crs, crs, left, bottom, right, top)
+        lefts.append(left)
+        bottoms.append(bottom)
+        rights.append(right)
+        tops.append(top)
+    # Snap outwards onto the anchor's pixel lattice (a small tolerance absorbs float noise).
+    col0 = math.floor((min(lefts) - c) / xres + 1e-6)
+    col1 = math.ceil((max(rights) - c) / xres - 1e-6)
+    row0 = math.floor((f - max(tops)) / yres + 1e-6)
+    row1 = math.ceil((f - min(bottoms)) / yres - 1e-6)
+    transform = (a, 0.0, c + col0 * xres, 0.0, e, f - row0 * yres)
+    return GridSpec(crs, transform, col1 - col0, row1 - row0)
+
+
+def aligned_offset(grid: GridSpec, inside: GridSpec) -> tuple[int, int] | None:
+    """(row, col) of ``inside``'s top-left pixel in ``grid`` when both share CRS, pixel size and
+    lattice (a tile inside its mosaic); None when ``inside`` must be resampled."""
+    if grid.crs != inside.crs or grid.resolution != inside.resolution:
+        return None
+    col = (inside.transform[2] - grid.transform[2]) / grid.transform[0]
+    row = (inside.transform[5] - grid.transform[5]) / grid.transform[4]
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col)

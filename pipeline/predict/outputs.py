@@ -1,36 +1,48 @@
-"""Final map files: the map store's variables as Cloud-Optimized GeoTIFFs with overviews.
+"""Final map files: the map stores' variables as Cloud-Optimized GeoTIFFs with overviews.
 
-The copy streams window by window, so a map larger than memory converts the same way.
+One grid converts as it is; the tiles of a tiled run are mosaicked onto one grid
+(``pipeline.grid.mosaic_grid``). Both stream block by block, so a map larger than memory
+converts the same way. Tiles own disjoint pixels (their cubes are no-data elsewhere), so in a
+mosaic block at most one tile has data for a pixel: the first tile with data wins, which only
+matters where a resampled tile of another CRS meets its neighbour.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 import zarr
+from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window as RioWindow
 
-from pipeline.model import GridSpec
+from pipeline.grid import aligned_offset
+from pipeline.model import GridSpec, Window
 from pipeline.storage import atomic_path
 
+Filler = Callable[[Window], np.ndarray]
 
-def zarr_to_cog(
-    store: str,
-    variable: str,
-    grid: GridSpec,
+
+def _array(store: str, variable: str) -> zarr.Array:
+    array = zarr.open_group(store, mode="r")[variable]
+    assert isinstance(array, zarr.Array)
+    return array
+
+
+def _write_cog(
     destination: Path,
+    grid: GridSpec,
+    dtype: np.dtype,
+    fill: Filler,
     *,
     nodata: float,
     overview_resampling: str,
-    block: int = 512,
+    block: int,
 ) -> Path:
-    """Write ``variable`` of ``store`` as a COG at ``destination`` (atomically)."""
-    array = zarr.open_group(store, mode="r")[variable]
-    assert isinstance(array, zarr.Array)
-    dtype = np.dtype(array.dtype)
+    """Write ``fill(window)`` for every block of ``grid`` into a COG at ``destination``."""
     with atomic_path(destination) as tmp:
         staging = tmp.with_name(tmp.name + ".gtiff")
         profile = {
@@ -48,12 +60,15 @@ def zarr_to_cog(
         }
         try:
             with rasterio.open(staging, "w", **profile) as dst:
-                for row in range(0, grid.height, block):
-                    for col in range(0, grid.width, block):
-                        h = min(block, grid.height - row)
-                        w = min(block, grid.width - col)
-                        data = np.asarray(array[row : row + h, col : col + w])
-                        dst.write(data, 1, window=RioWindow(col, row, w, h))
+                for window in grid.chunks(block):
+                    data = fill(window)
+                    dst.write(
+                        data,
+                        1,
+                        window=RioWindow(
+                            window.col_off, window.row_off, window.width, window.height
+                        ),
+                    )
             rasterio.shutil.copy(
                 staging,
                 tmp,
@@ -68,3 +83,122 @@ def zarr_to_cog(
         finally:
             staging.unlink(missing_ok=True)
     return destination
+
+
+def zarr_to_cog(
+    store: str,
+    variable: str,
+    grid: GridSpec,
+    destination: Path,
+    *,
+    nodata: float,
+    overview_resampling: str,
+    block: int = 512,
+) -> Path:
+    """Write ``variable`` of ``store`` as a COG at ``destination`` (atomically)."""
+    array = _array(store, variable)
+
+    def fill(window: Window) -> np.ndarray:
+        rows, cols = window.slices
+        return np.asarray(array[rows, cols])
+
+    return _write_cog(
+        destination,
+        grid,
+        np.dtype(array.dtype),
+        fill,
+        nodata=nodata,
+        overview_resampling=overview_resampling,
+        block=block,
+    )
+
+
+def _intersection(a: Window, b: Window) -> Window | None:
+    row0, col0 = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
+    row1 = min(a.row_off + a.height, b.row_off + b.height)
+    col1 = min(a.col_off + a.width, b.col_off + b.width)
+    if row1 <= row0 or col1 <= col0:
+        return None
+    return Window(row0, col0, row1 - row0, col1 - col0)
+
+
+def _resampled(
+    array: zarr.Array, source: GridSpec, target: GridSpec, nodata: float, dtype: np.dtype
+) -> np.ndarray:
+    """``array`` (on ``source``) resampled by nearest neighbour onto ``target`` (a block)."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(target.crs, source.crs, *target.bounds)
+    xres, yres = source.resolution
+    sx, sy = source.transform[2], source.transform[5]
+    col0 = max(0, int(np.floor((left - sx) / xres)) - 1)
+    col1 = min(source.width, int(np.ceil((right - sx) / xres)) + 1)
+    row0 = max(0, int(np.floor((sy - top) / yres)) - 1)
+    row1 = min(source.height, int(np.ceil((sy - bottom) / yres)) + 1)
+    out = np.full(target.shape, nodata, dtype=dtype)
+    if row1 <= row0 or col1 <= col0:
+        return out
+    part = Window(row0, col0, row1 - row0, col1 - col0)
+    rows, cols = part.slices
+    reproject(
+        np.asarray(array[rows, cols]),
+        out,
+        src_transform=source.window_grid(part).affine,
+        src_crs=source.crs,
+        src_nodata=nodata,
+        dst_transform=target.affine,
+        dst_crs=target.crs,
+        dst_nodata=nodata,
+        resampling=Resampling.nearest,
+    )
+    return out
+
+
+def tiles_to_cog(
+    sources: Sequence[tuple[str, GridSpec]],
+    variable: str,
+    grid: GridSpec,
+    destination: Path,
+    *,
+    nodata: float,
+    overview_resampling: str,
+    block: int = 512,
+) -> Path:
+    """Mosaic ``variable`` of each tile's map store (``(store, tile grid)``, in tile order)
+    onto ``grid`` as one COG. Tiles on ``grid``'s lattice are copied; others are resampled
+    (nearest neighbour) block by block."""
+    arrays = [(_array(store, variable), tile) for store, tile in sources]
+    dtype = np.dtype(arrays[0][0].dtype)
+    offsets = [aligned_offset(grid, tile) for _, tile in arrays]
+
+    def fill(window: Window) -> np.ndarray:
+        out = np.full((window.height, window.width), nodata, dtype=dtype)
+        for (array, tile), offset in zip(arrays, offsets, strict=True):
+            if offset is None:
+                part = _resampled(array, tile, grid.window_grid(window), nodata, dtype)
+            else:
+                row, col = offset
+                inside = _intersection(window, Window(row, col, tile.height, tile.width))
+                if inside is None:
+                    continue
+                part = np.full_like(out, nodata)
+                rows, cols = inside.slices
+                data = np.asarray(array[rows.start - row : rows.stop - row,
+                                        cols.start - col : cols.stop - col])  # fmt: skip
+                part[
+                    rows.start - window.row_off : rows.stop - window.row_off,
+                    cols.start - window.col_off : cols.stop - window.col_off,
+                ] = data
+            free = np.isnan(out) if np.isnan(nodata) else out == nodata
+            out[free] = part[free]
+        return out
+
+    return _write_cog(
+        destination,
+        grid,
+        dtype,
+        fill,
+        nodata=nodata,
+        overview_resampling=overview_resampling,
+        block=block,
+    )

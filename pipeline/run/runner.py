@@ -14,6 +14,8 @@ recorded once their output is written. Killing the run at any moment and running
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import socket
@@ -21,12 +23,13 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pystac
 from dask.utils import parse_bytes
@@ -36,12 +39,12 @@ from pipeline.catalog.items import discovery_fingerprint, save_items
 from pipeline.catalog.sensors import SensorProfile, sensor_profiles
 from pipeline.catalog.static import find_acquisitions
 from pipeline.cube.build import check_user_features
-from pipeline.cube.plan import CubePlan, plan_cube
+from pipeline.cube.plan import CubePlan, plan_cube, plan_tile_cubes
 from pipeline.cube.store import create_cube_store
-from pipeline.errors import ComputeError, ManifestError, OutputError
-from pipeline.grid import plan_tiles
+from pipeline.errors import ComputeError, InputDataError, ManifestError, OutputError
+from pipeline.grid import mosaic_grid, plan_tiles
 from pipeline.manifest import RunManifest
-from pipeline.model import Acquisition
+from pipeline.model import Acquisition, GridSpec
 from pipeline.run import stages as st
 from pipeline.run.clusters import ClusterStarter, open_client, worker_capacity
 from pipeline.run.estimate import WorkEstimate, check_memory, predict_bytes
@@ -60,24 +63,48 @@ from pipeline.warnings import DataQualityWarning
 
 
 @dataclass(frozen=True)
+class TilePlan:
+    """One output tile of the run: its cube plan and where its cube and map stores are."""
+
+    key: str | None
+    """The tile id in unit keys and store names; None in a single-grid run."""
+    cube: CubePlan
+    cube_url: str
+    map_url: str
+
+
+@dataclass(frozen=True)
 class RunPlan:
     manifest: RunManifest
     store: RunStore
     layout: RunLayout
     """Names relative to the run store (``layout.relative`` turns them into store names)."""
-    cube: CubePlan
+    tiles: tuple[TilePlan, ...]
     items: dict[str, tuple[list[pystac.Item], str]]
     """Per sensor profile: the items used and their discovery fingerprint."""
     reference: ReferencePolygons
+    """The reference on the first tile's grid (its table and legend are the same on every tile)."""
     pixels: pd.DataFrame
-    extract_tasks: list[ExtractTask]
+    """Sample pixels in table order; a ``tile`` column in a tiled run (row/col of that tile)."""
+    extract_tasks: list[tuple[str | None, ExtractTask]]
     units: dict[str, list[Unit]]
     digests: dict[str, str]
     work: WorkEstimate
+    mosaic: GridSpec
+    """The grid of the final maps: the only tile's grid, or the mosaic of every tile."""
+
+    @property
+    def cube(self) -> CubePlan:
+        """The first tile's cube plan (every tile has the same sensors, dates and features)."""
+        return self.tiles[0].cube
+
+    @property
+    def tiled(self) -> bool:
+        return self.tiles[0].key is not None
 
     @property
     def estimate(self) -> dict[str, Any]:
-        return {**self.work.as_dict(), "grid": _grid_text(self.cube)}
+        return {**self.work.as_dict(), "grid": _grid_text(self)}
 
 
 @dataclass
@@ -91,8 +118,14 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _grid_text(cube: CubePlan) -> str:
-    return f"{cube.grid.width} x {cube.grid.height} px, {cube.grid.crs}"
+def _grid_text(plan: RunPlan) -> str:
+    grid = plan.mosaic
+    text = f"{grid.width} x {grid.height} px, {grid.crs}"
+    if plan.tiled:
+        shown = ", ".join(t.key or "" for t in plan.tiles[:6])
+        more = ", ..." if len(plan.tiles) > 6 else ""
+        text += f" (mosaic of {len(plan.tiles)} tiles: {shown}{more})"
+    return text
 
 
 # --- planning ------------------------------------------------------------------------------------
@@ -182,21 +215,135 @@ def _saved_items(store: RunStore, layout: RunLayout, name: str, scratch: Path) -
     return local
 
 
-def _sample_pixels(manifest: RunManifest, reference: ReferencePolygons) -> pd.DataFrame:
-    """The split by polygon and the training selection: every pixel the samples table holds."""
+def _sample_pixels(
+    manifest: RunManifest, references: Sequence[tuple[TilePlan, ReferencePolygons]]
+) -> pd.DataFrame:
+    """The split by polygon and the training selection: every pixel the samples table holds.
+
+    The split is drawn once for the whole run (a polygon on two tiles stays on one side), the
+    selection once over every tile's pixels, and the table is in the order of the ground: pixel
+    centres north to south, then west to east (a single grid's row and column order).
+    """
     sampling = manifest.spec.sampling
-    table = reference.table
-    present = set(reference.present_ids().tolist())
+    table = references[0][1].table
+    present: set[int] = set()
+    for _, reference in references:
+        present.update(reference.present_ids().tolist())
     chosen = table[table["polygon_id"].isin(present)]
     labels = dict(zip(chosen["polygon_id"].astype(int), chosen["label"].astype(int), strict=True))
     groups = dict(zip(chosen["polygon_id"].astype(int), chosen["group"], strict=True))
     split = split_polygons(labels, sampling.validation_fraction, sampling.seed, groups=groups)
-    pixels = labelled_pixels(reference, split)
+    frames = []
+    for tile, reference in references:
+        pixels = labelled_pixels(reference, split)
+        if tile.key is not None:
+            pixels.insert(0, "tile", tile.key)
+        frames.append(pixels)
+    pixels = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     training = select_pixels(
         pixels[pixels["split"] == TRAIN], SelectionRule.from_spec(sampling), sampling.seed
     )
     both = pd.concat([training, pixels[pixels["split"] == VALIDATION]])
-    return both.sort_values(["row", "col"]).reset_index(drop=True)
+    if len(frames) == 1:
+        return both.sort_values(["row", "col"]).reset_index(drop=True)
+    return _in_ground_order(both, {t.key: t.cube.grid for t, _ in references})
+
+
+_PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "group", "split"]
+
+
+def _in_ground_order(pixels: pd.DataFrame, grids: dict[str | None, GridSpec]) -> pd.DataFrame:
+    """``pixels`` (with a tile column) sorted by pixel centre: y descending, x, then tile."""
+    x = np.empty(len(pixels))
+    y = np.empty(len(pixels))
+    tiles = pixels["tile"].to_numpy()
+    for key, grid in grids.items():
+        here = tiles == key
+        a, _, c, _, e, f = grid.transform
+        x[here] = c + a * (pixels["col"].to_numpy()[here] + 0.5)
+        y[here] = f + e * (pixels["row"].to_numpy()[here] + 0.5)
+    order = np.lexsort((tiles.astype(str), x, -y))
+    return pixels.iloc[order].reset_index(drop=True)
+
+
+def _plan_tiles(
+    manifest: RunManifest,
+    sensors: list[tuple[SensorProfile, list[Acquisition]]],
+    store: RunStore,
+    layout: RunLayout,
+) -> tuple[TilePlan, ...]:
+    """A cube plan per output tile; a single-grid run has one tile without a key."""
+    spec = manifest.spec
+    tiles = plan_tiles(spec.area, [a for _, acqs in sensors for a in acqs])
+    common: dict[str, Any] = {
+        "start": spec.period.start,
+        "end": spec.period.end,
+        "indices": spec.features.indices,
+        "chunk_size": spec.compute.chunk_size,
+        "user_functions": spec.features.user_functions,
+    }
+    cubes: list[tuple[str | None, CubePlan]]
+    if len(tiles) == 1:
+        cubes = [(None, plan_cube(tiles.tiles[0].grid, sensors, **common))]
+    else:
+        planned = plan_tile_cubes(tiles.tiles, sensors, **common)
+        cubes = []
+        for cube in planned:
+            assert cube.tile is not None
+            if not any(s.acquisitions for s in cube.sensors):
+                warnings.warn(
+                    f"tile {cube.tile.id} has no acquisition of any sensor in the period; it is "
+                    "left out of the map",
+                    DataQualityWarning,
+                    stacklevel=3,
+                )
+                continue
+            cubes.append((cube.tile.id, cube))
+        if not cubes:
+            raise InputDataError(
+                f"none of the {len(tiles)} tiles of spec.area has an acquisition in the period",
+                fix="check spec.area against the catalog's coverage and spec.period",
+                field="spec.area",
+            )
+    return tuple(
+        TilePlan(
+            key,
+            cube,
+            store.url(layout.relative(layout.cube_of(key))),
+            store.url(layout.relative(layout.map_store_of(key))),
+        )
+        for key, cube in cubes
+    )
+
+
+def _tile_references(
+    spec: Any, tiles: tuple[TilePlan, ...]
+) -> list[tuple[TilePlan, ReferencePolygons]]:
+    """The reference burnt onto each tile's grid, on the pixels the tile owns only."""
+    if tiles[0].key is None:
+        return [(tiles[0], load_reference(spec.reference, tiles[0].cube.grid))]
+    out = []
+    first_error: InputDataError | None = None
+    for tile in tiles:
+        try:
+            reference = load_reference(spec.reference, tile.cube.grid)
+        except InputDataError as error:  # no polygon on this tile: other tiles may have some
+            first_error = first_error or error
+            continue
+        ids = reference.polygon_ids.copy()
+        owned = np.zeros(ids.shape, dtype=bool)
+        for window in tile.cube.windows:
+            owned[window.slices] = tile.cube.owned(window)
+        ids[~owned] = -1
+        out.append((tile, dataclasses.replace(reference, polygon_ids=ids)))
+    if not any(r.present_ids().size for _, r in out):
+        assert first_error is not None or out
+        raise first_error or InputDataError(
+            "no reference feature covers a pixel owned by a tile of spec.area",
+            fix="check that the reference data and the tiles cover the same area",
+            field="spec.reference.path",
+        )
+    return out
 
 
 def plan_run(
@@ -221,39 +368,37 @@ def plan_run(
     check_writable(outputs.store)
     _check_store_state(store, manifest, resume, check_lock=check_lock)
     sensors, items = _discover(manifest, store, layout)
-    tiles = plan_tiles(spec.area, [a for _, acqs in sensors for a in acqs])
-    if len(tiles) != 1:
-        raise ManifestError(
-            f"spec.area defines {len(tiles)} tiles; `sitsflow run` maps one grid in this version",
-            fix="list a single tile in spec.area.tiles, or give crs, resolution and bbox",
-            field="spec.area",
-        )
-    cube = plan_cube(
-        tiles.tiles[0].grid,
-        sensors,
-        spec.period.start,
-        spec.period.end,
-        spec.features.indices,
-        spec.compute.chunk_size,
-        user_functions=spec.features.user_functions,
-    )
+    tiles = _plan_tiles(manifest, sensors, store, layout)
+    cube = tiles[0].cube
     check_user_features(cube)
-    reference = load_reference(spec.reference, cube.grid)
-    pixels = _sample_pixels(manifest, reference)
-    cube_url = store.url(layout.relative(layout.cube))
-    tasks = plan_extraction(pixels, cube.windows, cube_url, cube.time_series_variables)
+    references = _tile_references(spec, tiles)
+    pixels = _sample_pixels(manifest, references)
+    tasks: list[tuple[str | None, ExtractTask]] = []
+    for tile in tiles:
+        mine = pixels if tile.key is None else pixels[pixels["tile"] == tile.key]
+        planned = plan_extraction(
+            mine, tile.cube.windows, tile.cube_url, tile.cube.time_series_variables
+        )
+        tasks.extend((tile.key, task) for task in planned)
 
     digests: dict[str, str] = {}
     digests["discover"] = st.digest(
         "discover", [(p, st.unsigned(a)) for p, a in sensors], spec.period
     )
-    digests["cube_store"] = st.digest("cube", "store", st.cube_identity(cube))
-    cube_units = st.cube_units(cube, digests["cube_store"])
-    by_window = {u.payload: u.digest for u in cube_units}
+    cube_units: list[Unit] = []
+    by_window: dict[tuple[str | None, Any], str] = {}
+    for index, tile in enumerate(tiles):
+        name = "cube_store" if tile.key is None else f"cube_store:{tile.key}"
+        digests[name] = st.digest("cube", "store", st.cube_identity(tile.cube))
+        units_of_tile = st.cube_units(tile.cube, digests[name], tile=tile.key, index=index)
+        cube_units.extend(units_of_tile)
+        by_window.update({(tile.key, u.payload[1]): u.digest for u in units_of_tile})
     table_inputs = (
-        st.frame_for_digest(pixels, ["row", "col", "polygon_id", "label", "group", "split"]),
+        st.frame_for_digest(
+            pixels, ["tile", "row", "col", "polygon_id", "label", "group", "split"]
+        ),
         cube.feature_names,
-        cube.grid,
+        cube.grid if tiles[0].key is None else tuple(t.cube.grid for t in tiles),
     )
     parts, table = st.sample_units(tasks, by_window, table_inputs)
     digests["samples"] = table.digest
@@ -270,9 +415,14 @@ def plan_run(
         ),
     )
     digests["train"] = train.digest
-    predict = st.predict_units(cube.windows, train.digest, by_window)
+    predict = []
+    for index, tile in enumerate(tiles):
+        predict.extend(
+            st.predict_units(tile.cube.windows, train.digest, by_window, tile=tile.key, index=index)
+        )
+    mosaic_grid_ = mosaic_grid([t.cube.grid for t in tiles])
     files = _map_files(layout)
-    mosaic = st.mosaic_units(files, [u.digest for u in predict], cube.grid)
+    mosaic = st.mosaic_units(files, [u.digest for u in predict], mosaic_grid_)
     validate = Unit(
         "validate",
         "report",
@@ -289,12 +439,12 @@ def plan_run(
     }
     work = WorkEstimate(
         tiles=len(tiles),
-        chunks=len(cube.windows),
-        pixels=cube.grid.width * cube.grid.height,
-        acquisitions=sum(len(s.acquisitions) for s in cube.sensors),
+        chunks=sum(len(t.cube.windows) for t in tiles),
+        pixels=sum(t.cube.grid.width * t.cube.grid.height for t in tiles),
+        acquisitions=sum(len(s.acquisitions) for t in tiles for s in t.cube.sensors),
         features=len(cube.feature_names),
         chunk_size=cube.chunk_size,
-        chunk_bytes=cube.bytes_per_chunk(),
+        chunk_bytes=max(t.cube.bytes_per_chunk() for t in tiles),
         predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_size),
         units={k: len(v) for k, v in units.items()},
     )
@@ -311,7 +461,18 @@ def plan_run(
 
     check_model_spec(spec.model, spec.task, cube.feature_names)
     return RunPlan(
-        manifest, store, layout, cube, items, reference, pixels, tasks, units, digests, work
+        manifest,
+        store,
+        layout,
+        tiles,
+        items,
+        references[0][1],
+        pixels,
+        tasks,
+        units,
+        digests,
+        work,
+        mosaic_grid_,
     )
 
 
@@ -520,8 +681,6 @@ def _run_stages(
     manifest, store, layout, cube = plan.manifest, plan.store, plan.layout, plan.cube
     spec = manifest.spec
     root = store.root
-    cube_url = store.url(layout.relative(layout.cube))
-    map_url = store.url(layout.relative(layout.map_store))
 
     def run(work: StageWork, **kwargs: Any) -> StageOutcome:
         outcome = executor.run(work, **kwargs)
@@ -553,19 +712,21 @@ def _run_stages(
         )
 
     with _stage("cube", timings, progress):
-        _ensure_store(
-            store,
-            "cube",
-            plan.digests["cube_store"],
-            layout.relative(layout.cube),
-            lambda: create_cube_store(cube, cube_url),
-        )
+        for tile in plan.tiles:
+            _ensure_store(
+                store,
+                "cube",
+                plan.digests["cube_store" if tile.key is None else f"cube_store:{tile.key}"],
+                layout.relative(layout.cube_of(tile.key)),
+                functools.partial(create_cube_store, tile.cube, tile.cube_url),
+                key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+            )
         chunks = run(
             StageWork(
                 "cube",
                 plan.units["cube"],
                 st.build_cube_unit,
-                st.CubeContext(cube, cube_url),
+                st.CubeContext(tuple((t.cube, t.cube_url) for t in plan.tiles)),
                 description="cube chunks",
             )
         )
@@ -585,7 +746,7 @@ def _run_stages(
                 "samples",
                 parts,
                 st.extract_unit,
-                st.ExtractContext(root, tuple(plan.extract_tasks)),
+                st.ExtractContext(root, tuple(task for _, task in plan.extract_tasks)),
                 description="sample chunks",
             ),
             read_summaries=False,
@@ -627,13 +788,16 @@ def _run_stages(
     encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
 
     with _stage("predict", timings, progress):
-        _ensure_store(
-            store,
-            "predict",
-            st.digest("predict", "store", cube.grid, cube.chunk_size, encoding),
-            layout.relative(layout.map_store),
-            lambda: create_map_store(map_url, cube.grid, cube.chunk_size, encoding),
-        )
+        for tile in plan.tiles:
+            grid = tile.cube.grid
+            _ensure_store(
+                store,
+                "predict",
+                st.digest("predict", "store", grid, cube.chunk_size, encoding),
+                layout.relative(layout.map_store_of(tile.key)),
+                functools.partial(create_map_store, tile.map_url, grid, cube.chunk_size, encoding),
+                key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+            )
         predicted = run(
             StageWork(
                 "predict",
@@ -641,11 +805,10 @@ def _run_stages(
                 st.predict_unit,
                 st.PredictContext(
                     root,
-                    cube_url,
+                    tuple((t.cube_url, t.map_url) for t in plan.tiles),
                     tuple(cube.time_series_variables),
                     layout.relative(layout.model),
                     plan.digests["train"],
-                    map_url,
                     encoding,
                 ),
                 description="predicted chunks",
@@ -662,10 +825,14 @@ def _run_stages(
                 "mosaic",
                 mosaic_units,
                 st.mosaic_unit,
-                st.MosaicContext(root, map_url, cube.grid),
+                st.MosaicContext(
+                    root, tuple((t.map_url, t.cube.grid) for t in plan.tiles), plan.mosaic
+                ),
                 description="map files",
             )
         )
+
+    from pipeline.predict.blockwise import LABEL_VARIABLE
 
     unmapped = sum(int(s.get("nodata_pixels", 0)) for s in predicted.summaries.values())
     with _stage("validate", timings, progress):
@@ -686,6 +853,8 @@ def _run_stages(
                     tuple(model_info["classes"]),
                     f"sitsflow run {manifest.name}: accuracy on validation polygons",
                     details,
+                    tuple((t.key or "", t.map_url) for t in plan.tiles) if plan.tiled else (),
+                    LABEL_VARIABLE,
                 ),
                 on_cluster=False,
                 description="accuracy report",
@@ -704,20 +873,30 @@ def _resolved(item: st.MapFile, encoding: Any) -> st.MapFile:
 
 
 def _ensure_store(
-    store: RunStore, stage: str, store_digest: str, relative: str, create: Any
+    store: RunStore,
+    stage: str,
+    store_digest: str,
+    relative: str,
+    create: Any,
+    *,
+    key: str = st.STORE_KEY,
 ) -> None:
     """Keep a stage's Zarr store when it was made for the same plan; else make it anew and forget
-    the stage's units (their regions are gone)."""
+    the units that wrote into it (their regions are gone): the stage's units in a single-grid
+    run, the tile's in a tiled run (``key``: ``store-<tile>``)."""
     ledger = Ledger(store)
-    if store_digest in ledger.finished(stage).get(st.STORE_KEY, set()):
+    if store_digest in ledger.finished(stage).get(key, set()):
         return
-    ledger.clear(stage)
+    if key == st.STORE_KEY:
+        ledger.clear(stage)
+    else:
+        ledger.clear(stage, prefixes=(key.removeprefix(f"{st.STORE_KEY}-") + "-", key))
     store.remove(relative)
     create()
     ledger.write(
         Record(
             stage,
-            st.STORE_KEY,
+            key,
             store_digest,
             "",
             "driver",
@@ -759,9 +938,12 @@ def _assemble_samples(context: _TableContext, _payload: Any) -> dict[str, Any]:
     store = plan.store
     with ThreadPoolExecutor(max_workers=8) as pool:
         values = list(pool.map(lambda u: st.read_part(store, u.key), context.parts))
-    table = samples_table(
-        plan.extract_tasks, values, plan.pixels, plan.cube.feature_names, plan.cube.grid
-    )
+    names = plan.cube.feature_names
+    if not plan.tiled:
+        tasks = [task for _, task in plan.extract_tasks]
+        table = samples_table(tasks, values, plan.pixels, names, plan.cube.grid)
+    else:
+        table = _tiled_samples_table(plan, values)
     with store.publish(plan.layout.relative(plan.layout.samples)) as path:
         write_samples(table, path)
     return {
@@ -769,6 +951,34 @@ def _assemble_samples(context: _TableContext, _payload: Any) -> dict[str, Any]:
         "training_pixels": int((table["split"] == TRAIN).sum()),
         "validation_pixels": int((table["split"] == VALIDATION).sum()),
     }
+
+
+def _tiled_samples_table(plan: RunPlan, values: list[np.ndarray]) -> Any:
+    """The samples of every tile in one table, in the plan's order, with point geometries in
+    the mosaic's CRS."""
+    import geopandas as gpd
+
+    from pipeline.samples.extract import samples_table
+
+    frames = []
+    for tile in plan.tiles:
+        mine = [i for i, (key, _) in enumerate(plan.extract_tasks) if key == tile.key]
+        if not mine:
+            continue
+        pixels = plan.pixels[plan.pixels["tile"] == tile.key]
+        part = samples_table(
+            [plan.extract_tasks[i][1] for i in mine],
+            [values[i] for i in mine],
+            pixels,
+            plan.cube.feature_names,
+            tile.cube.grid,
+        )
+        frames.append(part.to_crs(plan.mosaic.crs))
+    table = pd.concat(frames, ignore_index=True)
+    order = plan.pixels[["tile", "row", "col"]].reset_index().rename(columns={"index": "_order"})
+    table = table.merge(order, on=["tile", "row", "col"], how="left")
+    table = table.sort_values("_order", kind="stable").drop(columns="_order")
+    return gpd.GeoDataFrame(table.reset_index(drop=True), geometry="geometry", crs=plan.mosaic.crs)
 
 
 def _report_details(
@@ -783,7 +993,7 @@ def _report_details(
             f"{s.profile.date_step_days} days)"
             for s in plan.cube.sensors
         ),
-        "grid": _grid_text(plan.cube),
+        "grid": _grid_text(plan),
         "model": f"{spec.model.kind} {spec.model.estimator} {spec.model.params}",
         "features": len(plan.cube.feature_names),
         "training polygons / pixels": (
@@ -837,7 +1047,7 @@ def _summary(
         "digests": plan.digests,
         "outputs": {
             "items": where(layout.items),
-            "cube": where(layout.cube),
+            "cube": where(layout.cube if not plan.tiled else layout.root / "cubes"),
             "samples": where(layout.samples),
             "model": where(layout.model),
             "labels": where(layout.labels),

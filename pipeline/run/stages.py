@@ -80,28 +80,37 @@ def cube_identity(plan: CubePlan) -> CubePlan:
 # --- cube ----------------------------------------------------------------------------------------
 
 
+def tile_prefix(tile: str | None) -> str:
+    """The prefix of a tile's unit keys (none in a single-grid run)."""
+    return "" if tile is None else f"{tile}-"
+
+
 @dataclass(frozen=True)
 class CubeContext:
-    plan: CubePlan
-    store: str
-    """Location of the cube's Zarr store (path or URL)."""
+    cubes: tuple[tuple[CubePlan, str], ...]
+    """Per tile, in tile order: its cube plan and the location of its Zarr store."""
 
 
-def cube_units(plan: CubePlan, store_digest: str) -> list[Unit]:
+def cube_units(
+    plan: CubePlan, store_digest: str, *, tile: str | None = None, index: int = 0
+) -> list[Unit]:
+    """The chunk units of one tile's cube (payload: the tile's index and the window)."""
     return [
         Unit(
             "cube",
-            window_key(w),
+            tile_prefix(tile) + window_key(w),
             digest("cube", store_digest, w),
-            payload=w,
+            payload=(index, w),
             pixels=w.n_pixels,
         )
         for w in plan.windows
     ]
 
 
-def build_cube_unit(context: CubeContext, window: Window) -> dict[str, Any]:
-    report = build_chunk(CubeChunkTask(context.plan, window, context.store))
+def build_cube_unit(context: CubeContext, payload: tuple[int, Window]) -> dict[str, Any]:
+    index, window = payload
+    plan, store = context.cubes[index]
+    report = build_chunk(CubeChunkTask(plan, window, store))
     return {
         "pixels": int(report.pixels),
         "valid_fraction": float(report.valid_fraction),
@@ -123,17 +132,26 @@ def part_name(key: str) -> str:
 
 
 def sample_units(
-    tasks: list[ExtractTask], cube_digests: dict[Window, str], table_parts: Any
+    tasks: list[tuple[str | None, ExtractTask]],
+    cube_digests: dict[tuple[str | None, Window], str],
+    table_parts: Any,
 ) -> tuple[list[Unit], Unit]:
-    """One unit per chunk holding sample pixels, then the unit that assembles the table."""
+    """One unit per chunk holding sample pixels (``tasks``: per task, its tile), then the unit
+    that assembles the table."""
     parts = []
-    for index, task in enumerate(tasks):
-        key = f"part-{window_key(task.window)}"
+    for index, (tile, task) in enumerate(tasks):
+        key = f"part-{tile_prefix(tile)}{window_key(task.window)}"
         parts.append(
             Unit(
                 "samples",
                 key,
-                digest("samples", cube_digests[task.window], task.variables, task.rows, task.cols),
+                digest(
+                    "samples",
+                    cube_digests[(tile, task.window)],
+                    task.variables,
+                    task.rows,
+                    task.cols,
+                ),
                 payload=(index, key),
                 pixels=len(task.rows),
             )
@@ -256,42 +274,43 @@ def local_model(root: str, model: str, model_digest: str) -> Path:
 @dataclass(frozen=True)
 class PredictContext:
     root: str
-    cube: str
+    stores: tuple[tuple[str, str], ...]
+    """Per tile, in tile order: the locations of its cube and of its map store."""
     variables: tuple[tuple[str, str], ...]
     model: str
     model_digest: str
-    map_store: str
     encoding: Any
 
 
 def predict_units(
-    windows: list[Window], train_digest: str, cube_digests: dict[Window, str]
+    windows: list[Window],
+    train_digest: str,
+    cube_digests: dict[tuple[str | None, Window], str],
+    *,
+    tile: str | None = None,
+    index: int = 0,
 ) -> list[Unit]:
+    """The chunk units of one tile's map (payload: the tile's index and the window)."""
     return [
         Unit(
             "predict",
-            window_key(w),
-            digest("predict", train_digest, cube_digests[w], w),
-            payload=w,
+            tile_prefix(tile) + window_key(w),
+            digest("predict", train_digest, cube_digests[(tile, w)], w),
+            payload=(index, w),
             pixels=w.n_pixels,
         )
         for w in windows
     ]
 
 
-def predict_unit(context: PredictContext, window: Window) -> dict[str, Any]:
+def predict_unit(context: PredictContext, payload: tuple[int, Window]) -> dict[str, Any]:
     from pipeline.predict.blockwise import PredictTask, predict_chunk
 
+    index, window = payload
+    cube, map_store = context.stores[index]
     folder = local_model(context.root, context.model, context.model_digest)
     report = predict_chunk(
-        PredictTask(
-            context.cube,
-            context.variables,
-            str(folder),
-            context.map_store,
-            window,
-            context.encoding,
-        )
+        PredictTask(cube, context.variables, str(folder), map_store, window, context.encoding)
     )
     return {
         "predicted_pixels": int(report.predicted_pixels),
@@ -317,8 +336,10 @@ class MapFile:
 @dataclass(frozen=True)
 class MosaicContext:
     root: str
-    map_store: str
+    tiles: tuple[tuple[str, GridSpec], ...]
+    """Per tile, in tile order: its map store and its grid."""
     grid: GridSpec
+    """The mosaic's grid (the only tile's grid in a single-grid run)."""
 
 
 def mosaic_units(files: list[MapFile], predict_digests: list[str], grid: GridSpec) -> list[Unit]:
@@ -335,18 +356,28 @@ def mosaic_units(files: list[MapFile], predict_digests: list[str], grid: GridSpe
 
 
 def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
-    from pipeline.predict.outputs import zarr_to_cog
+    from pipeline.predict.outputs import tiles_to_cog, zarr_to_cog
 
     store = RunStore(context.root)
     with store.publish(item.name) as target:
-        zarr_to_cog(
-            context.map_store,
-            item.variable,
-            context.grid,
-            target,
-            nodata=item.nodata,
-            overview_resampling=item.resampling,
-        )
+        if len(context.tiles) == 1 and context.tiles[0][1] == context.grid:
+            zarr_to_cog(
+                context.tiles[0][0],
+                item.variable,
+                context.grid,
+                target,
+                nodata=item.nodata,
+                overview_resampling=item.resampling,
+            )
+        else:
+            tiles_to_cog(
+                context.tiles,
+                item.variable,
+                context.grid,
+                target,
+                nodata=item.nodata,
+                overview_resampling=item.resampling,
+            )
         size = target.stat().st_size
     return {"bytes": int(size), "path": item.name}
 
@@ -366,6 +397,29 @@ class ValidateContext:
     classes: tuple[int, ...]
     title: str
     details: dict[str, Any]
+    tile_maps: tuple[tuple[str, str], ...] = ()
+    """Tiled runs: per tile, its id and map store (validation pixels are read there, on their
+    own tile's grid, not through the resampled mosaic)."""
+    label_variable: str = "labels"
+
+
+def _tile_labels(context: ValidateContext, validation: pd.DataFrame) -> np.ndarray:
+    """The mapped class of each validation pixel, read from its tile's map store."""
+    import zarr
+
+    out = np.full(len(validation), context.nodata, dtype=np.int64)
+    tiles = validation["tile"].to_numpy()
+    for tile, store in context.tile_maps:
+        here = tiles == tile
+        if not here.any():
+            continue
+        rows = validation["row"].to_numpy()[here]
+        cols = validation["col"].to_numpy()[here]
+        array = zarr.open_group(store, mode="r")[context.label_variable]
+        r0, c0 = int(rows.min()), int(cols.min())
+        block = np.asarray(array[r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1])  # type: ignore[index]
+        out[here] = block[rows - r0, cols - c0]
+    return out
 
 
 def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
@@ -384,9 +438,12 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
         samples = gpd.read_parquet(local)
     validation = samples[samples["split"] == VALIDATION]
     with store.fetch(context.labels) as labels_path, store.fetch(context.confidence) as conf_path:
-        with rasterio.open(labels_path) as src:
-            labels_map = src.read(1)
-        predicted = labels_map[validation["row"].to_numpy(), validation["col"].to_numpy()]
+        if context.tile_maps:
+            predicted = _tile_labels(context, validation)
+        else:
+            with rasterio.open(labels_path) as src:
+                labels_map = src.read(1)
+            predicted = labels_map[validation["row"].to_numpy(), validation["col"].to_numpy()]
         mapped = predicted != context.nodata
         unmapped = int((~mapped).sum())
         if unmapped:

@@ -269,6 +269,13 @@ class Ledger:
                 removed += 1
         return removed
 
-    def clear(self, stage: str) -> None:
-        """Forget every unit of a stage (its store is about to be made anew)."""
-        self.store.remove(self._folder(stage))
+    def clear(self, stage: str, *, prefixes: Sequence[str] = ()) -> None:
+        """Forget every unit of a stage (its store is about to be made anew), or only those
+        whose key starts with one of ``prefixes`` (one tile's units and store)."""
+        if not prefixes:
+            self.store.remove(self._folder(stage))
+            return
+        for key, digests in self.finished(stage).items():
+            if key.startswith(tuple(prefixes)):
+                for digest in digests:
+                    self.store.remove(f"{self._folder(stage)}/{self._name(key, digest)}")

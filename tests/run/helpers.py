@@ -98,7 +98,7 @@ def ledger_records(store: Path) -> dict[str, dict[str, dict[str, Any]]]:
         return out
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(folder.glob("*.json")):
-            if path.name.startswith("store@"):
+            if path.name.startswith(("store@", "store-")):  # a Zarr store's set-up
                 continue
             record = json.loads(path.read_text())
             out.setdefault(folder.name, {})[record["key"]] = record
@@ -109,7 +109,7 @@ def count_done(store: Path, stage: str) -> int:
     folder = store / "state" / "ledger" / stage
     if not folder.is_dir():
         return 0
-    return sum(1 for p in folder.glob("*.json") if not p.name.startswith(("store@", ".")))
+    return sum(1 for p in folder.glob("*.json") if not p.name.startswith(("store@", "store-", ".")))
 
 
 def events(output: str) -> list[dict[str, Any]]:

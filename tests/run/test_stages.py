@@ -66,5 +66,6 @@ def test_leftovers_of_killed_writers_are_removed(tmp_path: Path) -> None:
 def test_unit_payloads_are_small() -> None:
     cube = plan("/data/a.tif")
     for unit in st.cube_units(cube, st.digest("cube", "store", "x")):  # type: ignore[arg-type]
-        assert dataclasses.is_dataclass(unit.payload)  # a Window, not the plan
+        index, window = unit.payload  # the tile's index and a Window, not the plan
+        assert index == 0 and dataclasses.is_dataclass(window)
         assert len(repr(unit.payload)) < 100

@@ -410,13 +410,15 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     for label, key in (
         ("land-cover map (COG)", "labels"),
         ("confidence (COG)", "confidence"),
+        ("value map (COG)", "values"),
         ("feature cube (Zarr)", "cube"),
         ("samples (GeoParquet)", "samples"),
         ("model", "model"),
         ("accuracy report", "report"),
         ("metrics (JSON)", "metrics"),
     ):
-        log.info(f"  {label:<22} {summary['outputs'][key]}", "run.output", output=key)
+        if key in summary["outputs"]:
+            log.info(f"  {label:<22} {summary['outputs'][key]}", "run.output", output=key)
     log.info(
         f"  {'run summary':<22} {result.store.url('run.json')}", "run.output", output="summary"
     )
@@ -429,6 +431,14 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         "run.summary",
     )
     m = result.metrics
+    if "rmse" in m:
+        log.info(
+            f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, bias {m['bias']:.4g}, R² "
+            f"{m['r2']:.3f} on {m['n_samples']} validation pixels of polygons never used in "
+            "training",
+            "run.accuracy",
+        )
+        return
     log.info(
         f"overall accuracy {m['overall_accuracy']:.3f}, kappa {m['kappa']:.3f} on "
         f"{m['n_samples']} validation pixels of polygons never used in training",

@@ -1088,6 +1088,11 @@ class OutputsSpec(_Strict):
         description="Path of the confidence map (COG) inside the run store.",
         min_length=1,
     )
+    values: str = Field(
+        "maps/values.tif",
+        description="Path of the predicted value map (COG, task regression) inside the run store.",
+        min_length=1,
+    )
     report: str = Field(
         "report",
         description="Folder of the accuracy report inside the run store.",
@@ -1534,7 +1539,9 @@ def _check_locations(manifest: RunManifest) -> None:
     if _is_url(outputs.store):
         return
     store = Path(outputs.store)
-    written = RunLayout(store, outputs.labels, outputs.confidence, outputs.report).written()
+    written = RunLayout(
+        store, outputs.labels, outputs.confidence, outputs.report, outputs.values
+    ).written()
     for field, location in _inputs(manifest):
         if _is_url(location):
             continue

@@ -32,6 +32,7 @@ class RunLayout:
     labels_name: str = "maps/labels.tif"
     confidence_name: str = "maps/confidence.tif"
     report_name: str = "report"
+    values_name: str = "maps/values.tif"
 
     def relative(self, path: Path) -> str:
         """The store-relative posix name of one of this layout's paths."""
@@ -86,6 +87,11 @@ class RunLayout:
         return self.root / self.confidence_name
 
     @property
+    def values(self) -> Path:
+        """The predicted value map of a regression run."""
+        return self.root / self.values_name
+
+    @property
     def report(self) -> Path:
         return self.root / self.report_name
 
@@ -120,6 +126,7 @@ class RunLayout:
             self.root / "maps" / "tiles",
             self.labels,
             self.confidence,
+            self.values,
             self.report,
             self.summary,
         ]

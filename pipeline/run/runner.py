@@ -135,8 +135,6 @@ def _unsupported(manifest: RunManifest) -> None:
     """Refuse, before any work, what the runner does not run yet (rather than ignoring it)."""
     spec = manifest.spec
     problems = []
-    if spec.task != "classification":
-        problems.append(("spec.task", f"task {spec.task!r}", "use task: classification"))
     if spec.reference.regions is not None:
         problems.append(("spec.reference.regions", "regions", "remove spec.reference.regions"))
     if spec.sampling.runs != 1:
@@ -226,12 +224,16 @@ def _sample_pixels(
     """
     sampling = manifest.spec.sampling
     table = references[0][1].table
+    regression = references[0][1].is_regression
     present: set[int] = set()
     for _, reference in references:
         present.update(reference.present_ids().tolist())
     chosen = table[table["polygon_id"].isin(present)]
-    labels = dict(zip(chosen["polygon_id"].astype(int), chosen["label"].astype(int), strict=True))
-    groups = dict(zip(chosen["polygon_id"].astype(int), chosen["group"], strict=True))
+    ids = chosen["polygon_id"].astype(int)
+    # Regression: one stratum (the split is by polygon, not stratified by value).
+    strata = [0] * len(chosen) if regression else chosen["label"].astype(int)
+    labels = dict(zip(ids, strata, strict=True))
+    groups = dict(zip(ids, chosen["group"], strict=True))
     split = split_polygons(labels, sampling.validation_fraction, sampling.seed, groups=groups)
     frames = []
     for tile, reference in references:
@@ -241,7 +243,10 @@ def _sample_pixels(
         frames.append(pixels)
     pixels = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     training = select_pixels(
-        pixels[pixels["split"] == TRAIN], SelectionRule.from_spec(sampling), sampling.seed
+        pixels[pixels["split"] == TRAIN],
+        SelectionRule.from_spec(sampling),
+        sampling.seed,
+        label_column=None if regression else "label",
     )
     both = pd.concat([training, pixels[pixels["split"] == VALIDATION]])
     if len(frames) == 1:
@@ -249,7 +254,7 @@ def _sample_pixels(
     return _in_ground_order(both, {t.key: t.cube.grid for t, _ in references})
 
 
-_PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "group", "split"]
+_PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "value", "group", "split"]
 
 
 def _in_ground_order(pixels: pd.DataFrame, grids: dict[str | None, GridSpec]) -> pd.DataFrame:
@@ -364,7 +369,7 @@ def plan_run(
     _unsupported(manifest)
     outputs = spec.outputs
     store = RunStore(outputs.store)
-    layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report)
+    layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report, outputs.values)
     check_writable(outputs.store)
     _check_store_state(store, manifest, resume, check_lock=check_lock)
     sensors, items = _discover(manifest, store, layout)
@@ -421,7 +426,7 @@ def plan_run(
             st.predict_units(tile.cube.windows, train.digest, by_window, tile=tile.key, index=index)
         )
     mosaic_grid_ = mosaic_grid([t.cube.grid for t in tiles])
-    files = _map_files(layout)
+    files = _map_files(layout, spec.task)
     mosaic = st.mosaic_units(files, [u.digest for u in predict], mosaic_grid_)
     validate = Unit(
         "validate",
@@ -476,7 +481,9 @@ def plan_run(
     )
 
 
-def _map_files(layout: RunLayout) -> list[st.MapFile]:
+def _map_files(layout: RunLayout, task: str) -> list[st.MapFile]:
+    if task == "regression":
+        return [st.MapFile("values", layout.values_name)]
     return [
         st.MapFile("labels", layout.labels_name),
         st.MapFile("confidence", layout.confidence_name),
@@ -774,7 +781,7 @@ def _run_stages(
                     layout.relative(layout.model),
                     spec.model,
                     spec.task,
-                    "label",
+                    "value" if spec.task == "regression" else "label",
                     tuple(cube.feature_names),
                     spec.sampling.seed,
                     spec.sampling.min_pixels_per_class,
@@ -785,7 +792,10 @@ def _run_stages(
     model_info = trained.summaries["model"]
     from pipeline.predict.blockwise import MapEncoding, create_map_store
 
-    encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
+    if spec.task == "regression":
+        encoding = MapEncoding.for_values()
+    else:
+        encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
 
     with _stage("predict", timings, progress):
         for tile in plan.tiles:
@@ -832,7 +842,7 @@ def _run_stages(
             )
         )
 
-    from pipeline.predict.blockwise import LABEL_VARIABLE
+    from pipeline.predict.blockwise import LABEL_VARIABLE, VALUE_VARIABLE
 
     unmapped = sum(int(s.get("nodata_pixels", 0)) for s in predicted.summaries.values())
     with _stage("validate", timings, progress):
@@ -849,12 +859,14 @@ def _run_stages(
                     layout.confidence_name,
                     layout.report_name,
                     plan.reference.legend,
-                    int(encoding.nodata),
+                    encoding.nodata,
                     tuple(model_info["classes"]),
                     f"sitsflow run {manifest.name}: accuracy on validation polygons",
                     details,
                     tuple((t.key or "", t.map_url) for t in plan.tiles) if plan.tiled else (),
-                    LABEL_VARIABLE,
+                    VALUE_VARIABLE if spec.task == "regression" else LABEL_VARIABLE,
+                    spec.task,
+                    layout.values_name,
                 ),
                 on_cluster=False,
                 description="accuracy report",
@@ -865,8 +877,15 @@ def _run_stages(
 
 def _resolved(item: st.MapFile, encoding: Any) -> st.MapFile:
     """The map file with the variable, no-data and resampling of its role."""
-    from pipeline.predict.blockwise import CONFIDENCE_NODATA, CONFIDENCE_VARIABLE, LABEL_VARIABLE
+    from pipeline.predict.blockwise import (
+        CONFIDENCE_NODATA,
+        CONFIDENCE_VARIABLE,
+        LABEL_VARIABLE,
+        VALUE_VARIABLE,
+    )
 
+    if item.role == "values":  # a continuous value: its mean over the pixels below
+        return st.MapFile(item.role, item.name, VALUE_VARIABLE, float(encoding.nodata), "average")
     if item.role == "labels":  # classes: the most common class of the pixels below
         return st.MapFile(item.role, item.name, LABEL_VARIABLE, float(encoding.nodata), "mode")
     return st.MapFile(item.role, item.name, CONFIDENCE_VARIABLE, CONFIDENCE_NODATA, "average")
@@ -1050,12 +1069,17 @@ def _summary(
             "cube": where(layout.cube if not plan.tiled else layout.root / "cubes"),
             "samples": where(layout.samples),
             "model": where(layout.model),
-            "labels": where(layout.labels),
-            "confidence": where(layout.confidence),
+            **(
+                {"values": where(layout.values)}
+                if plan.manifest.spec.task == "regression"
+                else {"labels": where(layout.labels), "confidence": where(layout.confidence)}
+            ),
             "report": where(layout.report / "report.html"),
             "metrics": where(layout.report / "metrics.json"),
         },
         "overall_accuracy": metrics.get("overall_accuracy"),
         "kappa": metrics.get("kappa"),
+        "rmse": metrics.get("rmse"),
+        "r2": metrics.get("r2"),
         "n_samples": metrics.get("n_samples"),
     }

@@ -393,7 +393,7 @@ class ValidateContext:
     confidence: str
     report: str
     legend: tuple[ClassInfo, ...]
-    nodata: int
+    nodata: int | float
     classes: tuple[int, ...]
     title: str
     details: dict[str, Any]
@@ -401,13 +401,18 @@ class ValidateContext:
     """Tiled runs: per tile, its id and map store (validation pixels are read there, on their
     own tile's grid, not through the resampled mosaic)."""
     label_variable: str = "labels"
+    """The map store variable read at the validation pixels (labels, or values)."""
+    task: str = "classification"
+    values: str = "maps/values.tif"
+    """The value map of a regression run."""
 
 
 def _tile_labels(context: ValidateContext, validation: pd.DataFrame) -> np.ndarray:
-    """The mapped class of each validation pixel, read from its tile's map store."""
+    """The mapped class (or value) of each validation pixel, read from its tile's map store."""
     import zarr
 
-    out = np.full(len(validation), context.nodata, dtype=np.int64)
+    dtype = np.float64 if context.task == "regression" else np.int64
+    out = np.full(len(validation), context.nodata, dtype=dtype)
     tiles = validation["tile"].to_numpy()
     for tile, store in context.tile_maps:
         here = tiles == tile
@@ -437,6 +442,8 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
     with store.fetch(context.samples) as local:
         samples = gpd.read_parquet(local)
     validation = samples[samples["split"] == VALIDATION]
+    if context.task == "regression":
+        return _validate_values(context, store, validation)
     with store.fetch(context.labels) as labels_path, store.fetch(context.confidence) as conf_path:
         if context.tile_maps:
             predicted = _tile_labels(context, validation)
@@ -479,6 +486,51 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
             )
     out = metrics.to_dict()
     return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
+
+
+def _validate_values(
+    context: ValidateContext, store: RunStore, validation: pd.DataFrame
+) -> dict[str, Any]:
+    """A regression run's report: the mapped value against the reference value of each
+    validation pixel (RMSE, MAE, bias, R², a scatter plot and the map)."""
+    import warnings
+
+    import rasterio
+
+    from pipeline.validate.report import write_regression_report
+    from pipeline.warnings import DataQualityWarning
+
+    with store.fetch(context.values) as values_path:
+        if context.tile_maps:
+            predicted = _tile_labels(context, validation)
+        else:
+            with rasterio.open(values_path) as src:
+                value_map = src.read(1)
+            rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
+            predicted = value_map[rows, cols].astype(np.float64)
+        mapped = np.isfinite(predicted)
+        unmapped = int((~mapped).sum())
+        if unmapped:
+            warnings.warn(
+                f"{unmapped} validation pixel(s) fall on unmapped (never valid) pixels and are "
+                "not counted in the scores",
+                DataQualityWarning,
+                stacklevel=2,
+            )
+        reference = validation["value"].to_numpy(dtype=np.float64)[mapped]
+        details = {
+            **context.details,
+            "validation polygons / pixels": (
+                f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
+            ),
+        }
+        title = context.title.replace("accuracy on", "scores on")
+        with store.publish(context.report) as folder:
+            _, metrics = write_regression_report(
+                folder, reference, predicted[mapped], values_path, title=title, details=details
+            )
+    out = metrics.to_dict()
+    return {k: out[k] for k in ("rmse", "mae", "bias", "r2", "n_samples") if k in out}
 
 
 def frame_for_digest(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

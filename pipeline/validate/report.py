@@ -38,6 +38,7 @@ from pipeline.model import ClassInfo
 from pipeline.storage import atomic_path
 from pipeline.validate.aggregate import Interval, RunsSummary
 from pipeline.validate.area import AreaEstimates, Estimate
+from pipeline.validate.mapped_area import AreaAssessment
 from pipeline.validate.metrics import ClassificationMetrics
 from pipeline.validate.regression import RegressionMetrics, render_scatter
 
@@ -146,7 +147,7 @@ def _metrics_json(
     legend: Mapping[int, ClassInfo],
     title: str,
     details: Mapping[str, Any],
-    area: AreaEstimates | None = None,
+    area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
 ) -> str:
     document = metrics.to_dict()
@@ -427,6 +428,8 @@ td.total, th.total { background: #f8f8f8; }
           vertical-align: middle; margin-right: 0.3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .note { color: #666; font-size: 0.85em; }
+.caveat { background: #fff4e5; border-left: 4px solid #f0a030; padding: 0.4em 0.8em;
+          font-size: 0.9em; }
 """
 
 
@@ -452,36 +455,62 @@ def _ci(estimate: Estimate | Interval, digits: int = 4, scale: float = 1.0) -> s
     return text
 
 
-def _area_html(area: AreaEstimates, legend: Mapping[int, ClassInfo]) -> list[str]:
-    level = f"{100 * area.confidence:g}%"
+def _area_html(area: AreaEstimates | AreaAssessment, legend: Mapping[int, ClassInfo]) -> list[str]:
+    assessment = area if isinstance(area, AreaAssessment) else None
+    estimates = area.estimates if isinstance(area, AreaAssessment) else area
+    level = f"{100 * estimates.confidence:g}%"
+    if assessment is None:
+        note = (
+            f'<p class="note">Stratified estimators with map classes as strata; ± is the {level} '
+            "confidence half-width. Areas are in the unit of the mapped areas. These estimators "
+            "assume the validation pixels are a random sample inside each map class; pixels taken "
+            "from reference polygons are clustered, so read the intervals as indicative.</p>"
+        )
+        unit = ""
+    else:
+        unit = f" ({assessment.unit})"
+        note = (
+            f'<p class="note">Stratified estimators with map classes as strata; ± is the {level} '
+            f"confidence half-width. Areas are in {_e(assessment.unit)}, from the label map's "
+            f"{sum(assessment.mapped.pixels.values())} mapped pixels and "
+            f"{assessment.n_samples} validation pixels.</p>"
+        )
+        if assessment.intervals_are_indicative:
+            note += (
+                '<p class="caveat"><b>The intervals are indicative.</b> '
+                f"{_e(assessment.caveat or '')}</p>"
+            )
+        else:
+            note += (
+                '<p class="note">The validation pixels were declared a stratified random sample '
+                "of the map classes: the intervals are design-based.</p>"
+            )
     out = [
         "<h2>Area-weighted accuracy and class areas (Olofsson et al. 2014)</h2>",
-        f'<p class="note">Stratified estimators with map classes as strata; ± is the {level} '
-        "confidence half-width. Areas are in the unit of the mapped areas. These estimators "
-        "assume the validation pixels are a random sample inside each map class; pixels taken "
-        "from reference polygons are clustered, so read the intervals as indicative.</p>",
-        f"<p>Overall accuracy: <b>{_e(_ci(area.overall_accuracy))}</b></p>",
+        note,
+        f"<p>Overall accuracy: <b>{_e(_ci(estimates.overall_accuracy))}</b></p>",
         "<table>",
-        "<tr><th>code</th><th>class</th><th>mapped area</th><th>samples mapped as it</th>"
-        f"<th>estimated area ± {level} CI</th><th>area share ± CI</th>"
+        f"<tr><th>code</th><th>class</th><th>mapped area{_e(unit)}</th>"
+        "<th>samples mapped as it</th>"
+        f"<th>estimated area{_e(unit)} ± {level} CI</th><th>area share ± CI</th>"
         "<th>user's accuracy ± CI</th><th>producer's accuracy ± CI</th></tr>",
     ]
-    for c in area.classes:
+    for c in estimates.classes:
         out.append(
             f'<tr><td class="num">{c}</td><td>{_e(_class_name(c, legend))}</td>'
-            f'<td class="num">{area.mapped_area.get(c, 0.0):.6g}</td>'
-            f'<td class="num">{area.samples.get(c, 0)}</td>'
-            f'<td class="num">{_e(_ci(area.area[c], 1))}</td>'
-            f'<td class="num">{_e(_ci(area.area_proportion[c]))}</td>'
-            f'<td class="num">{_e(_ci(area.users_accuracy[c]))}</td>'
-            f'<td class="num">{_e(_ci(area.producers_accuracy[c]))}</td></tr>'
+            f'<td class="num">{estimates.mapped_area.get(c, 0.0):.6g}</td>'
+            f'<td class="num">{estimates.samples.get(c, 0)}</td>'
+            f'<td class="num">{_e(_ci(estimates.area[c], 1))}</td>'
+            f'<td class="num">{_e(_ci(estimates.area_proportion[c]))}</td>'
+            f'<td class="num">{_e(_ci(estimates.users_accuracy[c]))}</td>'
+            f'<td class="num">{_e(_ci(estimates.producers_accuracy[c]))}</td></tr>'
         )
     out.append("</table>")
-    if area.unassessed_classes:
+    if estimates.unassessed_classes:
         out.append(
-            f'<p class="note">Map class(es) {_e(list(area.unassessed_classes))} hold no validation '
-            f"sample: their mapped area ({area.unassessed_area:.6g}) is left out of the "
-            "estimates.</p>"
+            f'<p class="note">Map class(es) {_e(list(estimates.unassessed_classes))} hold no '
+            f"validation sample: their mapped area ({estimates.unassessed_area:.6g}) is left out "
+            "of the estimates.</p>"
         )
     return out
 
@@ -523,7 +552,7 @@ def _render_html(
     legend: Mapping[int, ClassInfo],
     title: str,
     details: Mapping[str, Any],
-    area: AreaEstimates | None = None,
+    area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
 ) -> str:
     classes = metrics.classes
@@ -634,7 +663,7 @@ def write_report(
     *,
     title: str,
     details: Mapping[str, Any],
-    area: AreaEstimates | None = None,
+    area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
 ) -> ReportFiles:
     """Write metrics.json, confusion_matrix.png, map_quicklook.png and report.html to ``out_dir``.
@@ -645,8 +674,10 @@ def write_report(
     ``details`` is free run information for the JSON and the page; numpy scalars and arrays,
     dates and paths are converted, anything else that JSON cannot hold raises ``TypeError``.
 
-    ``area`` (optional, :func:`pipeline.validate.area.area_estimates`) adds the area-weighted
-    accuracy and class areas with their intervals; ``runs`` (optional,
+    ``area`` (optional, :func:`pipeline.validate.area.area_estimates`, or
+    :func:`pipeline.validate.mapped_area.assess_map_area` for estimates from the label map
+    with its area unit and sampling caveat) adds the area-weighted accuracy and class areas
+    with their intervals; ``runs`` (optional,
     :mod:`pipeline.validate.aggregate`) adds the mean and interval of the scores across runs.
     Both go to the page and to metrics.json (keys ``area_estimates`` and ``across_runs``).
 

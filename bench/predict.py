@@ -3,6 +3,7 @@
     python -m bench.predict              # tiles of 512 and 1536 px, RF of 100 trees, 2 threads
     python -m bench.predict --quick      # tiles of 256 and 512 px, 20 trees: a smoke run
     python -m bench.predict --tiles 1024 --trees 200 --json out.json
+    python -m bench.predict --profile    # one process, one thread: where a tile's time goes
 
 Data: the real Slovenia Sentinel-2 patch (eo-learn, ../shared/data), gap-filled onto the 2017
 10-day grid (37 NDVI features), tiled to a square of ``tile`` pixels and written as a Zarr v3
@@ -165,8 +166,16 @@ def in_memory(
     return seconds, cpu, _peak_mib()
 
 
-def blockwise(cube: str, model_folder: str, store: str, tile: int, chunk: int, threads: int,
-              workers: int, classes: tuple[int, ...]) -> tuple[float, float, float, float]:  # fmt: skip
+def blockwise(
+    cube: str,
+    model_folder: str,
+    store: str,
+    tile: int,
+    chunk: int,
+    threads: int,
+    workers: int,
+    classes: tuple[int, ...],
+) -> tuple[float, float, float, float]:
     """The predict stage on a fresh LocalCluster: cold and warm seconds, cold CPU seconds of all
     workers, largest worker peak MiB."""
     import logging
@@ -237,6 +246,77 @@ def run_tile(stack: np.ndarray, tile: int, chunk: int, threads: int, workers: in
     )  # fmt: skip
 
 
+def _profile_worker(cube: str, model_folder: str, store: str, tile: int, chunk: int,
+                    classes: tuple[int, ...]) -> dict[str, float]:  # fmt: skip
+    """In a fresh process, one thread: the steps of ``predict_chunk`` for every chunk of the
+    tile, one after the other, each timed (CPU seconds), then ``predict_proba`` on the whole
+    tile as one table."""
+    import zarr
+
+    from pipeline.cube.store import read_features
+    from pipeline.learn import load_model
+    from pipeline.model import GridSpec
+    from pipeline.predict.blockwise import MapEncoding, create_map_store, predict_stack
+
+    grid = GridSpec("EPSG:32633", (10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0), tile, tile)
+    encoding = MapEncoding.for_classes(classes)
+    create_map_store(store, grid, chunk, encoding)
+    phases = dict.fromkeys(("load", "read", "proba", "stack", "write"), 0.0)
+    clock = time.process_time
+    started = clock()
+    model, _ = load_model(Path(model_folder))
+    model.set_params(n_jobs=1)
+    phases["load"] = clock() - started
+    proba = model.predict_proba
+
+    def timed_proba(table: Any) -> Any:
+        begun = clock()
+        try:
+            return proba(table)
+        finally:
+            phases["proba"] += clock() - begun
+
+    model.predict_proba = timed_proba  # an instance attribute: predict_table calls this one
+    for window in grid.chunks(chunk):
+        begun = clock()
+        stack = read_features(cube, list(VARIABLES), window)
+        phases["read"] += clock() - begun
+        begun = clock()
+        layers = predict_stack(model, stack, encoding)
+        phases["stack"] += clock() - begun
+        begun = clock()
+        group = zarr.open_group(store, mode="r+")
+        rows, cols = window.slices
+        for name, values in layers.items():
+            group[name][rows, cols] = values  # type: ignore[index]
+        phases["write"] += clock() - begun
+    total = clock() - started
+    whole = np.asarray(zarr.open_group(cube, mode="r")["s2_ndvi"][:])  # type: ignore[index]
+    table = np.ascontiguousarray(whole.reshape(whole.shape[0], -1).T)
+    begun = clock()
+    proba(table)
+    in_memory = clock() - begun
+    return {
+        "load model (skops, once per worker)": phases["load"],
+        "read chunk (Zarr, decode)": phases["read"],
+        "predict_proba (sklearn), chunk by chunk": phases["proba"],
+        "rest of predict_stack (NaN test, argmax, encode)": phases["stack"] - phases["proba"],
+        "write labels + confidence (Zarr)": phases["write"],
+        "blockwise total": total,
+        "in-memory predict_proba, same pixels, one table": in_memory,
+    }
+
+
+def profile(stack: np.ndarray, tile: int, chunk: int, model: Path, classes: tuple[int, ...],
+            work: Path) -> dict[str, float]:  # fmt: skip
+    cube = work / f"cube-{tile}.zarr"
+    write_cube(stack, tile, chunk, cube)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(
+            _profile_worker, str(cube), str(model), str(work / "map.zarr"), tile, chunk, classes
+        ).result()
+
+
 def report(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
         f"Prediction: random forest of {args.trees} trees, 37 features, {args.threads} threads "
@@ -272,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiles 256 and 512, 20 trees")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--profile", action="store_true", help="CPU seconds per phase, one process, one thread"
+    )
     args = parser.parse_args(argv)
     args.workers = args.workers or args.threads
     if args.threads % args.workers:
@@ -282,10 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sitsflow-bench-predict-") as tmp:
         work = Path(tmp)
         classes = train_forest(stack, labels, names, args.trees, work / "model")
+        if args.profile:
+            tile = max(args.tiles)
+            phases = profile(stack, tile, args.chunk, work / "model", classes, work)
+            print(f"CPU s per phase, {tile} x {tile} px in {args.chunk} px chunks, one thread:")
+            for phase, seconds in phases.items():
+                print(f"  {phase:48s} {seconds:7.2f}")
+            return 0
         results = [
             run_tile(
                 stack, tile, args.chunk, args.threads, args.workers, work / "model", classes, work
-            )  # fmt: skip
+            )
             for tile in sorted(args.tiles)
         ]
     print(report(results, args))

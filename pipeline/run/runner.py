@@ -57,7 +57,7 @@ from pipeline.run.units import Ledger, Record, Unit
 from pipeline.samples.extract import ExtractTask, labelled_pixels, plan_extraction
 from pipeline.samples.reference import ReferencePolygons, load_reference
 from pipeline.samples.select import SelectionRule, select_pixels
-from pipeline.samples.split import TRAIN, VALIDATION, split_polygons
+from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
 from pipeline.storage import RunStore, check_writable
 from pipeline.warnings import DataQualityWarning
 
@@ -137,8 +137,6 @@ def _unsupported(manifest: RunManifest) -> None:
     problems = []
     if spec.reference.regions is not None:
         problems.append(("spec.reference.regions", "regions", "remove spec.reference.regions"))
-    if spec.sampling.runs != 1:
-        problems.append(("spec.sampling.runs", f"runs {spec.sampling.runs}", "set runs: 1"))
     for where, what, fix in problems:
         raise ManifestError(
             f"{what} is not run by `sitsflow run` in this version (its building blocks exist, "
@@ -230,25 +228,40 @@ def _sample_pixels(
         present.update(reference.present_ids().tolist())
     chosen = table[table["polygon_id"].isin(present)]
     ids = chosen["polygon_id"].astype(int)
-    # Regression: one stratum (the split is by polygon, not stratified by value).
-    strata = [0] * len(chosen) if regression else chosen["label"].astype(int)
-    labels = dict(zip(ids, strata, strict=True))
+    if regression:  # stratified by value quantile bins, as sample_runs does
+        labels = value_strata(dict(zip(ids, chosen["value"].astype(float), strict=True)))
+    else:
+        labels = dict(zip(ids, chosen["label"].astype(int), strict=True))
     groups = dict(zip(ids, chosen["group"], strict=True))
-    split = split_polygons(labels, sampling.validation_fraction, sampling.seed, groups=groups)
+    # One split and one selection per run (seeds seed, seed + 1, ...): run 0 maps, every run is
+    # scored on its own validation polygons.
+    splits = [
+        split_polygons(labels, sampling.validation_fraction, sampling.seed + run, groups=groups)
+        for run in range(sampling.runs)
+    ]
     frames = []
     for tile, reference in references:
-        pixels = labelled_pixels(reference, split)
+        pixels = labelled_pixels(reference, splits[0])
         if tile.key is not None:
             pixels.insert(0, "tile", tile.key)
         frames.append(pixels)
     pixels = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    training = select_pixels(
-        pixels[pixels["split"] == TRAIN],
-        SelectionRule.from_spec(sampling),
-        sampling.seed,
-        label_column=None if regression else "label",
-    )
-    both = pd.concat([training, pixels[pixels["split"] == VALIDATION]])
+    pixels = pixels.reset_index(drop=True)
+    kept = np.zeros(len(pixels), dtype=bool)
+    rule = SelectionRule.from_spec(sampling)
+    for run, split in enumerate(splits):
+        side = pixels["polygon_id"].map(split).to_numpy()
+        training = select_pixels(
+            pixels[side == TRAIN],
+            rule,
+            sampling.seed + run,
+            label_column=None if regression else "label",
+        )
+        column = np.where(side == VALIDATION, VALIDATION, "").astype(object)
+        column[training.index.to_numpy()] = TRAIN
+        pixels[st.split_column(run)] = column
+        kept |= column != ""
+    both = pixels[kept]
     if len(frames) == 1:
         return both.sort_values(["row", "col"]).reset_index(drop=True)
     return _in_ground_order(both, {t.key: t.cube.grid for t, _ in references})
@@ -400,7 +413,8 @@ def plan_run(
         by_window.update({(tile.key, u.payload[1]): u.digest for u in units_of_tile})
     table_inputs = (
         st.frame_for_digest(
-            pixels, ["tile", "row", "col", "polygon_id", "label", "group", "split"]
+            pixels,
+            ["tile", *_PIXEL_COLUMNS, *(st.split_column(r) for r in range(1, spec.sampling.runs))],
         ),
         cube.feature_names,
         cube.grid if tiles[0].key is None else tuple(t.cube.grid for t in tiles),
@@ -420,6 +434,22 @@ def plan_run(
         ),
     )
     digests["train"] = train.digest
+    other_runs = [
+        Unit(
+            "train",
+            f"model-run{run}",
+            st.digest(
+                "train",
+                table.digest,
+                spec.model,
+                spec.task,
+                spec.sampling.seed + run,
+                spec.sampling.min_pixels_per_class,
+            ),
+            payload=run,
+        )
+        for run in range(1, spec.sampling.runs)
+    ]
     predict = []
     for index, tile in enumerate(tiles):
         predict.extend(
@@ -431,13 +461,19 @@ def plan_run(
     validate = Unit(
         "validate",
         "report",
-        st.digest("validate", [u.digest for u in mosaic], table.digest, layout.report_name),
+        st.digest(
+            "validate",
+            [u.digest for u in mosaic],
+            table.digest,
+            layout.report_name,
+            *([u.digest for u in other_runs] if other_runs else []),
+        ),
     )
     units = {
         "discover": [Unit("discover", "items", digests["discover"])],
         "cube": cube_units,
         "samples": [*parts, table],
-        "train": [train],
+        "train": [train, *other_runs],
         "predict": predict,
         "mosaic": mosaic,
         "validate": [validate],
@@ -867,6 +903,14 @@ def _run_stages(
                     VALUE_VARIABLE if spec.task == "regression" else LABEL_VARIABLE,
                     spec.task,
                     layout.values_name,
+                    tuple(
+                        st.run_model(layout.relative(layout.model), run)
+                        for run in range(spec.sampling.runs)
+                    )
+                    if spec.sampling.runs > 1
+                    else (),
+                    tuple(spec.sampling.seed + run for run in range(spec.sampling.runs)),
+                    tuple(cube.feature_names),
                 ),
                 on_cluster=False,
                 description="accuracy report",

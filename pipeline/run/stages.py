@@ -189,7 +189,19 @@ class TrainContext:
     min_pixels_per_class: int
 
 
-def train_unit(context: TrainContext, _payload: Any) -> dict[str, Any]:
+def split_column(run: int) -> str:
+    """The samples table's column with run ``run``'s side of each pixel (train, validation,
+    or empty: a pixel only another run uses)."""
+    return "split" if run == 0 else f"split_r{run}"
+
+
+def run_model(model: str, run: int) -> str:
+    """Where run ``run``'s model is saved: the model folder for run 0 (the one that maps),
+    ``<model>-runs/run-<r>`` for the others (they are scored on their validation pixels)."""
+    return model if run == 0 else f"{model}-runs/run-{run}"
+
+
+def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
     import geopandas as gpd
 
     from pipeline.errors import InputDataError
@@ -201,13 +213,15 @@ def train_unit(context: TrainContext, _payload: Any) -> dict[str, Any]:
     store = RunStore(context.root)
     spec = context.model_spec
     names = list(context.feature_names)
+    run = int(payload or 0)
+    seed = context.seed + run
     info: dict[str, Any] = {"left_out_classes": [], "training_pixels": 0, "training_polygons": 0}
     if spec.kind == "external":
         model, contract = load_external_model(spec, context.task)  # type: ignore[arg-type]
     else:
         with store.fetch(context.samples) as local:
             samples = gpd.read_parquet(local)
-        training = samples[samples["split"] == TRAIN]
+        training = samples[samples[split_column(run)] == TRAIN]
         training = training[~training[names].isna().any(axis=1)]
         if context.task == "classification":
             before = set(training["label"].unique().tolist())
@@ -234,14 +248,14 @@ def train_unit(context: TrainContext, _payload: Any) -> dict[str, Any]:
             training[names].to_numpy(dtype=np.float32),
             training[context.target].to_numpy(),
             names,
-            context.seed,
+            seed,
             task=context.task,  # type: ignore[arg-type]
             groups=training["polygon_id"].to_numpy(),
         )
         info["training_pixels"] = len(training)
         info["training_polygons"] = int(training["polygon_id"].nunique())
     check_features(contract, names)
-    with store.publish(context.model) as folder:
+    with store.publish(run_model(context.model, run)) as folder:
         save_model(model, contract, folder)
     info["classes"] = [int(c) for c in contract.classes]
     info["kind"] = str(getattr(contract, "kind", spec.kind))
@@ -405,6 +419,43 @@ class ValidateContext:
     task: str = "classification"
     values: str = "maps/values.tif"
     """The value map of a regression run."""
+    run_models: tuple[str, ...] = ()
+    """Several runs: each run's model folder (run 0's made the map), scored on its own
+    validation pixels for the across-runs section."""
+    seeds: tuple[int, ...] = ()
+    feature_names: tuple[str, ...] = ()
+
+
+def _across_runs(
+    context: ValidateContext, store: RunStore, samples: pd.DataFrame, classes: list[int]
+) -> Any:
+    """Each run's scores on its own validation pixels (its model applied to their features in
+    the samples table), summarised as mean and 95 % interval; None for a single run."""
+    if len(context.run_models) < 2:
+        return None
+    from pipeline.learn import load_model, model_input
+    from pipeline.samples.split import VALIDATION
+    from pipeline.validate.aggregate import aggregate_classification, aggregate_regression
+    from pipeline.validate.metrics import classification_metrics
+    from pipeline.validate.regression import regression_metrics
+
+    names = list(context.feature_names)
+    scores: list[Any] = []
+    for run, folder in enumerate(context.run_models):
+        rows = samples[samples[split_column(run)] == VALIDATION]
+        rows = rows[~rows[names].isna().any(axis=1)]
+        with store.fetch(folder) as local:
+            model, _ = load_model(Path(local))
+        predicted = np.asarray(model.predict(model_input(model, rows[names].to_numpy(np.float32))))
+        if context.task == "regression":
+            scores.append(regression_metrics(rows["value"].to_numpy(np.float64), predicted))
+        else:
+            reference = rows["label"].to_numpy()
+            used = sorted(set(classes) | set(reference.tolist()))
+            scores.append(classification_metrics(reference, predicted.astype(np.int64), used))
+    if context.task == "regression":
+        return aggregate_regression(scores, context.seeds)
+    return aggregate_classification(scores, context.seeds)
 
 
 def _tile_labels(context: ValidateContext, validation: pd.DataFrame) -> np.ndarray:
@@ -443,7 +494,7 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
         samples = gpd.read_parquet(local)
     validation = samples[samples["split"] == VALIDATION]
     if context.task == "regression":
-        return _validate_values(context, store, validation)
+        return _validate_values(context, store, samples, validation)
     with store.fetch(context.labels) as labels_path, store.fetch(context.confidence) as conf_path:
         if context.tile_maps:
             predicted = _tile_labels(context, validation)
@@ -474,6 +525,7 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
                 f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
             ),
         }
+        runs = _across_runs(context, store, samples, classes)
         with store.publish(context.report) as folder:
             write_report(
                 folder,
@@ -483,13 +535,14 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
                 conf_path,
                 title=context.title,
                 details=details,
+                runs=runs,
             )
     out = metrics.to_dict()
     return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
 
 
 def _validate_values(
-    context: ValidateContext, store: RunStore, validation: pd.DataFrame
+    context: ValidateContext, store: RunStore, samples: pd.DataFrame, validation: pd.DataFrame
 ) -> dict[str, Any]:
     """A regression run's report: the mapped value against the reference value of each
     validation pixel (RMSE, MAE, bias, R², a scatter plot and the map)."""
@@ -525,9 +578,16 @@ def _validate_values(
             ),
         }
         title = context.title.replace("accuracy on", "scores on")
+        runs = _across_runs(context, store, samples, [])
         with store.publish(context.report) as folder:
             _, metrics = write_regression_report(
-                folder, reference, predicted[mapped], values_path, title=title, details=details
+                folder,
+                reference,
+                predicted[mapped],
+                values_path,
+                title=title,
+                details=details,
+                runs=runs,
             )
     out = metrics.to_dict()
     return {k: out[k] for k in ("rmse", "mae", "bias", "r2", "n_samples") if k in out}

@@ -414,6 +414,7 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         ("feature cube (Zarr)", "cube"),
         ("samples (GeoParquet)", "samples"),
         ("model", "model"),
+        ("STAC catalog", "catalog"),
         ("accuracy report", "report"),
         ("metrics (JSON)", "metrics"),
     ):

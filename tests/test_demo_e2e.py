@@ -119,3 +119,41 @@ def test_no_temporary_files_left(demo_run: tuple[Path, str]) -> None:
     store, _ = demo_run
     leftovers = [p for p in store.rglob("*") if ".tmp-" in p.name or p.name.endswith(".gtiff")]
     assert leftovers == []
+
+
+def test_stac_collection_describes_the_maps(demo_run: tuple[Path, str]) -> None:
+    store, _ = demo_run
+    collection = pystac.Collection.from_file(str(store / "stac" / "collection.json"))
+    items = {item.id: item for item in collection.get_items()}
+    assert set(items) == {"slovenia-demo-labels", "slovenia-demo-confidence"}
+    labels = items["slovenia-demo-labels"]
+    crs, transform, shape = _item_grid()
+    assert labels.properties["proj:code"] == crs
+    assert tuple(labels.properties["proj:shape"]) == shape
+    assert tuple(labels.properties["proj:transform"][:6]) == pytest.approx(transform)
+    asset = labels.assets["data"]
+    classes = {c["value"]: c for c in asset.extra_fields["classification:classes"]}
+    with rasterio.open(store / "maps" / "labels.tif") as src:
+        values, counts = np.unique(src.read(1), return_counts=True)
+        nodata = src.nodata
+    assert classes[int(nodata)].get("nodata") is True
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        if value != nodata:
+            assert classes[value]["count"] == count  # the class areas of the map itself
+    item_folder = store / "stac" / labels.id
+    assert (item_folder / asset.href).resolve() == (store / "maps" / "labels.tif").resolve()
+
+
+def test_report_has_area_weighted_estimates_with_the_sampling_caveat(
+    demo_run: tuple[Path, str],
+) -> None:
+    store, _ = demo_run
+    metrics = json.loads((store / "report" / "metrics.json").read_text())
+    area = metrics["area_estimates"]
+    assert area["sampling"] == "polygon_split" and area["intervals_are_indicative"] is True
+    with rasterio.open(store / "maps" / "labels.tif") as src:
+        labels = src.read(1)
+        nodata = src.nodata
+    mapped = {int(k): v for k, v in area["map"]["pixels"].items()}
+    assert sum(mapped.values()) == int((labels != nodata).sum())
+    assert "indicative" in (store / "report" / "report.html").read_text()

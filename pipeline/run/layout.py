@@ -33,6 +33,7 @@ class RunLayout:
     confidence_name: str = "maps/confidence.tif"
     report_name: str = "report"
     values_name: str = "maps/values.tif"
+    catalog_name: str = "stac"
 
     def relative(self, path: Path) -> str:
         """The store-relative posix name of one of this layout's paths."""
@@ -92,6 +93,11 @@ class RunLayout:
         return self.root / self.values_name
 
     @property
+    def catalog(self) -> Path:
+        """The STAC collection of the map files (one item per COG)."""
+        return self.root / self.catalog_name
+
+    @property
     def report(self) -> Path:
         return self.root / self.report_name
 
@@ -127,6 +133,7 @@ class RunLayout:
             self.labels,
             self.confidence,
             self.values,
+            self.catalog,
             self.report,
             self.summary,
         ]

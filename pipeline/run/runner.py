@@ -458,6 +458,18 @@ def plan_run(
     mosaic_grid_ = mosaic_grid([t.cube.grid for t in tiles])
     files = _map_files(layout, spec.task)
     mosaic = st.mosaic_units(files, [u.digest for u in predict], mosaic_grid_)
+    catalog = Unit(
+        "mosaic",
+        "catalog",
+        st.digest(
+            "mosaic",
+            "catalog",
+            [u.digest for u in mosaic],
+            manifest.name,
+            spec.period,
+            references[0][1].legend,
+        ),
+    )
     validate = Unit(
         "validate",
         "report",
@@ -475,7 +487,7 @@ def plan_run(
         "samples": [*parts, table],
         "train": [train, *other_runs],
         "predict": predict,
-        "mosaic": mosaic,
+        "mosaic": [*mosaic, catalog],
         "validate": [validate],
     }
     work = WorkEstimate(
@@ -862,9 +874,10 @@ def _run_stages(
         )
 
     with _stage("mosaic", timings, progress):
+        *map_units, catalog = plan.units["mosaic"]
         mosaic_units = [
             Unit(u.stage, u.key, u.digest, _resolved(u.payload, encoding), u.pixels)
-            for u in plan.units["mosaic"]
+            for u in map_units
         ]
         run(
             StageWork(
@@ -875,6 +888,23 @@ def _run_stages(
                     root, tuple((t.map_url, t.cube.grid) for t in plan.tiles), plan.mosaic
                 ),
                 description="map files",
+            )
+        )
+        run(
+            StageWork(
+                "mosaic",
+                [catalog],
+                st.catalog_unit,
+                st.CatalogContext(
+                    root,
+                    manifest.name,
+                    (spec.period.start, spec.period.end),
+                    plan.reference.legend,
+                    tuple(u.payload for u in mosaic_units),
+                    layout.catalog_name,
+                ),
+                on_cluster=False,
+                description="STAC catalog",
             )
         )
 
@@ -1118,6 +1148,7 @@ def _summary(
                 if plan.manifest.spec.task == "regression"
                 else {"labels": where(layout.labels), "confidence": where(layout.confidence)}
             ),
+            "catalog": where(layout.catalog / "collection.json"),
             "report": where(layout.report / "report.html"),
             "metrics": where(layout.report / "metrics.json"),
         },

@@ -369,6 +369,47 @@ def mosaic_units(files: list[MapFile], predict_digests: list[str], grid: GridSpe
     ]
 
 
+@dataclass(frozen=True)
+class CatalogContext:
+    root: str
+    run_name: str
+    period: tuple[Any, Any]
+    legend: tuple[ClassInfo, ...]
+    files: tuple[MapFile, ...]
+    catalog: str
+    """Store-relative folder of the STAC collection."""
+
+
+def catalog_unit(context: CatalogContext, _payload: Any) -> dict[str, Any]:
+    """A STAC item per map file (projection, raster and, for labels, classification
+    extensions) in a self-contained collection beside the maps."""
+    from pipeline.predict.stac import describe_cog, output_item, write_run_catalog
+    from pipeline.validate.mapped_area import count_map_classes
+
+    store = RunStore(context.root)
+    outputs = []
+    counts = None
+    with contextlib.ExitStack() as stack:
+        for item in context.files:
+            local = stack.enter_context(store.fetch(item.name))
+            outputs.append(describe_cog(local, role=item.role, href=item.name))
+            if item.role == "labels":
+                counts = count_map_classes(local).pixels
+    items = [
+        output_item(
+            output,
+            run_name=context.run_name,
+            period=context.period,
+            legend=context.legend if output.role == "labels" else (),
+            others=[o for o in outputs if o is not output],
+            class_counts=counts if output.role == "labels" else None,
+        )
+        for output in outputs
+    ]
+    name = write_run_catalog(store, context.catalog, items, run_name=context.run_name)
+    return {"collection": name, "items": [i.id for i in items]}
+
+
 def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
     from pipeline.predict.outputs import tiles_to_cog, zarr_to_cog
 
@@ -526,6 +567,7 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
             ),
         }
         runs = _across_runs(context, store, samples, classes)
+        area = _area_assessment(labels_path, reference, predicted, classes)
         with store.publish(context.report) as folder:
             write_report(
                 folder,
@@ -535,10 +577,33 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
                 conf_path,
                 title=context.title,
                 details=details,
+                area=area,
                 runs=runs,
             )
     out = metrics.to_dict()
     return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
+
+
+def _area_assessment(
+    labels_path: Path, reference: np.ndarray, predicted: np.ndarray, classes: list[int]
+) -> Any:
+    """Olofsson area and accuracy estimates from the label map's class areas, or None (with a
+    warning saying why) when the map and the validation pixels do not allow them."""
+    import warnings
+
+    from pipeline.errors import SitsflowError
+    from pipeline.validate.mapped_area import assess_area, count_map_classes
+    from pipeline.warnings import DataQualityWarning
+
+    try:
+        return assess_area(count_map_classes(labels_path), reference, predicted, classes=classes)
+    except SitsflowError as error:
+        warnings.warn(
+            f"no area-weighted accuracy or class areas in the report: {error}",
+            DataQualityWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 def _validate_values(

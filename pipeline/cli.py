@@ -432,6 +432,14 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         "run.summary",
     )
     m = result.metrics
+    if manifest.spec.task == "extraction":
+        log.info(
+            f"extracted {m['pixels']} sample pixel(s) ({m['training_pixels']} train, "
+            f"{m['validation_pixels']} validation), {result.summary['estimate']['features']} "
+            "features each, read straight from the imagery (no cube written)",
+            "run.extracted",
+        )
+        return
     if "rmse" in m:
         log.info(
             f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, bias {m['bias']:.4g}, R² "

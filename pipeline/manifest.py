@@ -1321,10 +1321,11 @@ class ComputeSpec(_Strict):
 class RunSpec(_Strict):
     """Everything a run needs. This is the ``spec`` of the SitsRun custom resource."""
 
-    task: Literal["classification", "regression"] = Field(
+    task: Literal["classification", "regression", "extraction"] = Field(
         "classification",
-        description="What the run produces: 'classification' (a label map) or 'regression' "
-        "(a map of values).",
+        description="What the run produces: 'classification' (a label map), 'regression' "
+        "(a map of values) or 'extraction' (the samples' features as GeoParquet, read straight "
+        "from the imagery: no cube, model or map).",
     )
     period: PeriodSpec
     sensors: list[SensorSpec] = Field(min_length=1)
@@ -1342,6 +1343,18 @@ class RunSpec(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sensor names {dupes} appear more than once; give each a unique name")
+        reference = self.reference
+        if self.task == "classification" and reference.label_field is None:
+            raise ValueError(
+                "task 'classification' needs class labels but reference gives value_field "
+                f"{reference.value_field!r}; set task: regression, or give reference.label_field"
+            )
+        if self.task == "regression" and reference.value_field is None:
+            raise ValueError(
+                "task 'regression' needs values but reference gives label_field "
+                f"{reference.label_field!r}; set task: classification, or give "
+                "reference.value_field (a numeric field)"
+            )
         needs = {"ndvi": ("red", "nir"), "ndwi": ("green", "nir"), "brightness": ()}
         for index in self.features.indices or []:
             for sensor in self.sensors:

@@ -54,7 +54,13 @@ from pipeline.run.lock import StoreLock, check_free
 from pipeline.run.monitor import MemoryMonitor
 from pipeline.run.progress import Progress
 from pipeline.run.units import Ledger, Record, Unit
-from pipeline.samples.extract import ExtractTask, labelled_pixels, plan_extraction
+from pipeline.samples.extract import (
+    CogExtractTask,
+    ExtractTask,
+    labelled_pixels,
+    plan_cog_extraction,
+    plan_extraction,
+)
 from pipeline.samples.reference import ReferencePolygons, load_reference
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
@@ -86,7 +92,7 @@ class RunPlan:
     """The reference on the first tile's grid (its table and legend are the same on every tile)."""
     pixels: pd.DataFrame
     """Sample pixels in table order; a ``tile`` column in a tiled run (row/col of that tile)."""
-    extract_tasks: list[tuple[str | None, ExtractTask]]
+    extract_tasks: list[tuple[str | None, ExtractTask | CogExtractTask]]
     units: dict[str, list[Unit]]
     digests: dict[str, str]
     work: WorkEstimate
@@ -391,12 +397,19 @@ def plan_run(
     check_user_features(cube)
     references = _tile_references(spec, tiles)
     pixels = _sample_pixels(manifest, references)
-    tasks: list[tuple[str | None, ExtractTask]] = []
+    # Extraction reads the samples' windows straight from the imagery; the other tasks read
+    # the cube they build anyway for the map.
+    extraction = spec.task == "extraction"
+    tasks: list[tuple[str | None, ExtractTask | CogExtractTask]] = []
     for tile in tiles:
         mine = pixels if tile.key is None else pixels[pixels["tile"] == tile.key]
-        planned = plan_extraction(
-            mine, tile.cube.windows, tile.cube_url, tile.cube.time_series_variables
-        )
+        planned: Sequence[ExtractTask | CogExtractTask]
+        if extraction:
+            planned = plan_cog_extraction(mine, tile.cube)
+        else:
+            planned = plan_extraction(
+                mine, tile.cube.windows, tile.cube_url, tile.cube.time_series_variables
+            )
         tasks.extend((tile.key, task) for task in planned)
 
     digests: dict[str, str] = {}
@@ -419,7 +432,10 @@ def plan_run(
         cube.feature_names,
         cube.grid if tiles[0].key is None else tuple(t.cube.grid for t in tiles),
     )
-    parts, table = st.sample_units(tasks, by_window, table_inputs)
+    if extraction:
+        parts, table = st.cog_sample_units(tasks, {t.key: t.cube for t in tiles}, table_inputs)
+    else:
+        parts, table = st.sample_units(tasks, by_window, table_inputs)  # type: ignore[arg-type]
     digests["samples"] = table.digest
     train = Unit(
         "train",
@@ -490,6 +506,8 @@ def plan_run(
         "mosaic": [*mosaic, catalog],
         "validate": [validate],
     }
+    if extraction:  # the samples table is the product
+        units.update(cube=[], train=[], predict=[], mosaic=[], validate=[])
     work = WorkEstimate(
         tiles=len(tiles),
         chunks=sum(len(t.cube.windows) for t in tiles),
@@ -512,7 +530,8 @@ def plan_run(
             on_work_ahead(ahead)
     from pipeline.learn import check_model_spec  # heavy (estimators, torch): once work is known
 
-    check_model_spec(spec.model, spec.task, cube.feature_names)
+    if not extraction:
+        check_model_spec(spec.model, spec.task, cube.feature_names)  # type: ignore[arg-type]
     return RunPlan(
         manifest,
         store,
@@ -766,33 +785,35 @@ def _run_stages(
             )
         )
 
-    with _stage("cube", timings, progress):
-        for tile in plan.tiles:
-            _ensure_store(
-                store,
-                "cube",
-                plan.digests["cube_store" if tile.key is None else f"cube_store:{tile.key}"],
-                layout.relative(layout.cube_of(tile.key)),
-                functools.partial(create_cube_store, tile.cube, tile.cube_url),
-                key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+    extraction = spec.task == "extraction"
+    if not extraction:  # extraction reads the imagery itself: no cube
+        with _stage("cube", timings, progress):
+            for tile in plan.tiles:
+                _ensure_store(
+                    store,
+                    "cube",
+                    plan.digests["cube_store" if tile.key is None else f"cube_store:{tile.key}"],
+                    layout.relative(layout.cube_of(tile.key)),
+                    functools.partial(create_cube_store, tile.cube, tile.cube_url),
+                    key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+                )
+            chunks = run(
+                StageWork(
+                    "cube",
+                    plan.units["cube"],
+                    st.build_cube_unit,
+                    st.CubeContext(tuple((t.cube, t.cube_url) for t in plan.tiles)),
+                    description="cube chunks",
+                )
             )
-        chunks = run(
-            StageWork(
-                "cube",
-                plan.units["cube"],
-                st.build_cube_unit,
-                st.CubeContext(tuple((t.cube, t.cube_url) for t in plan.tiles)),
-                description="cube chunks",
+        never_valid = sum(int(s.get("never_valid_pixels", 0)) for s in chunks.summaries.values())
+        if never_valid:
+            warnings.warn(
+                f"{never_valid} pixel(s) have no valid acquisition in the period; they are left "
+                "unmapped (no-data in the map)",
+                DataQualityWarning,
+                stacklevel=2,
             )
-        )
-    never_valid = sum(int(s.get("never_valid_pixels", 0)) for s in chunks.summaries.values())
-    if never_valid:
-        warnings.warn(
-            f"{never_valid} pixel(s) have no valid acquisition in the period; they are left "
-            "unmapped (no-data in the map)",
-            DataQualityWarning,
-            stacklevel=2,
-        )
 
     with _stage("samples", timings, progress):
         parts, table = plan.units["samples"][:-1], plan.units["samples"][-1]
@@ -816,6 +837,9 @@ def _run_stages(
                 description="samples table",
             )
         )
+
+    if extraction:
+        return dict(outcomes["samples"].summaries["table"])
 
     with _stage("train", timings, progress):
         trained = run(
@@ -1115,6 +1139,22 @@ def _summary(
     units = {
         name: {"total": o.total, "skipped": o.skipped, "ran": o.ran} for name, o in outcomes.items()
     }
+    outputs = {
+        "items": where(layout.items),
+        "cube": where(layout.cube if not plan.tiled else layout.root / "cubes"),
+        "samples": where(layout.samples),
+        "model": where(layout.model),
+        **(
+            {"values": where(layout.values)}
+            if plan.manifest.spec.task == "regression"
+            else {"labels": where(layout.labels), "confidence": where(layout.confidence)}
+        ),
+        "catalog": where(layout.catalog / "collection.json"),
+        "report": where(layout.report / "report.html"),
+        "metrics": where(layout.report / "metrics.json"),
+    }
+    if plan.manifest.spec.task == "extraction":
+        outputs = {k: outputs[k] for k in ("items", "samples")}
     throughput = {
         name: {
             "pixels": o.pixels,
@@ -1138,20 +1178,7 @@ def _summary(
         "memory": memory,
         "dashboard": dashboard,
         "digests": plan.digests,
-        "outputs": {
-            "items": where(layout.items),
-            "cube": where(layout.cube if not plan.tiled else layout.root / "cubes"),
-            "samples": where(layout.samples),
-            "model": where(layout.model),
-            **(
-                {"values": where(layout.values)}
-                if plan.manifest.spec.task == "regression"
-                else {"labels": where(layout.labels), "confidence": where(layout.confidence)}
-            ),
-            "catalog": where(layout.catalog / "collection.json"),
-            "report": where(layout.report / "report.html"),
-            "metrics": where(layout.report / "metrics.json"),
-        },
+        "outputs": outputs,
         "overall_accuracy": metrics.get("overall_accuracy"),
         "kappa": metrics.get("kappa"),
         "rmse": metrics.get("rmse"),

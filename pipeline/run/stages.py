@@ -124,7 +124,8 @@ def build_cube_unit(context: CubeContext, payload: tuple[int, Window]) -> dict[s
 @dataclass(frozen=True)
 class ExtractContext:
     root: str
-    tasks: tuple[ExtractTask, ...]
+    tasks: tuple[Any, ...]
+    """ExtractTask (from the cube) or CogExtractTask (from the imagery), by unit index."""
 
 
 def part_name(key: str) -> str:
@@ -160,9 +161,35 @@ def sample_units(
     return parts, table
 
 
+def cog_sample_units(
+    tasks: list[tuple[str | None, Any]], cubes: dict[str | None, CubePlan], table_parts: Any
+) -> tuple[list[Unit], Unit]:
+    """The samples units of an extraction run: one per chunk holding samples, read straight
+    from the imagery (``CogExtractTask``), then the unit that assembles the table."""
+    identities = {key: cube_identity(plan) for key, plan in cubes.items()}
+    parts = []
+    for index, (tile, task) in enumerate(tasks):
+        first = task.windows[0]
+        key = f"part-{tile_prefix(tile)}{window_key(first)}"
+        parts.append(
+            Unit(
+                "samples",
+                key,
+                digest("samples", "imagery", identities[tile], task.windows, task.rows, task.cols),
+                payload=(index, key),
+                pixels=len(task.rows),
+            )
+        )
+    table = Unit("samples", "table", digest("samples", [u.digest for u in parts], table_parts))
+    return parts, table
+
+
 def extract_unit(context: ExtractContext, payload: tuple[int, str]) -> dict[str, Any]:
+    from pipeline.samples.extract import CogExtractTask, extract_from_cogs
+
     index, key = payload
-    values = extract_chunk(context.tasks[index])
+    task = context.tasks[index]
+    values = extract_from_cogs(task) if isinstance(task, CogExtractTask) else extract_chunk(task)
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
     RunStore(context.root).write_bytes(part_name(key), buffer.getvalue())

@@ -127,6 +127,14 @@ MALFORMED: list[tuple[str, Change, list[str]]] = [
      ["spec.compute.adaptive.minimum"]),
     ("adaptive-inverted", compute(adaptive={"minimum": 5, "maximum": 2}),
      ["spec.compute.adaptive.minimum", "above maximum"]),
+    # a task and a reference that do not go together
+    ("regression-with-labels", _set("spec.task", "regression"),
+     ["spec", "task 'regression' needs values", "reference.value_field"]),
+    ("classification-with-values",
+     lambda d: d["spec"].update(
+         reference={"path": d["spec"]["reference"]["path"], "value_field": "AREA"}),
+     ["spec", "task 'classification' needs class labels", "task: regression"]),
+    ("task-unknown", _set("spec.task", "segmentation"), ["spec.task", "extraction"]),
     ("scheduler-memory", kube(scheduler_memory="lots"),
      ["spec.compute.kubernetes.scheduler_memory"]),
     ("name-pattern", metadata(name="Demo_Run"), ["metadata.name"]),

@@ -19,8 +19,11 @@ processes, each with its own LocalCluster (2 workers of 1 thread):
 
 Printed: the wall time of (3) over the wall time of (1) (what finishing the killed run costs),
 the same ratio for compute time (the units' own seconds, without process start, imports and
-cluster start-up), the number of units finished before the kill that ran again (0 expected), and
-whether the resumed maps are byte-identical to the full run's.
+cluster start-up), the CPU seconds of (1) and (3) (driver and workers), the number of units
+finished before the kill that ran again (0 expected), and whether the resumed maps are
+byte-identical to the full run's. The verdict (issue 6) is printed last; the exit status is 1
+when the wall ratio exceeds ``--max-ratio`` (0.55), a finished unit ran again or the maps
+differ.
 
 What to expect: every session pays fixed costs F (interpreter and imports, planning, cluster
 start-up and shutdown, about 20 s here) on top of its work W. Killed after half of the work, the
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -52,6 +56,7 @@ from shapely.affinity import translate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "slovenia"
+MAX_RATIO = 0.55  # issue 6: finishing a run killed half way costs at most 55 % of a full run
 
 
 def tile_demo(folder: Path, factor: int) -> Path:
@@ -118,7 +123,7 @@ def tile_demo(folder: Path, factor: int) -> Path:
     return manifest
 
 
-def _command(manifest: Path, store: Path, *extra: str) -> list[str]:
+def command(manifest: Path, store: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", "--log-format", "json", "run", str(manifest),
             "--store", str(store), *extra]  # fmt: skip
 
@@ -138,14 +143,22 @@ def _ledger(store: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def _run(command: list[str], log: Path) -> float:
-    started = time.perf_counter()
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished children of this process and of theirs (the
+    run's driver, then its nanny and worker processes, which it waits for on shutdown)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(command: list[str], log: Path) -> tuple[float, float]:
+    """Run ``command`` to the end; its wall seconds and CPU seconds (its whole process tree)."""
+    started, cpu = time.perf_counter(), _children_cpu()
     with log.open("wb") as out:
         code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed ({code}); see {log}")
-    return seconds
+    return seconds, cpu
 
 
 def _killed(
@@ -163,6 +176,8 @@ def _killed(
     total = sum(weights.values())
     started = time.perf_counter()
     done = 0.0
+    seen: set[Path] = set()  # ledger files already counted: each poll reads only the new ones
+    root = store / "state" / "ledger"
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -170,7 +185,15 @@ def _killed(
         try:
             while True:
                 elapsed = time.perf_counter() - started
-                done = sum(weights.get(k, 0.0) for k in _ledger(store))
+                for path in set(root.glob("*/*.json")) - seen if root.is_dir() else ():
+                    if path.name.startswith(("store@", ".")):
+                        continue
+                    try:
+                        record = json.loads(path.read_text())
+                    except (json.JSONDecodeError, OSError):
+                        continue  # being written: read it at the next poll
+                    seen.add(path)
+                    done += weights.get((record["stage"], record["key"]), 0.0)
                 if by == "time" and elapsed >= at * full_wall:
                     break
                 if by == "work" and done >= at * total:
@@ -185,6 +208,104 @@ def _killed(
     return {"seconds": seconds, "work_fraction": done / total, "time_fraction": seconds / full_wall}
 
 
+def measure(
+    factor: int,
+    folder: Path,
+    *,
+    kill_at: float = 0.5,
+    kill_by: str = "work",
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Full run, killed run, resumed run of the demo tiled ``factor x factor`` in ``folder``."""
+
+    def say(text: str) -> None:
+        if echo:
+            print(text, flush=True)
+
+    manifest = tile_demo(folder / "data", factor)
+    full_store, killed_store = folder / "full", folder / "killed"
+    say(f"workload: demo tiled {factor} x {factor}; runs in {folder}")
+
+    full_wall, full_cpu = run_timed(command(manifest, full_store), folder / "full.log")
+    full = _ledger(full_store)
+    weights = {k: float(r["seconds"]) for k, r in full.items()}
+    say(
+        f"full run: {full_wall:.1f} s wall, {full_cpu:.1f} CPU s, {len(full)} units, "
+        f"{sum(weights.values()):.1f} s of unit compute"
+    )
+
+    kill = _killed(
+        command(manifest, killed_store),
+        killed_store,
+        weights,
+        at=kill_at,
+        by=kill_by,
+        full_wall=full_wall,
+        log=folder / "killed.log",
+    )
+    before = _ledger(killed_store)
+    say(
+        f"killed after {kill['seconds']:.1f} s ({kill['time_fraction']:.0%} of the full run's "
+        f"wall time), with {kill['work_fraction']:.0%} of its unit compute ({len(before)} "
+        "units) in the ledger"
+    )
+
+    resumed_wall, resumed_cpu = run_timed(
+        command(manifest, killed_store, "--resume"), folder / "resumed.log"
+    )
+    after = _ledger(killed_store)
+    redone = sorted(k for k, r in before.items() if after[k]["session"] != r["session"])
+    resumed_compute = sum(float(r["seconds"]) for k, r in after.items() if k not in before)
+    identical = all(
+        (full_store / name).read_bytes() == (killed_store / name).read_bytes()
+        for name in ("maps/labels.tif", "maps/confidence.tif")
+    )
+    return {
+        "factor": factor,
+        "pixels": _pixels(full_store),
+        "units": len(full),
+        "full_wall_s": round(full_wall, 2),
+        "full_cpu_s": round(full_cpu, 2),
+        "full_unit_compute_s": round(sum(weights.values()), 2),
+        "killed_after_s": round(kill["seconds"], 2),
+        "killed_at_work_fraction": round(kill["work_fraction"], 3),
+        "killed_at_time_fraction": round(kill["time_fraction"], 3),
+        "units_done_at_kill": len(before),
+        "resumed_wall_s": round(resumed_wall, 2),
+        "resumed_cpu_s": round(resumed_cpu, 2),
+        "wall_ratio": round(resumed_wall / full_wall, 3),
+        "cpu_ratio": round(resumed_cpu / full_cpu, 3) if full_cpu else None,
+        "compute_ratio": round(resumed_compute / sum(weights.values()), 3),
+        "units_redone": len(redone),
+        "maps_identical": identical,
+    }
+
+
+def _pixels(store: Path) -> int | None:
+    try:
+        summary = json.loads((store / "run.json").read_text())
+        return int(summary["estimate"]["pixels"])
+    except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
+        return None
+
+
+def verdict(figures: dict[str, Any], max_ratio: float = MAX_RATIO) -> tuple[bool, str]:
+    """Whether the resumed run meets issue 6, and why (one line)."""
+    problems = []
+    if figures["wall_ratio"] > max_ratio:
+        problems.append(f"the resumed run cost {figures['wall_ratio']:.1%} > {max_ratio:.0%}")
+    if figures["units_redone"]:
+        problems.append(f"{figures['units_redone']} finished unit(s) ran again")
+    if not figures["maps_identical"]:
+        problems.append("the resumed maps differ from the full run's")
+    if problems:
+        return False, "FAIL: " + "; ".join(problems)
+    return True, (
+        f"PASS: the resumed run cost {figures['wall_ratio']:.1%} <= {max_ratio:.0%} of a full "
+        "run, no finished unit ran again, maps byte-identical"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--factor", type=int, default=12, help="tiling of the demo (default 12)")
@@ -195,69 +316,34 @@ def main(argv: list[str] | None = None) -> int:
         default="work",
         help="measure that share in the units' compute time (default) or in wall time",
     )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=MAX_RATIO,
+        help=f"fail above this resumed/full wall ratio (default {MAX_RATIO})",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args(argv)
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="sitsflow-bench-resume-"))
     try:
-        manifest = tile_demo(folder / "data", args.factor)
-        full_store, killed_store = folder / "full", folder / "killed"
-        print(f"workload: demo tiled {args.factor} x {args.factor}; runs in {folder}", flush=True)
-
-        full_wall = _run(_command(manifest, full_store), folder / "full.log")
-        full = _ledger(full_store)
-        weights = {k: float(r["seconds"]) for k, r in full.items()}
-        print(f"full run: {full_wall:.1f} s wall, {len(full)} units, "
-              f"{sum(weights.values()):.1f} s of unit compute", flush=True)  # fmt: skip
-
-        kill = _killed(
-            _command(manifest, killed_store),
-            killed_store,
-            weights,
-            at=args.kill_at,
-            by=args.kill_by,
-            full_wall=full_wall,
-            log=folder / "killed.log",
-        )
-        before = _ledger(killed_store)
+        print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+        figures = measure(args.factor, folder, kill_at=args.kill_at, kill_by=args.kill_by)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         print(
-            f"killed after {kill['seconds']:.1f} s ({kill['time_fraction']:.0%} of the full run's "
-            f"wall time), with {kill['work_fraction']:.0%} of its unit compute ({len(before)} "
-            "units) in the ledger",
-            flush=True,
-        )
-
-        resumed_wall = _run(_command(manifest, killed_store, "--resume"), folder / "resumed.log")
-        after = _ledger(killed_store)
-        redone = sorted(k for k, r in before.items() if after[k]["session"] != r["session"])
-        resumed_compute = sum(float(r["seconds"]) for k, r in after.items() if k not in before)
-        identical = all(
-            (full_store / name).read_bytes() == (killed_store / name).read_bytes()
-            for name in ("maps/labels.tif", "maps/confidence.tif")
-        )
-        figures = {
-            "factor": args.factor,
-            "units": len(full),
-            "full_wall_s": round(full_wall, 2),
-            "killed_after_s": round(kill["seconds"], 2),
-            "killed_at_work_fraction": round(kill["work_fraction"], 3),
-            "killed_at_time_fraction": round(kill["time_fraction"], 3),
-            "resumed_wall_s": round(resumed_wall, 2),
-            "wall_ratio": round(resumed_wall / full_wall, 3),
-            "compute_ratio": round(resumed_compute / sum(weights.values()), 3),
-            "units_redone": len(redone),
-            "maps_identical": identical,
-        }
-        print(
-            f"resumed run: {resumed_wall:.1f} s wall = {figures['wall_ratio']:.1%} of the full "
-            f"run (compute {figures['compute_ratio']:.1%}); units finished before the kill and "
-            f"run again: {len(redone)}; maps byte-identical: {identical}"
+            f"resumed run: {figures['resumed_wall_s']:.1f} s wall = {figures['wall_ratio']:.1%} "
+            f"of the full run (CPU {figures['cpu_ratio']:.1%}, unit compute "
+            f"{figures['compute_ratio']:.1%}); units finished before the kill and run again: "
+            f"{figures['units_redone']}; maps byte-identical: {figures['maps_identical']}"
         )
         print(f"resumed/full cost ratio: {figures['wall_ratio']:.3f}")
+        ok, line = verdict(figures, args.max_ratio)
+        figures["verdict"] = line
+        print(line)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
-        return 0 if identical and not redone else 1
+        return 0 if ok else 1
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

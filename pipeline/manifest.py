@@ -1088,6 +1088,11 @@ class OutputsSpec(_Strict):
         description="Path of the confidence map (COG) inside the run store.",
         min_length=1,
     )
+    probabilities: bool = Field(
+        False,
+        description="Also write, beside the label map, one COG per class of the training data "
+        "with the model's probability of that class (percent; probability_<code>.tif).",
+    )
     values: str = Field(
         "maps/values.tif",
         description="Path of the predicted value map (COG, task regression) inside the run store.",

@@ -472,7 +472,8 @@ def plan_run(
             st.predict_units(tile.cube.windows, train.digest, by_window, tile=tile.key, index=index)
         )
     mosaic_grid_ = mosaic_grid([t.cube.grid for t in tiles])
-    files = _map_files(layout, spec.task)
+    probability_classes = _probability_classes(manifest, pixels)
+    files = _map_files(layout, spec.task, probability_classes)
     mosaic = st.mosaic_units(files, [u.digest for u in predict], mosaic_grid_)
     catalog = Unit(
         "mosaic",
@@ -548,13 +549,29 @@ def plan_run(
     )
 
 
-def _map_files(layout: RunLayout, task: str) -> list[st.MapFile]:
+def _map_files(
+    layout: RunLayout, task: str, probability_classes: Sequence[int] = ()
+) -> list[st.MapFile]:
     if task == "regression":
         return [st.MapFile("values", layout.values_name)]
+    folder = Path(layout.labels_name).parent
     return [
         st.MapFile("labels", layout.labels_name),
         st.MapFile("confidence", layout.confidence_name),
+        *(
+            st.MapFile(f"probability_{code}", (folder / f"probability_{code}.tif").as_posix())
+            for code in probability_classes
+        ),
     ]
+
+
+def _probability_classes(manifest: RunManifest, pixels: pd.DataFrame) -> tuple[int, ...]:
+    """The classes that get a probability map: those of the training pixels (a class the model
+    leaves out, for too few pixels, gets probability 0 everywhere)."""
+    spec = manifest.spec
+    if spec.task != "classification" or not spec.outputs.probabilities:
+        return ()
+    return tuple(sorted(int(c) for c in pixels.loc[pixels["split"] == TRAIN, "label"].unique()))
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -868,6 +885,12 @@ def _run_stages(
         encoding = MapEncoding.for_values()
     else:
         encoding = MapEncoding.for_classes(tuple(model_info["classes"]))
+        probability_classes = tuple(
+            int(u.key.removeprefix("probability_"))
+            for u in plan.units["mosaic"]
+            if u.key.startswith("probability_")
+        )
+        encoding = dataclasses.replace(encoding, probability_classes=probability_classes)
 
     with _stage("predict", timings, progress):
         for tile in plan.tiles:
@@ -979,9 +1002,16 @@ def _resolved(item: st.MapFile, encoding: Any) -> st.MapFile:
         CONFIDENCE_NODATA,
         CONFIDENCE_VARIABLE,
         LABEL_VARIABLE,
+        PROBABILITY_NODATA,
         VALUE_VARIABLE,
+        probability_variable,
     )
 
+    if item.role.startswith("probability_"):
+        code = int(item.role.removeprefix("probability_"))
+        return st.MapFile(
+            item.role, item.name, probability_variable(code), PROBABILITY_NODATA, "average"
+        )
     if item.role == "values":  # a continuous value: its mean over the pixels below
         return st.MapFile(item.role, item.name, VALUE_VARIABLE, float(encoding.nodata), "average")
     if item.role == "labels":  # classes: the most common class of the pixels below
@@ -1139,7 +1169,7 @@ def _summary(
     units = {
         name: {"total": o.total, "skipped": o.skipped, "ran": o.ran} for name, o in outcomes.items()
     }
-    outputs = {
+    outputs: dict[str, Any] = {
         "items": where(layout.items),
         "cube": where(layout.cube if not plan.tiled else layout.root / "cubes"),
         "samples": where(layout.samples),
@@ -1153,6 +1183,13 @@ def _summary(
         "report": where(layout.report / "report.html"),
         "metrics": where(layout.report / "metrics.json"),
     }
+    probabilities = [
+        where(layout.root / u.payload.name)
+        for u in plan.units["mosaic"]
+        if u.key.startswith("probability_")
+    ]
+    if probabilities:
+        outputs["probabilities"] = probabilities
     if plan.manifest.spec.task == "extraction":
         outputs = {k: outputs[k] for k in ("items", "samples")}
     throughput = {

@@ -213,3 +213,37 @@ def test_workers_killed_mid_stage_on_an_existing_scheduler_with_an_s3_store(
                 data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 assert SECRET_KEY.encode() not in data, obj["Key"]
                 assert ACCESS_KEY.encode() not in data, obj["Key"]
+
+
+def test_driver_killed_in_the_middle_of_the_cube_then_resumed(
+    reference: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same as above, but killed while the cube is half built: no finished chunk is built
+    again, the rest of the chain runs, and the maps are byte-identical."""
+    folder = tmp_path_factory.mktemp("killed-in-cube")
+    manifest = demo_manifest(folder)
+    store = folder / "store"
+    total = len(ledger_records(reference)["cube"])
+    process = start_cli("run", str(manifest), log=folder / "killed.log")
+    try:
+        wait_until(
+            lambda: count_done(store, "cube") >= total // 2,
+            timeout=400,
+            what="half of the cube",
+            process=process,
+            interval=0.02,
+        )
+    finally:
+        kill_group(process)
+    before = ledger_records(store)
+    assert 0 < len(before["cube"]) < total
+    assert "train" not in before
+    resumed = cli("run", str(manifest), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+    after = ledger_records(store)
+    for key, record in before["cube"].items():
+        assert after["cube"][key]["session"] == record["session"], key
+    summary = last_summary(resumed.stderr)
+    assert summary["units"]["cube"]["skipped"] == len(before["cube"])
+    assert summary["units"]["cube"]["ran"] == total - len(before["cube"])
+    assert map_bytes(store) == map_bytes(reference)

@@ -15,6 +15,7 @@ import ctypes
 import functools
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +27,17 @@ import xarray as xr
 import zarr
 
 from pipeline.cube.store import read_features, write_template
+from pipeline.errors import ModelError
 from pipeline.learn import load_model, model_input
 from pipeline.learn.contract import ModelContract
 from pipeline.model import GridSpec, Window
+from pipeline.samples.regions import (
+    NO_REGION,
+    RegionMap,
+    align_probabilities,
+    border_weights,
+    combine_predictions,
+)
 
 LABEL_VARIABLE = "label"
 CONFIDENCE_VARIABLE = "confidence"
@@ -240,6 +249,260 @@ def predict_chunk(task: PredictTask) -> PredictReport:
     model, _contract = _cached_model(task.model_folder)
     stack = read_features(task.cube_store, list(task.variables), task.window)
     layers = predict_stack(model, stack, task.encoding)
+    group = zarr.open_group(task.map_store, mode="r+")
+    rows, cols = task.window.slices
+    for name, values in layers.items():
+        group[name][rows, cols] = values  # type: ignore[index]
+    main = layers[task.encoding.variables[0]]
+    if task.encoding.task == "regression":
+        nodata = int(np.isnan(main).sum())
+    else:
+        nodata = int((main == task.encoding.nodata).sum())
+    return PredictReport(task.window, main.size - nodata, nodata)
+
+
+# --- one model per region ------------------------------------------------------------------------
+#
+# The rules (which models weigh where, blend and vote) are those of pipeline.samples.regions. The
+# driver writes the region index of the grid once (write_region_raster); each task reads its window
+# grown by the border band from that store, so the task itself stays small. Far from a border only
+# the own region's model runs; near one, each region model with a weight > 0 predicts only the
+# pixels where it weighs.
+
+REGION_VARIABLE = "region"
+REGION_NAMES_ATTRIBUTE = "region_names"
+BorderRule = Literal["blend", "vote"]
+
+
+def write_region_raster(regions: RegionMap, store_path: str, *, chunk_size: int = 1024) -> None:
+    """Write the grid's region index (``region``, int16 y x) to a Zarr v3 store, once per grid.
+
+    The store's ``region_names`` attribute lists the regions in index order: model folder ``i``
+    of a ``RegionPredictTask`` must be the model of ``region_names[i]``. Writing again replaces
+    the store (idempotent).
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    index = regions.index
+    outside = (index < 0) | (index >= len(regions.names))
+    if outside.any():
+        raise ValueError(
+            f"{int(outside.sum())} pixel(s) of the region map have no region (index outside "
+            f"0..{len(regions.names) - 1}); every grid pixel needs one (load_regions fills them)"
+        )
+    height, width = index.shape
+    group = zarr.open_group(store_path, mode="w", zarr_format=3)
+    array = group.create_array(
+        REGION_VARIABLE,
+        shape=index.shape,
+        chunks=(min(chunk_size, height), min(chunk_size, width)),
+        dtype="int16",
+        fill_value=NO_REGION,
+    )
+    array[:] = index
+    group.attrs.update(
+        {REGION_NAMES_ATTRIBUTE: list(regions.names), "filled_pixels": regions.filled_pixels}
+    )
+
+
+def region_names(store_path: str) -> tuple[str, ...]:
+    """The regions of a store written by ``write_region_raster``, in index order."""
+    group = zarr.open_group(store_path, mode="r")
+    return tuple(str(n) for n in group.attrs[REGION_NAMES_ATTRIBUTE])  # type: ignore[union-attr]
+
+
+def read_region_patch(store_path: str, window: Window, halo: int) -> np.ndarray:
+    """The region index over ``window`` grown by ``halo`` pixels, NO_REGION off the grid."""
+    array = zarr.open_group(store_path, mode="r")[REGION_VARIABLE]
+    assert isinstance(array, zarr.Array)
+    height, width = array.shape
+    out = np.full((window.height + 2 * halo, window.width + 2 * halo), NO_REGION, np.int16)
+    r0, c0 = window.row_off - halo, window.col_off - halo
+    rs, cs = max(r0, 0), max(c0, 0)
+    re = min(window.row_off + window.height + halo, height)
+    ce = min(window.col_off + window.width + halo, width)
+    out[rs - r0 : re - r0, cs - c0 : ce - c0] = np.asarray(array[rs:re, cs:ce])
+    return out
+
+
+def region_weights(store_path: str, window: Window, border_pixels: int) -> np.ndarray:
+    """(n_regions, h, w) float32 weight of each region's model over ``window`` (the border rule
+    of pipeline.samples.regions; neighbours up to ``border_pixels`` outside the window count)."""
+    patch = read_region_patch(store_path, window, border_pixels)
+    weights = border_weights(patch, len(region_names(store_path)), border_pixels)
+    b = border_pixels
+    return weights[:, b : b + window.height, b : b + window.width]
+
+
+def region_classes(model_folders: Sequence[str]) -> tuple[int, ...]:
+    """The sorted union of the classes of the region models (the ``classes`` of the tasks)."""
+    from pipeline.learn import load_contract
+
+    return tuple(sorted({int(c) for f in model_folders for c in load_contract(Path(f)).classes}))
+
+
+@dataclass(frozen=True)
+class RegionPredictTask:
+    """One cube chunk predicted by the region models and written to the map store.
+
+    ``model_folders[i]`` is the model of region ``i``, in the order of the ``region_names`` of
+    ``region_store`` (written once by ``write_region_raster``). ``classes`` (classification) is
+    the sorted union of the models' classes; a model that lacks a class gives it probability 0.
+    ``border_pixels`` and ``rule`` are those of ``spec.reference.regions``.
+    """
+
+    cube_store: str
+    variables: tuple[tuple[str, str], ...]
+    model_folders: tuple[str, ...]
+    map_store: str
+    window: Window
+    encoding: MapEncoding
+    region_store: str
+    border_pixels: int = 0
+    rule: BorderRule = "blend"
+    classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.model_folders:
+            raise ValueError("a RegionPredictTask needs one model folder per region, got none")
+        if self.border_pixels < 0:
+            raise ValueError(f"border_pixels must be 0 or more, got {self.border_pixels}")
+        if self.rule not in ("blend", "vote"):
+            raise ValueError(f"unknown border rule {self.rule!r}; use 'blend' or 'vote'")
+        if self.encoding.task == "regression":
+            if self.rule == "vote":
+                raise ModelError(
+                    "border_rule 'vote' picks a class, but the models predict values",
+                    fix="use border_rule 'blend' (the weighted mean of the region models' "
+                    "values) for regression",
+                    field="spec.reference.regions.border_rule",
+                )
+            return
+        if not self.classes or list(self.classes) != sorted(set(self.classes)):
+            raise ValueError(
+                f"classes must be the sorted union of the region models' classes, got "
+                f"{list(self.classes)} (see region_classes)"
+            )
+        extra = sorted(set(self.encoding.probability_classes) - set(self.classes))
+        if extra:
+            raise ValueError(f"probability classes {extra} are not among the classes")
+
+
+def predict_stack_regions(
+    model_of: Callable[[int], Any],
+    stack: np.ndarray,
+    weights: np.ndarray,
+    encoding: MapEncoding,
+    *,
+    classes: Sequence[int] = (),
+    rule: BorderRule = "blend",
+) -> dict[str, np.ndarray]:
+    """Each of the encoding's variables, (h, w), for a (n_features, h, w) feature stack and the
+    (n_regions, h, w) border weights; ``model_of(i)`` is region ``i``'s model.
+
+    Only regions with a weight > 0 at a pixel with valid features are asked for their model, and
+    each predicts those pixels only. Classification combines the aligned probabilities by
+    ``rule`` (combine_predictions); regression takes the weighted mean of the values.
+    """
+    n_features, height, width = stack.shape
+    if weights.shape[1:] != (height, width):
+        raise ValueError(f"weights {weights.shape} do not fit the stack {stack.shape}")
+    flat = stack.reshape(n_features, -1)
+    valid = ~np.isnan(flat).any(axis=0)
+    n = height * width
+    if encoding.task == "regression":
+        out = {VALUE_VARIABLE: np.full(n, encoding.nodata, dtype=encoding.dtype)}
+    else:
+        out = {
+            LABEL_VARIABLE: np.full(n, encoding.nodata, dtype=encoding.dtype),
+            CONFIDENCE_VARIABLE: np.full(n, CONFIDENCE_NODATA, dtype=np.uint8),
+        }
+        for code in encoding.probability_classes:
+            out[probability_variable(code)] = np.full(n, PROBABILITY_NODATA, dtype=np.uint8)
+    if valid.any():
+        w = weights.reshape(len(weights), -1)[:, valid]
+        weight_sum = w.sum(axis=0, dtype=np.float64)
+        if (weight_sum <= 0).any():
+            raise ValueError(
+                f"{int((weight_sum <= 0).sum())} pixel(s) with features have no region; the "
+                "region store must give every grid pixel a region"
+            )
+        table = flat[:, valid].T  # (n_valid, n_features)
+        needed = [int(r) for r in np.flatnonzero(w.max(axis=1) > 0)]
+        if encoding.task == "regression":
+            total = np.zeros(table.shape[0], dtype=np.float64)
+            for region in needed:
+                rows = w[region] > 0
+                model = model_of(region)
+                values = np.asarray(model.predict(model_input(model, _rows(table, rows))))
+                total[rows] += w[region, rows] * values.reshape(-1)
+            out[VALUE_VARIABLE][valid] = (total / weight_sum).astype(encoding.dtype)
+        else:
+            _combine_classes(out, model_of, table, w, valid, needed, encoding, classes, rule)
+    return {name: values.reshape(height, width) for name, values in out.items()}
+
+
+def _combine_classes(
+    out: dict[str, np.ndarray],
+    model_of: Callable[[int], Any],
+    table: np.ndarray,
+    w: np.ndarray,
+    valid: np.ndarray,
+    needed: list[int],
+    encoding: MapEncoding,
+    classes: Sequence[int],
+    rule: BorderRule,
+) -> None:
+    probabilities: dict[int, np.ndarray] = {}
+    for region in needed:
+        rows = w[region] > 0
+        model = model_of(region)
+        proba = np.asarray(model.predict_proba(model_input(model, _rows(table, rows))))
+        aligned = align_probabilities(proba.T, np.asarray(model.classes_).tolist(), classes)
+        full = np.zeros((len(classes), table.shape[0]), dtype=np.float32)
+        full[:, rows] = aligned
+        probabilities[region] = full
+    index, confidence = combine_predictions(probabilities, w, rule)
+    out[LABEL_VARIABLE][valid] = np.asarray(classes)[index].astype(encoding.dtype)
+    out[CONFIDENCE_VARIABLE][valid] = _percent(confidence)
+    if encoding.probability_classes:
+        total = sum(w[r].astype(np.float64) * probabilities[r] for r in needed)
+        blended = np.asarray(total) / w.sum(axis=0, dtype=np.float64)
+        position = {int(c): i for i, c in enumerate(classes)}
+        for code in encoding.probability_classes:
+            out[probability_variable(code)][valid] = _percent(blended[position[code]])
+
+
+def _region_model(folder: str, encoding: MapEncoding) -> Any:
+    model, contract = _cached_model(folder)
+    if contract.task != encoding.task:
+        raise ModelError(
+            f"the region model in {folder} is a {contract.task} model, the map is {encoding.task}",
+            fix="train every region's model for the same task",
+            field="spec.model",
+        )
+    return model
+
+
+def predict_chunk_regions(task: RegionPredictTask) -> PredictReport:
+    """Predict one chunk with the region models (combined near borders) into the map store."""
+    names = region_names(task.region_store)
+    if len(names) != len(task.model_folders):
+        raise ValueError(
+            f"the region store {task.region_store} lists {len(names)} regions {list(names)}, "
+            f"the task has {len(task.model_folders)} model folders; give one per region, in "
+            "region order"
+        )
+    weights = region_weights(task.region_store, task.window, task.border_pixels)
+    stack = read_features(task.cube_store, list(task.variables), task.window)
+    layers = predict_stack_regions(
+        lambda region: _region_model(task.model_folders[region], task.encoding),
+        stack,
+        weights,
+        task.encoding,
+        classes=task.classes,
+        rule=task.rule,
+    )
     group = zarr.open_group(task.map_store, mode="r+")
     rows, cols = task.window.slices
     for name, values in layers.items():

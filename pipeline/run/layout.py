@@ -76,6 +76,10 @@ class RunLayout:
         """Labels and confidence as Zarr (what the COGs are made from)."""
         return self.root / "maps" / "map.zarr"
 
+    def regions_of(self, tile: str | None) -> Path:
+        """The region index of a grid (Zarr), read by the prediction of a run with regions."""
+        return self.root / "maps" / "regions" / f"{tile or 'grid'}.zarr"
+
     def map_store_of(self, tile: str | None) -> Path:
         return self.map_store if tile is None else self.root / "maps" / "tiles" / f"{tile}.zarr"
 
@@ -130,6 +134,7 @@ class RunLayout:
             self.model,
             self.map_store,
             self.root / "maps" / "tiles",
+            self.root / "maps" / "regions",
             self.labels,
             self.confidence,
             self.values,

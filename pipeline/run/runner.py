@@ -62,6 +62,7 @@ from pipeline.samples.extract import (
     plan_extraction,
 )
 from pipeline.samples.reference import ReferencePolygons, load_reference
+from pipeline.samples.regions import NO_REGION, RegionMap, check_region_training, load_regions
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
 from pipeline.storage import RunStore, check_writable
@@ -98,6 +99,7 @@ class RunPlan:
     work: WorkEstimate
     mosaic: GridSpec
     """The grid of the final maps: the only tile's grid, or the mosaic of every tile."""
+    regions: RegionPlan | None = None
 
     @property
     def cube(self) -> CubePlan:
@@ -141,8 +143,14 @@ def _unsupported(manifest: RunManifest) -> None:
     """Refuse, before any work, what the runner does not run yet (rather than ignoring it)."""
     spec = manifest.spec
     problems = []
-    if spec.reference.regions is not None:
-        problems.append(("spec.reference.regions", "regions", "remove spec.reference.regions"))
+    if spec.reference.regions is not None and spec.sampling.runs > 1:
+        problems.append(
+            (
+                "spec.sampling.runs",
+                f"regions with runs {spec.sampling.runs}",
+                "set runs: 1 with regions (or remove spec.reference.regions)",
+            )
+        )
     for where, what, fix in problems:
         raise ManifestError(
             f"{what} is not run by `sitsflow run` in this version (its building blocks exist, "
@@ -218,7 +226,9 @@ def _saved_items(store: RunStore, layout: RunLayout, name: str, scratch: Path) -
 
 
 def _sample_pixels(
-    manifest: RunManifest, references: Sequence[tuple[TilePlan, ReferencePolygons]]
+    manifest: RunManifest,
+    references: Sequence[tuple[TilePlan, ReferencePolygons]],
+    regions: RegionPlan | None = None,
 ) -> pd.DataFrame:
     """The split by polygon and the training selection: every pixel the samples table holds.
 
@@ -241,13 +251,20 @@ def _sample_pixels(
     groups = dict(zip(ids, chosen["group"], strict=True))
     # One split and one selection per run (seeds seed, seed + 1, ...): run 0 maps, every run is
     # scored on its own validation polygons.
+    by_region = regions.polygon_region if regions is not None else None
     splits = [
-        split_polygons(labels, sampling.validation_fraction, sampling.seed + run, groups=groups)
+        split_polygons(
+            labels,
+            sampling.validation_fraction,
+            sampling.seed + run,
+            strata=by_region,
+            groups=groups,
+        )
         for run in range(sampling.runs)
     ]
     frames = []
     for tile, reference in references:
-        pixels = labelled_pixels(reference, splits[0])
+        pixels = labelled_pixels(reference, splits[0], by_region)
         if tile.key is not None:
             pixels.insert(0, "tile", tile.key)
         frames.append(pixels)
@@ -262,7 +279,11 @@ def _sample_pixels(
             rule,
             sampling.seed + run,
             label_column=None if regression else "label",
+            by=["region"] if regions is not None else [],
         )
+        if regions is not None:
+            every_region = RegionMap(regions.names, np.arange(len(regions.names))[None, :])
+            check_region_training(training, every_region, classification=not regression)
         column = np.where(side == VALIDATION, VALIDATION, "").astype(object)
         column[training.index.to_numpy()] = TRAIN
         pixels[st.split_column(run)] = column
@@ -273,7 +294,56 @@ def _sample_pixels(
     return _in_ground_order(both, {t.key: t.cube.grid for t, _ in references})
 
 
-_PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "value", "group", "split"]
+_PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "value", "group", "region", "split"]
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """The run's regions: those covering a pixel of some tile, each with its own model."""
+
+    names: tuple[str, ...]
+    polygon_region: dict[int, int] = field(hash=False)
+    """Reference feature -> index in ``names``: the region of most of its pixels (all tiles)."""
+    urls: tuple[str, ...]
+    """Per tile, where its region index (Zarr) is written for prediction."""
+
+
+def _region_map(spec: Any, grid: GridSpec, names: Sequence[str]) -> RegionMap:
+    """The regions burnt onto ``grid``, indexed in ``names`` (the run's regions)."""
+    loaded = load_regions(spec.reference.regions, grid)
+    position = {name: i for i, name in enumerate(names)}
+    remap = np.array([position.get(n, NO_REGION) for n in loaded.names], dtype=np.int16)
+    return RegionMap(tuple(names), remap[loaded.index], loaded.filled_pixels)
+
+
+def _plan_regions(
+    spec: Any,
+    tiles: tuple[TilePlan, ...],
+    references: Sequence[tuple[TilePlan, ReferencePolygons]],
+    store: RunStore,
+    layout: RunLayout,
+) -> RegionPlan | None:
+    if spec.reference.regions is None:
+        return None
+    maps = {t.key: load_regions(spec.reference.regions, t.cube.grid) for t in tiles}
+    every = next(iter(maps.values())).names
+    used = sorted({int(i) for m in maps.values() for i in np.unique(m.index)})
+    names = tuple(every[i] for i in used)
+    position = {old: new for new, old in enumerate(used)}
+    frames = []
+    for tile, reference in references:
+        inside = reference.polygon_ids >= 0
+        region = np.vectorize(position.__getitem__, otypes=[np.int64])(maps[tile.key].index[inside])
+        frames.append(pd.DataFrame({"polygon_id": reference.polygon_ids[inside], "region": region}))
+    counts = pd.concat(frames).value_counts().reset_index(name="n")
+    # Most pixels first; ties go to the lower region index (the rule of polygon_regions).
+    counts = counts.sort_values(["polygon_id", "n", "region"], ascending=[True, False, True])
+    first = counts.drop_duplicates("polygon_id")
+    polygon_region = dict(
+        zip(first["polygon_id"].astype(int), first["region"].astype(int), strict=True)
+    )
+    urls = tuple(store.url(layout.relative(layout.regions_of(t.key))) for t in tiles)
+    return RegionPlan(names, polygon_region, urls)
 
 
 def _in_ground_order(pixels: pd.DataFrame, grids: dict[str | None, GridSpec]) -> pd.DataFrame:
@@ -396,7 +466,8 @@ def plan_run(
     cube = tiles[0].cube
     check_user_features(cube)
     references = _tile_references(spec, tiles)
-    pixels = _sample_pixels(manifest, references)
+    regions = _plan_regions(spec, tiles, references, store, layout)
+    pixels = _sample_pixels(manifest, references, regions)
     # Extraction reads the samples' windows straight from the imagery; the other tasks read
     # the cube they build anyway for the map.
     extraction = spec.task == "extraction"
@@ -449,6 +520,22 @@ def plan_run(
             spec.sampling.min_pixels_per_class,
         ),
     )
+    region_units: list[Unit] = []
+    if regions is not None:
+        region_units = [
+            Unit(
+                "train",
+                f"model-{name}",
+                st.digest("train", train.digest, "region", name),
+                payload=(0, index),
+            )
+            for index, name in enumerate(regions.names)
+        ]
+        train = Unit(  # the digest the maps depend on: every region's model, the regions
+            "train",
+            "model",
+            st.digest("train", [u.digest for u in region_units], spec.reference.regions),
+        )
     digests["train"] = train.digest
     other_runs = [
         Unit(
@@ -502,7 +589,7 @@ def plan_run(
         "discover": [Unit("discover", "items", digests["discover"])],
         "cube": cube_units,
         "samples": [*parts, table],
-        "train": [train, *other_runs],
+        "train": [*region_units] if region_units else [train, *other_runs],
         "predict": predict,
         "mosaic": [*mosaic, catalog],
         "validate": [validate],
@@ -546,6 +633,7 @@ def plan_run(
         digests,
         work,
         mosaic_grid_,
+        regions,
     )
 
 
@@ -874,11 +962,12 @@ def _run_stages(
                     tuple(cube.feature_names),
                     spec.sampling.seed,
                     spec.sampling.min_pixels_per_class,
+                    plan.regions.names if plan.regions is not None else (),
                 ),
-                description="model",
+                description="model" if plan.regions is None else "region models",
             )
         )
-    model_info = trained.summaries["model"]
+    model_info = _model_info(trained.summaries, plan.regions)
     from pipeline.predict.blockwise import MapEncoding, create_map_store
 
     if spec.task == "regression":
@@ -903,6 +992,9 @@ def _run_stages(
                 functools.partial(create_map_store, tile.map_url, grid, cube.chunk_size, encoding),
                 key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
             )
+        region_context: dict[str, Any] = {}
+        if plan.regions is not None:
+            region_context = _prepare_regions(plan, store, layout, cube.chunk_size, model_info)
         predicted = run(
             StageWork(
                 "predict",
@@ -915,6 +1007,7 @@ def _run_stages(
                     layout.relative(layout.model),
                     plan.digests["train"],
                     encoding,
+                    **region_context,
                 ),
                 description="predicted chunks",
             )
@@ -994,6 +1087,63 @@ def _run_stages(
             )
         )
     return dict(checked.summaries["report"])
+
+
+def _model_info(summaries: dict[str, Any], regions: RegionPlan | None) -> dict[str, Any]:
+    """What the report and the map encoding need of the trained model(s): with regions, the
+    union of the region models' classes and their training pixels summed."""
+    if regions is None:
+        return dict(summaries["model"])
+    parts = [summaries[f"model-{name}"] for name in regions.names]
+    left_out = {name: p["left_out_classes"] for name, p in zip(regions.names, parts, strict=True)}
+    return {
+        "classes": sorted({int(c) for p in parts for c in p["classes"]}),
+        "training_pixels": sum(int(p["training_pixels"]) for p in parts),
+        "training_polygons": sum(int(p["training_polygons"]) for p in parts),
+        "left_out_classes": {k: v for k, v in left_out.items() if v},
+        "regions": list(regions.names),
+    }
+
+
+def _prepare_regions(
+    plan: RunPlan, store: RunStore, layout: RunLayout, chunk_size: int, model_info: dict[str, Any]
+) -> dict[str, Any]:
+    """Write each tile's region index once (kept while the regions are the same) and give the
+    prediction its region models, in region order."""
+    from pipeline.predict.blockwise import write_region_raster
+
+    regions = plan.regions
+    assert regions is not None
+    spec = plan.manifest.spec
+    settings = spec.reference.regions
+    assert settings is not None
+    ledger = Ledger(store)
+    for tile, url in zip(plan.tiles, regions.urls, strict=True):
+        key = f"regions-{tile.key or 'grid'}"
+        made = st.digest("predict", "regions", settings, regions.names, tile.cube.grid)
+        if made in ledger.finished("predict").get(key, set()):
+            continue
+        index = _region_map(spec, tile.cube.grid, regions.names)
+        store.remove(layout.relative(layout.regions_of(tile.key)))
+        write_region_raster(index, url, chunk_size=max(chunk_size, 256))
+        ledger.write(
+            Record("predict", key, made, "", "driver", 0.0,
+                   datetime.now(UTC).isoformat(timespec="milliseconds"), {"url": url})
+        )  # fmt: skip
+    models = tuple(
+        (
+            st.region_model(layout.relative(layout.model), name),
+            st.digest("train", plan.digests["train"], name),
+        )
+        for name in regions.names
+    )
+    return {
+        "region_models": models,
+        "region_stores": regions.urls,
+        "border_pixels": settings.border_pixels,
+        "border_rule": settings.border_rule,
+        "classes": tuple(model_info["classes"]),
+    }
 
 
 def _resolved(item: st.MapFile, encoding: Any) -> st.MapFile:

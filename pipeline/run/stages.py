@@ -214,6 +214,13 @@ class TrainContext:
     feature_names: tuple[str, ...]
     seed: int
     min_pixels_per_class: int
+    regions: tuple[str, ...] = ()
+    """Runs with regions: the region names (a unit's payload is (run, region index))."""
+
+
+def region_model(model: str, name: str) -> str:
+    """Where the model of region ``name`` is saved."""
+    return f"{model}/regions/{name}"
 
 
 def split_column(run: int) -> str:
@@ -240,7 +247,11 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
     store = RunStore(context.root)
     spec = context.model_spec
     names = list(context.feature_names)
-    run = int(payload or 0)
+    region: int | None = None
+    if isinstance(payload, tuple):
+        run, region = int(payload[0]), int(payload[1])
+    else:
+        run = int(payload or 0)
     seed = context.seed + run
     info: dict[str, Any] = {"left_out_classes": [], "training_pixels": 0, "training_polygons": 0}
     if spec.kind == "external":
@@ -249,6 +260,8 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         with store.fetch(context.samples) as local:
             samples = gpd.read_parquet(local)
         training = samples[samples[split_column(run)] == TRAIN]
+        if region is not None:  # this region's model learns from its own features only
+            training = training[training["region"] == region]
         training = training[~training[names].isna().any(axis=1)]
         if context.task == "classification":
             before = set(training["label"].unique().tolist())
@@ -282,7 +295,11 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         info["training_pixels"] = len(training)
         info["training_polygons"] = int(training["polygon_id"].nunique())
     check_features(contract, names)
-    with store.publish(run_model(context.model, run)) as folder:
+    target = run_model(context.model, run)
+    if region is not None:
+        target = region_model(target, context.regions[region])
+        info["region"] = context.regions[region]
+    with store.publish(target) as folder:
         save_model(model, contract, folder)
     info["classes"] = [int(c) for c in contract.classes]
     info["kind"] = str(getattr(contract, "kind", spec.kind))
@@ -321,6 +338,13 @@ class PredictContext:
     model: str
     model_digest: str
     encoding: Any
+    region_models: tuple[tuple[str, str], ...] = ()
+    """Runs with regions: each region's model folder and digest, in region order."""
+    region_stores: tuple[str, ...] = ()
+    """Per tile: its region index (Zarr)."""
+    border_pixels: int = 0
+    border_rule: str = "blend"
+    classes: tuple[int, ...] = ()
 
 
 def predict_units(
@@ -349,10 +373,29 @@ def predict_unit(context: PredictContext, payload: tuple[int, Window]) -> dict[s
 
     index, window = payload
     cube, map_store = context.stores[index]
-    folder = local_model(context.root, context.model, context.model_digest)
-    report = predict_chunk(
-        PredictTask(cube, context.variables, str(folder), map_store, window, context.encoding)
-    )
+    if context.region_models:
+        from pipeline.predict.blockwise import RegionPredictTask, predict_chunk_regions
+
+        folders = tuple(str(local_model(context.root, m, d)) for m, d in context.region_models)
+        report = predict_chunk_regions(
+            RegionPredictTask(
+                cube,
+                context.variables,
+                folders,
+                map_store,
+                window,
+                context.encoding,
+                context.region_stores[index],
+                border_pixels=context.border_pixels,
+                rule=context.border_rule,  # type: ignore[arg-type]
+                classes=context.classes,
+            )
+        )
+    else:
+        folder = local_model(context.root, context.model, context.model_digest)
+        report = predict_chunk(
+            PredictTask(cube, context.variables, str(folder), map_store, window, context.encoding)
+        )
     return {
         "predicted_pixels": int(report.predicted_pixels),
         "nodata_pixels": int(report.nodata_pixels),

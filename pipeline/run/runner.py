@@ -139,7 +139,7 @@ def _grid_text(plan: RunPlan) -> str:
 # --- planning ------------------------------------------------------------------------------------
 
 
-def _unsupported(manifest: RunManifest) -> None:
+def check_runnable(manifest: RunManifest) -> None:
     """Refuse, before any work, what the runner does not run yet (rather than ignoring it)."""
     spec = manifest.spec
     problems = []
@@ -455,7 +455,7 @@ def plan_run(
     driver is working in (to report on it).
     """
     spec = manifest.spec
-    _unsupported(manifest)
+    check_runnable(manifest)
     outputs = spec.outputs
     store = RunStore(outputs.store)
     layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report, outputs.values)

@@ -97,9 +97,6 @@ def validate(
     log = _log()
     try:
         run = load_manifest(manifest)
-        from pipeline.run.runner import check_runnable
-
-        check_runnable(run)  # what `sitsflow run` would refuse, said here too
     except SitsflowError as exc:
         _fail(log, exc)
         return

@@ -140,25 +140,3 @@ def test_validate_command(tmp_path: Path) -> None:
     code, output = run_cli("validate", str(bad))
     assert code == 2
     assert "spec.sampling.validation_fraction" in output
-
-
-def test_validate_refuses_what_run_would_refuse(tmp_path: Path) -> None:
-    manifest = tmp_path / "run.yaml"
-    shutil.copy(DEMO_MANIFEST, manifest)
-    text = (
-        manifest.read_text()
-        .replace(
-            "    seed: 0\n",
-            "    seed: 0\n    runs: 3\n",
-        )
-        .replace(
-            "    ignore_labels: [0]",
-            "    ignore_labels: [0]\n    regions: {path: regions.gpkg, field: zone}",
-        )
-    )
-    manifest.write_text(text)
-    code, output = run_cli("validate", str(manifest))
-    assert code == 2
-    flat = " ".join(output.split())
-    assert "spec.sampling.runs" in flat and "regions with runs 3" in flat
-    assert "set runs: 1 with regions" in flat

@@ -41,7 +41,7 @@ from pipeline.catalog.static import find_acquisitions
 from pipeline.cube.build import check_user_features
 from pipeline.cube.plan import CubePlan, plan_cube, plan_tile_cubes
 from pipeline.cube.store import create_cube_store
-from pipeline.errors import ComputeError, InputDataError, ManifestError, OutputError
+from pipeline.errors import ComputeError, InputDataError, OutputError
 from pipeline.grid import mosaic_grid, plan_tiles
 from pipeline.manifest import RunManifest
 from pipeline.model import Acquisition, GridSpec
@@ -137,27 +137,6 @@ def _grid_text(plan: RunPlan) -> str:
 
 
 # --- planning ------------------------------------------------------------------------------------
-
-
-def check_runnable(manifest: RunManifest) -> None:
-    """Refuse, before any work, what the runner does not run yet (rather than ignoring it)."""
-    spec = manifest.spec
-    problems = []
-    if spec.reference.regions is not None and spec.sampling.runs > 1:
-        problems.append(
-            (
-                "spec.sampling.runs",
-                f"regions with runs {spec.sampling.runs}",
-                "set runs: 1 with regions (or remove spec.reference.regions)",
-            )
-        )
-    for where, what, fix in problems:
-        raise ManifestError(
-            f"{what} is not run by `sitsflow run` in this version (its building blocks exist, "
-            "the run engine does not chain them yet)",
-            fix=fix,
-            field=where,
-        )
 
 
 def _check_store_state(
@@ -455,7 +434,6 @@ def plan_run(
     driver is working in (to report on it).
     """
     spec = manifest.spec
-    check_runnable(manifest)
     outputs = spec.outputs
     store = RunStore(outputs.store)
     layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report, outputs.values)
@@ -553,6 +531,17 @@ def plan_run(
         )
         for run in range(1, spec.sampling.runs)
     ]
+    if regions is not None:  # a model per region in every run
+        other_runs = [
+            Unit(
+                "train",
+                f"model-{name}-run{u.payload}",
+                st.digest("train", u.digest, "region", name),
+                payload=(u.payload, index),
+            )
+            for u in other_runs
+            for index, name in enumerate(regions.names)
+        ]
     predict = []
     for index, tile in enumerate(tiles):
         predict.extend(
@@ -589,7 +578,7 @@ def plan_run(
         "discover": [Unit("discover", "items", digests["discover"])],
         "cube": cube_units,
         "samples": [*parts, table],
-        "train": [*region_units] if region_units else [train, *other_runs],
+        "train": [*region_units, *other_runs] if region_units else [train, *other_runs],
         "predict": predict,
         "mosaic": [*mosaic, catalog],
         "validate": [validate],
@@ -1081,6 +1070,7 @@ def _run_stages(
                     else (),
                     tuple(spec.sampling.seed + run for run in range(spec.sampling.runs)),
                     tuple(cube.feature_names),
+                    plan.regions.names if plan.regions is not None else (),
                 ),
                 on_cluster=False,
                 description="accuracy report",

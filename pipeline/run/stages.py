@@ -535,6 +535,9 @@ class ValidateContext:
     validation pixels for the across-runs section."""
     seeds: tuple[int, ...] = ()
     feature_names: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    """Runs with regions: each validation pixel is scored with its own region's model of the
+    run (without the border blend of the map)."""
 
 
 def _across_runs(
@@ -552,12 +555,24 @@ def _across_runs(
 
     names = list(context.feature_names)
     scores: list[Any] = []
+
+    def predict(folder: str, rows: pd.DataFrame) -> np.ndarray:
+        with store.fetch(folder) as local:
+            model, _ = load_model(Path(local))
+        return np.asarray(model.predict(model_input(model, rows[names].to_numpy(np.float32))))
+
     for run, folder in enumerate(context.run_models):
         rows = samples[samples[split_column(run)] == VALIDATION]
         rows = rows[~rows[names].isna().any(axis=1)]
-        with store.fetch(folder) as local:
-            model, _ = load_model(Path(local))
-        predicted = np.asarray(model.predict(model_input(model, rows[names].to_numpy(np.float32))))
+        if context.regions:
+            parts = []
+            for index, name in enumerate(context.regions):
+                mine = rows[rows["region"] == index]
+                if len(mine):
+                    parts.append(pd.Series(predict(region_model(folder, name), mine), mine.index))
+            predicted = pd.concat(parts).reindex(rows.index).to_numpy()
+        else:
+            predicted = predict(folder, rows)
         if context.task == "regression":
             scores.append(regression_metrics(rows["value"].to_numpy(np.float64), predicted))
         else:

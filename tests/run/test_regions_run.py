@@ -25,9 +25,7 @@ pytestmark = pytest.mark.slow
 BORDER = 4
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("regions")
+def _run_with_regions(folder: Path, runs: int = 1) -> dict[str, Any]:
     first = sorted((DEMO_DIR / "catalog").rglob("*.tif"))[0]
     with rasterio.open(first) as src:
         left, bottom, right, top = src.bounds
@@ -52,10 +50,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "border_rule": "blend",
         }
         spec["sampling"]["min_pixels_per_class"] = 5
+        spec["sampling"]["runs"] = runs
 
     done = cli("run", str(demo_manifest(folder, with_regions)))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return {"store": folder / "store", "middle_x": middle_x}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _run_with_regions(tmp_path_factory.mktemp("regions"))
 
 
 def test_one_model_per_region_trained_on_its_own_features(run: dict[str, Any]) -> None:
@@ -117,3 +121,18 @@ def test_region_index_is_kept_beside_the_maps(run: dict[str, Any]) -> None:
 
     group = zarr.open_group(str(run["store"] / "maps" / "regions" / "grid.zarr"), mode="r")
     assert list(group.attrs["region_names"]) == ["east", "west"]
+
+
+def test_regions_with_several_runs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import json
+
+    done = _run_with_regions(tmp_path_factory.mktemp("regions-runs"), runs=2)
+    store: Path = done["store"]
+    assert set(ledger_records(store)["train"]) == {
+        "model-east", "model-west", "model-east-run1", "model-west-run1"
+    }  # fmt: skip
+    for name in ("east", "west"):
+        assert (store / "model-runs" / "run-1" / "regions" / name / "model.json").is_file()
+    across = json.loads((store / "report" / "metrics.json").read_text())["across_runs"]
+    assert across["runs"] == 2 and across["seeds"] == [0, 1]
+    assert 0.5 < across["overall"]["overall_accuracy"]["mean"] <= 1

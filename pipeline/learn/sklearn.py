@@ -25,8 +25,6 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
-import skops
-import skops.io as sio
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import (
     GridSearchCV,
@@ -319,6 +317,8 @@ def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn"
     """
     path = folder / SKOPS_FILE
     try:
+        import skops.io as sio  # its import scans every estimator (seconds): only when saving
+
         sio.dump(estimator, path)
         load_skops(path, estimator_path)
         return SKOPS_FILE
@@ -343,6 +343,8 @@ def _package(import_path: str) -> str:
 def load_skops(path: Path, estimator_path: str, field: str = "spec.model.path") -> Any:
     """Load a .skops file, constructing only types of scikit-learn, numpy, scipy and the estimator's
     own package; anything else is refused by name."""
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(file=path)
     allowed = TRUSTED_PACKAGES | {_package(estimator_path)}
     refused = [t for t in untrusted if t.split(".")[0] not in allowed]
@@ -387,7 +389,7 @@ def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
             versions={
                 **contract.versions,
                 "sklearn": sklearn.__version__,
-                "skops": skops.__version__,
+                "skops": _skops_version(),
             },
         )
         (tmp / CONTRACT_FILE).write_text(saved.to_json(), encoding="utf-8")
@@ -400,3 +402,9 @@ def load_contract(folder: Path) -> ModelContract:
 def load_model(folder: Path) -> tuple[Any, ModelContract]:
     contract = read_contract(folder)
     return load_estimator(folder, contract), contract
+
+
+def _skops_version() -> str:
+    from importlib.metadata import version
+
+    return version("skops")

@@ -1360,6 +1360,14 @@ class RunSpec(_Strict):
                 f"{reference.label_field!r}; set task: classification, or give "
                 "reference.value_field (a numeric field)"
             )
+        if self.task == "regression" and self.sampling.strategy in (
+            "per_class_count",
+            "smallest_class",
+        ):
+            raise ValueError(
+                f"sampling.strategy {self.sampling.strategy!r} balances classes, which a "
+                "regression run has none of; use strategy 'all' or 'percentage'"
+            )
         needs = {"ndvi": ("red", "nir"), "ndwi": ("green", "nir"), "brightness": ()}
         for index in self.features.indices or []:
             for sensor in self.sensors:

@@ -117,5 +117,5 @@ def test_malformed_model_sections(model: dict[str, Any], field: str, words: str)
 
 
 def test_a_misspelt_task() -> None:
-    with pytest.raises(ManifestError, match="'classification' or 'regression'"):
+    with pytest.raises(ManifestError, match="'classification', 'regression' or 'extraction'"):
         parse(manifest_with({}, task="regresion"))

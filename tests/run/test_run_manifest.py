@@ -135,6 +135,12 @@ MALFORMED: list[tuple[str, Change, list[str]]] = [
          reference={"path": d["spec"]["reference"]["path"], "value_field": "AREA"}),
      ["spec", "task 'classification' needs class labels", "task: regression"]),
     ("task-unknown", _set("spec.task", "segmentation"), ["spec.task", "extraction"]),
+    ("regression-balancing-classes",
+     lambda d: d["spec"].update(
+         task="regression",
+         reference={"path": d["spec"]["reference"]["path"], "value_field": "AREA"},
+         sampling={"strategy": "smallest_class"}),
+     ["spec", "balances classes", "'percentage'"]),
     ("scheduler-memory", kube(scheduler_memory="lots"),
      ["spec.compute.kubernetes.scheduler_memory"]),
     ("name-pattern", metadata(name="Demo_Run"), ["metadata.name"]),

@@ -52,9 +52,10 @@ def test_valid_new_fields() -> None:
         regions={"path": "regions/eco.gpkg", "field": "ZONE", "border_pixels": 5,
                  "border_rule": "vote"},
     )  # fmt: skip
+    data["spec"]["task"] = "regression"  # a value_field is a regression reference
     data["spec"]["sampling"] = {
-        "strategy": "per_class_count",
-        "count": 500,
+        "strategy": "percentage",
+        "fraction": 0.25,
         "within_polygon": "periodic",
         "runs": 5,
         "max_pixels_per_polygon": 50,
@@ -65,7 +66,7 @@ def test_valid_new_fields() -> None:
     # relative to the manifest, like the reference path
     assert spec.reference.regions.path == str(DEMO_DIR / "regions" / "eco.gpkg")
     assert spec.reference.regions.border_rule == "vote"
-    assert spec.sampling.count == 500
+    assert spec.sampling.fraction == 0.25
     assert spec.sampling.runs == 5
 
 

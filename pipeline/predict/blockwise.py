@@ -245,20 +245,27 @@ def predict_features(
     return out[LABEL_VARIABLE], out[CONFIDENCE_VARIABLE]
 
 
+def _write_layers(
+    map_store: str, window: Window, layers: dict[str, np.ndarray], encoding: MapEncoding
+) -> PredictReport:
+    """Write a chunk's predicted layers into its region of the map store; count what is mapped."""
+    group = zarr.open_group(map_store, mode="r+")
+    rows, cols = window.slices
+    for name, values in layers.items():
+        group[name][rows, cols] = values  # type: ignore[index]
+    main = layers[encoding.variables[0]]
+    if encoding.task == "regression":
+        nodata = int(np.isnan(main).sum())
+    else:
+        nodata = int((main == encoding.nodata).sum())
+    return PredictReport(window, main.size - nodata, nodata)
+
+
 def predict_chunk(task: PredictTask) -> PredictReport:
     model, _contract = _cached_model(task.model_folder)
     stack = read_features(task.cube_store, list(task.variables), task.window)
     layers = predict_stack(model, stack, task.encoding)
-    group = zarr.open_group(task.map_store, mode="r+")
-    rows, cols = task.window.slices
-    for name, values in layers.items():
-        group[name][rows, cols] = values  # type: ignore[index]
-    main = layers[task.encoding.variables[0]]
-    if task.encoding.task == "regression":
-        nodata = int(np.isnan(main).sum())
-    else:
-        nodata = int((main == task.encoding.nodata).sum())
-    return PredictReport(task.window, main.size - nodata, nodata)
+    return _write_layers(task.map_store, task.window, layers, task.encoding)
 
 
 # --- one model per region ------------------------------------------------------------------------
@@ -503,13 +510,4 @@ def predict_chunk_regions(task: RegionPredictTask) -> PredictReport:
         classes=task.classes,
         rule=task.rule,
     )
-    group = zarr.open_group(task.map_store, mode="r+")
-    rows, cols = task.window.slices
-    for name, values in layers.items():
-        group[name][rows, cols] = values  # type: ignore[index]
-    main = layers[task.encoding.variables[0]]
-    if task.encoding.task == "regression":
-        nodata = int(np.isnan(main).sum())
-    else:
-        nodata = int((main == task.encoding.nodata).sum())
-    return PredictReport(task.window, main.size - nodata, nodata)
+    return _write_layers(task.map_store, task.window, layers, task.encoding)

@@ -16,14 +16,28 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import zarr
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window as RioWindow
 
+from pipeline.errors import InputDataError
 from pipeline.grid import aligned_offset
 from pipeline.model import GridSpec, Window
 from pipeline.storage import atomic_path
 
 Filler = Callable[[Window], np.ndarray]
+
+
+def open_map(path: str | Path, what: str = "map") -> DatasetReader:
+    """Open a map file (COG, GeoTIFF) to read, or an InputDataError that names it."""
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputDataError(
+            f"cannot open the {what} {str(path)!r} ({exc})",
+            fix="check that the map was written (the mosaic stage) and the path is right",
+        ) from None
 
 
 def _array(store: str, variable: str) -> zarr.Array:

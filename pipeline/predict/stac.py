@@ -117,17 +117,9 @@ def describe_cog(
     ``href`` is what the item will point to (for the catalog: the store-relative name);
     ``unit`` defaults to ``%`` for confidence and probability maps, none otherwise.
     """
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    from pipeline.predict.outputs import open_map
 
-    try:
-        src_ctx = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputDataError(
-            f"cannot open the map {str(path)!r} to describe it in STAC ({exc})",
-            fix="write the map (the mosaic stage) before its STAC item",
-        ) from None
-    with src_ctx as src:
+    with open_map(path) as src:
         if src.crs is None:
             raise InputDataError(
                 f"the map {str(path)!r} has no CRS, so it has no place on Earth for STAC",

@@ -208,18 +208,11 @@ def count_map_classes(
 ) -> MapClassCounts:
     """:func:`count_classes` of the label GeoTIFF/COG at ``label_map``, read ``block`` x
     ``block`` pixels at a time (band 1; its nodata value marks unmapped pixels)."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
     from rasterio.windows import Window as RioWindow
 
-    try:
-        src_ctx = rasterio.open(label_map)
-    except RasterioIOError as exc:
-        raise InputDataError(
-            f"cannot open the label map {str(label_map)!r} ({exc})",
-            fix="check that the map was written and the path is right",
-        ) from None
-    with src_ctx as src:
+    from pipeline.predict.outputs import open_map
+
+    with open_map(label_map, "label map") as src:
         if src.crs is None:
             raise InputDataError(
                 f"the label map {str(label_map)!r} has no CRS, so its pixels have no area",

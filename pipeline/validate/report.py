@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pyproj
-import rasterio
 from matplotlib import colormaps
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,7 +30,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import ScalarFormatter
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
 
 from pipeline.errors import InputDataError
 from pipeline.model import ClassInfo
@@ -229,14 +227,9 @@ def _read_band(
     path: Path, shape: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, Any, tuple[float, float, float, float], float | None]:
     """Band 1 of ``path`` (decimated, nearest) with its CRS, bounds and nodata value."""
-    try:
-        src_ctx = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputDataError(
-            f"cannot open the raster {str(path)!r} ({exc})",
-            fix="check that the map was written and the path is right",
-        ) from None
-    with src_ctx as src:
+    from pipeline.predict.outputs import open_map
+
+    with open_map(path, "raster") as src:
         out_shape = shape or _decimated_shape(src.height, src.width, QUICKLOOK_MAX_PIXELS)
         data = src.read(1, out_shape=out_shape, resampling=Resampling.nearest)
         bounds = (src.bounds.left, src.bounds.bottom, src.bounds.right, src.bounds.top)

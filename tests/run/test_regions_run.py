@@ -94,11 +94,10 @@ def test_away_from_the_border_each_pixel_follows_its_own_region_model(
         labels = src.read(1)
         nodata = src.nodata
         x_centres = src.transform.c + src.transform.a * (np.arange(width) + 0.5)
+        pixel_width = abs(src.transform.a)
     features = series.reshape(-1, series.shape[-1])
     valid = ~np.isnan(features).any(axis=1)
-    distance_px = np.abs(x_centres - run["middle_x"]) / abs(
-        rasterio.open(store / "maps" / "labels.tif").transform.a
-    )
+    distance_px = np.abs(x_centres - run["middle_x"]) / pixel_width
     far = np.broadcast_to(distance_px > BORDER + 1, (height, width)).reshape(-1) & valid
     west = np.broadcast_to(x_centres < run["middle_x"], (height, width)).reshape(-1)
     flat = labels.reshape(-1)

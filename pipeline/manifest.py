@@ -458,10 +458,16 @@ def _profile_bands(profile: str, bands: dict[str, BandSpec | None]) -> dict[str,
 
 
 class PeriodSpec(_Strict):
-    """The period mapped: the date grids run from start to end, inclusive."""
+    """A period mapped: the date grids run from start to end, inclusive."""
 
     start: date = Field(description="First date of the date grid (YYYY-MM-DD).")
     end: date = Field(description="Last date of the date grid (YYYY-MM-DD), after start.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Name of the period in output paths (periods/<name>/...); default: the "
+        "year for a calendar year (e.g. 2016), else <start>-<end> as YYYYMMDD.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> PeriodSpec:
@@ -471,6 +477,18 @@ class PeriodSpec(_Strict):
                 "set end to a date after start"
             )
         return self
+
+    @property
+    def label(self) -> str:
+        """The period's name, given or derived from its dates."""
+        if self.name:
+            return self.name
+        start, end = self.start, self.end
+        if (start.month, start.day, end.month, end.day) == (1, 1, 12, 31) and (
+            start.year == end.year
+        ):
+            return str(start.year)
+        return f"{start:%Y%m%d}-{end:%Y%m%d}"
 
 
 class AreaSpec(_Strict):
@@ -746,6 +764,26 @@ class ReferenceSpec(_Strict):
     regions: RegionsSpec | None = Field(
         None, description="Regions layer: one model is trained and applied per region."
     )
+    start_field: str | None = Field(
+        None,
+        description="Date field with the start of each feature's own time window (the season "
+        "it was observed): its features are read on the date grid that starts there, with as "
+        "many dates as spec.period's, and aligned by position in the season (feature names "
+        "<sensor>_<variable>_day<NNN>, NNN days after the window start). Default: every "
+        "feature is observed in spec.period.",
+    )
+    end_field: str | None = Field(
+        None,
+        description="Date field with the end of each feature's window (needs start_field); "
+        "the window must give as many dates as spec.period on every sensor's grid. Default: "
+        "start plus the length of spec.period.",
+    )
+    split_field: str | None = Field(
+        None,
+        description="Field fixing each feature's side of the split ('train' or 'validation'), "
+        "e.g. an independent validation set or validation on another year; replaces the "
+        "random split by polygon (sampling.validation_fraction is then unused).",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> ReferenceSpec:
@@ -759,6 +797,11 @@ class ReferenceSpec(_Strict):
             raise ValueError(
                 "name_field and ignore_labels describe classes, but this reference has a "
                 "value_field (regression); remove name_field and ignore_labels"
+            )
+        if self.end_field is not None and self.start_field is None:
+            raise ValueError(
+                f"end_field {self.end_field!r} is given without start_field; a window needs "
+                "its start: set start_field too, or remove end_field"
             )
         return self
 
@@ -1333,6 +1376,13 @@ class RunSpec(_Strict):
         "from the imagery: no cube, model or map).",
     )
     period: PeriodSpec
+    also_map: list[PeriodSpec] = Field(
+        default_factory=list,
+        description="Further periods mapped with the run's one model (e.g. other years): one "
+        "cube and one set of maps per period under periods/<name>/. Each must give as many "
+        "dates as spec.period on every sensor's grid (features are aligned by position in "
+        "the season).",
+    )
     sensors: list[SensorSpec] = Field(min_length=1)
     area: AreaSpec = Field(default_factory=AreaSpec)
     features: FeaturesSpec = Field(default_factory=FeaturesSpec)
@@ -1359,6 +1409,24 @@ class RunSpec(_Strict):
                 "task 'regression' needs values but reference gives label_field "
                 f"{reference.label_field!r}; set task: classification, or give "
                 "reference.value_field (a numeric field)"
+            )
+        labels = [self.period.label, *(p.label for p in self.also_map)]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"period names {twice} appear more than once among period and also_map; give "
+                "each period a unique name (also_map[i].name) or remove the repeated period"
+            )
+        if self.also_map and self.task == "extraction":
+            raise ValueError(
+                "also_map lists periods to map, but task 'extraction' makes no map; remove "
+                "also_map, or give the samples their own windows (reference.start_field)"
+            )
+        if reference.split_field is not None and self.sampling.runs > 1:
+            raise ValueError(
+                f"reference.split_field {reference.split_field!r} fixes the split, so "
+                f"sampling.runs {self.sampling.runs} would repeat the same split; set "
+                "sampling.runs: 1, or remove split_field"
             )
         if self.task == "regression" and self.sampling.strategy in (
             "per_class_count",

@@ -4,7 +4,9 @@ The cube of one tile holds, for each sensor, one variable per band, per index an
 feature with dims (``<sensor>_time``, y, x) on that sensor's regular date grid, plus
 ``<sensor>_valid_count`` (y, x) and ``owned`` (y, x). Model features are the variables' values on
 each date, named ``<sensor>_<variable>_<YYYYMMDD>``, in a fixed order: sensors, then bands, then
-indices, then user features, then dates.
+indices, then user features, then dates. A run whose samples or maps span several periods
+names them by position in the season instead, ``<sensor>_<variable>_day<NNN>`` (NNN days after
+the period's start), so that one model reads the same features in every period.
 
 Several tiles: one plan (and one cube) per tile, each knowing every tile of the run so that its
 pixels owned by another tile are left out (``owned`` is 0, features NaN) and chunks it owns no
@@ -69,6 +71,8 @@ class CubePlan:
     """The tile this cube covers when the run has tiles (None: a single-grid run)."""
     tiles: tuple[Tile, ...] = field(default=(), hash=False)
     """Every tile of the run (for ownership); empty for a single-grid run."""
+    season_names: bool = False
+    """Feature names by day in the season (``day<NNN>``) rather than by date."""
 
     @property
     def all_windows(self) -> list[Window]:
@@ -92,7 +96,11 @@ class CubePlan:
         names: list[str] = []
         for sensor in self.sensors:
             for variable in sensor.variables:
-                names.extend(f"{variable}_{d:%Y%m%d}" for d in sensor.dates)
+                if self.season_names:
+                    first = sensor.dates[0]
+                    names.extend(f"{variable}_day{(d - first).days:03d}" for d in sensor.dates)
+                else:
+                    names.extend(f"{variable}_{d:%Y%m%d}" for d in sensor.dates)
         return names
 
     @property
@@ -129,6 +137,7 @@ def plan_cube(
     user_functions: Sequence[str] = (),
     tile: Tile | None = None,
     tiles: Sequence[Tile] = (),
+    season_names: bool = False,
 ) -> CubePlan:
     """The cube of ``grid``. ``indices`` None: each sensor gets the defaults its bands allow.
 
@@ -156,7 +165,12 @@ def plan_cube(
             )
         )
     return CubePlan(
-        grid=grid, sensors=tuple(parts), chunk_size=chunk_size, tile=tile, tiles=tuple(tiles)
+        grid=grid,
+        sensors=tuple(parts),
+        chunk_size=chunk_size,
+        tile=tile,
+        tiles=tuple(tiles),
+        season_names=season_names,
     )
 
 
@@ -169,6 +183,7 @@ def plan_tile_cubes(
     chunk_size: int,
     *,
     user_functions: Sequence[str] = (),
+    season_names: bool = False,
 ) -> list[CubePlan]:
     """One plan per tile, each with the acquisitions that meet the tile (a tile may have fewer
     dates than its neighbours) and the ownership of its pixels among all the tiles."""
@@ -189,6 +204,7 @@ def plan_tile_cubes(
                 user_functions=user_functions,
                 tile=tile,
                 tiles=ordered,
+                season_names=season_names,
             )
         )
     return plans

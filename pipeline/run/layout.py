@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 #: Top-level names the run keeps for itself; user-chosen output paths may not use them.
-RESERVED = frozenset({"state", "items", "cube.zarr", "cubes", "samples", "model", "run.json"})
+RESERVED = frozenset(
+    {"state", "items", "cube.zarr", "cubes", "samples", "model", "run.json", "periods"}
+)
 #: Deeper names the run keeps for itself.
 RESERVED_PATHS = ("maps/map.zarr", "maps/tiles")
 
@@ -34,6 +36,26 @@ class RunLayout:
     report_name: str = "report"
     values_name: str = "maps/values.tif"
     catalog_name: str = "stac"
+    period: str | None = None
+    """A further period of the run (spec.also_map): its cubes and maps live in
+    ``periods/<name>/``, under the same names as the first period's."""
+
+    def for_period(self, name: str) -> RunLayout:
+        """The layout of the cubes and maps of the further period ``name``."""
+        folder = f"periods/{name}/"
+        return RunLayout(
+            self.root,
+            folder + self.labels_name,
+            folder + self.confidence_name,
+            self.report_name,
+            folder + self.values_name,
+            folder + self.catalog_name,
+            period=name,
+        )
+
+    @property
+    def _base(self) -> Path:
+        return self.root if self.period is None else self.root / "periods" / self.period
 
     def relative(self, path: Path) -> str:
         """The store-relative posix name of one of this layout's paths."""
@@ -50,11 +72,11 @@ class RunLayout:
     @property
     def cube(self) -> Path:
         """Gap-filled feature cube (Zarr v3) of a single-grid run."""
-        return self.root / "cube.zarr"
+        return self._base / "cube.zarr"
 
     def cube_of(self, tile: str | None) -> Path:
         """The cube of one tile (``cubes/<tile>.zarr``), or ``cube.zarr`` without tiles."""
-        return self.cube if tile is None else self.root / "cubes" / f"{tile}.zarr"
+        return self.cube if tile is None else self._base / "cubes" / f"{tile}.zarr"
 
     @property
     def samples(self) -> Path:
@@ -74,14 +96,14 @@ class RunLayout:
     @property
     def map_store(self) -> Path:
         """Labels and confidence as Zarr (what the COGs are made from)."""
-        return self.root / "maps" / "map.zarr"
+        return self._base / "maps" / "map.zarr"
 
     def regions_of(self, tile: str | None) -> Path:
         """The region index of a grid (Zarr), read by the prediction of a run with regions."""
         return self.root / "maps" / "regions" / f"{tile or 'grid'}.zarr"
 
     def map_store_of(self, tile: str | None) -> Path:
-        return self.map_store if tile is None else self.root / "maps" / "tiles" / f"{tile}.zarr"
+        return self.map_store if tile is None else self._base / "maps" / "tiles" / f"{tile}.zarr"
 
     @property
     def labels(self) -> Path:
@@ -141,4 +163,5 @@ class RunLayout:
             self.catalog,
             self.report,
             self.summary,
+            self.root / "periods",
         ]

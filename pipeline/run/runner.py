@@ -43,7 +43,7 @@ from pipeline.cube.plan import CubePlan, plan_cube, plan_tile_cubes
 from pipeline.cube.store import create_cube_store
 from pipeline.errors import ComputeError, InputDataError, OutputError
 from pipeline.grid import mosaic_grid, plan_tiles
-from pipeline.manifest import RunManifest
+from pipeline.manifest import PeriodSpec, RunManifest
 from pipeline.model import Acquisition, GridSpec
 from pipeline.run import stages as st
 from pipeline.run.clusters import ClusterStarter, open_client, worker_capacity
@@ -61,7 +61,12 @@ from pipeline.samples.extract import (
     plan_cog_extraction,
     plan_extraction,
 )
-from pipeline.samples.reference import ReferencePolygons, load_reference
+from pipeline.samples.reference import (
+    ReferencePolygons,
+    load_reference,
+    reference_windows,
+    window_name,
+)
 from pipeline.samples.regions import NO_REGION, RegionMap, check_region_training, load_regions
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
@@ -78,6 +83,48 @@ class TilePlan:
     cube: CubePlan
     cube_url: str
     map_url: str
+    period: str | None = None
+    """The further period (spec.also_map) this tile's cube and map are of; None: spec.period."""
+    cube_name: str = ""
+    map_name: str = ""
+    """Store-relative names of the cube and map stores."""
+
+    @property
+    def unit_key(self) -> str | None:
+        """The tile's prefix in unit keys: the period and the tile id, when there are any."""
+        parts = [p for p in (self.period, self.key) if p is not None]
+        return "-".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """Where the samples of one tile (and one window) are read: the reference burnt for them
+    and the cube plan of their dates (the tile's cube, or their window's own date grid)."""
+
+    tile: TilePlan
+    window: str | None
+    reference: ReferencePolygons
+    cube: CubePlan
+
+    @property
+    def group(self) -> str | None:
+        """The prefix of the samples' unit keys."""
+        parts = [p for p in (self.tile.key, self.window) if p is not None]
+        return "-".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class PeriodMaps:
+    """One mapped period: its tiles, the grid of its maps, and its mosaic and catalog units."""
+
+    period: PeriodSpec
+    name: str | None
+    """None for spec.period, whose maps are the run's main outputs."""
+    layout: RunLayout
+    tiles: tuple[TilePlan, ...]
+    mosaic: GridSpec
+    map_units: tuple[Unit, ...]
+    catalog: Unit
 
 
 @dataclass(frozen=True)
@@ -100,6 +147,16 @@ class RunPlan:
     mosaic: GridSpec
     """The grid of the final maps: the only tile's grid, or the mosaic of every tile."""
     regions: RegionPlan | None = None
+    maps: tuple[PeriodMaps, ...] = ()
+    """Every mapped period: spec.period first, then spec.also_map."""
+    sources: tuple[SampleSource, ...] = ()
+    windowed: bool = False
+    """The samples carry their own windows (spec.reference.start_field)."""
+
+    @property
+    def map_tiles(self) -> tuple[TilePlan, ...]:
+        """The tiles of every mapped period, in unit payload order."""
+        return tuple(t for m in self.maps for t in m.tiles) if self.maps else self.tiles
 
     @property
     def cube(self) -> CubePlan:
@@ -166,10 +223,24 @@ def _check_store_state(
         )
 
 
+def _span(spec: Any, windows: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """The dates discovery covers: every mapped period and every sample window."""
+    periods = [(spec.period.start, spec.period.end)]
+    periods += [(p.start, p.end) for p in spec.also_map]
+    periods += list(windows)
+    return min(a for a, _ in periods), max(b for _, b in periods)
+
+
+def _within(acquisitions: Sequence[Acquisition], start: Any, end: Any) -> list[Acquisition]:
+    """The acquisitions dated start .. end (inclusive), as discovery of that period finds."""
+    return [a for a in acquisitions if start <= a.datetime.date() <= end]
+
+
 def _discover(
-    manifest: RunManifest, store: RunStore, layout: RunLayout
+    manifest: RunManifest, store: RunStore, layout: RunLayout, span: tuple[Any, Any]
 ) -> tuple[list[tuple[SensorProfile, list[Acquisition]]], dict[str, tuple[list[pystac.Item], str]]]:
     spec = manifest.spec
+    start, end = span
     sensors: list[tuple[SensorProfile, list[Acquisition]]] = []
     items: dict[str, tuple[list[pystac.Item], str]] = {}
     with tempfile.TemporaryDirectory(prefix="sitsflow-items-") as scratch:
@@ -179,15 +250,13 @@ def _discover(
                 acquisitions, raw = find_acquisitions(
                     sensor_spec.catalog,
                     profile,
-                    spec.period.start,
-                    spec.period.end,
+                    start,
+                    end,
                     field=f"spec.sensors[{i}]",
                     saved=saved,
                 )
                 sensors.append((profile, acquisitions))
-                fingerprint = discovery_fingerprint(
-                    sensor_spec.catalog, spec.period.start, spec.period.end
-                )
+                fingerprint = discovery_fingerprint(sensor_spec.catalog, start, end)
                 items[profile.name] = (raw, fingerprint)
     return sensors, items
 
@@ -206,7 +275,7 @@ def _saved_items(store: RunStore, layout: RunLayout, name: str, scratch: Path) -
 
 def _sample_pixels(
     manifest: RunManifest,
-    references: Sequence[tuple[TilePlan, ReferencePolygons]],
+    references: Sequence[SampleSource],
     regions: RegionPlan | None = None,
 ) -> pd.DataFrame:
     """The split by polygon and the training selection: every pixel the samples table holds.
@@ -216,11 +285,11 @@ def _sample_pixels(
     centres north to south, then west to east (a single grid's row and column order).
     """
     sampling = manifest.spec.sampling
-    table = references[0][1].table
-    regression = references[0][1].is_regression
+    table = references[0].reference.table
+    regression = references[0].reference.is_regression
     present: set[int] = set()
-    for _, reference in references:
-        present.update(reference.present_ids().tolist())
+    for source in references:
+        present.update(source.reference.present_ids().tolist())
     chosen = table[table["polygon_id"].isin(present)]
     ids = chosen["polygon_id"].astype(int)
     if regression:  # stratified by value quantile bins, as sample_runs does
@@ -231,21 +300,27 @@ def _sample_pixels(
     # One split and one selection per run (seeds seed, seed + 1, ...): run 0 maps, every run is
     # scored on its own validation polygons.
     by_region = regions.polygon_region if regions is not None else None
-    splits = [
-        split_polygons(
-            labels,
-            sampling.validation_fraction,
-            sampling.seed + run,
-            strata=by_region,
-            groups=groups,
-        )
-        for run in range(sampling.runs)
-    ]
+    if "fixed_split" in chosen.columns:  # the reference says each feature's side
+        fixed = dict(zip(ids, chosen["fixed_split"].astype(str), strict=True))
+        splits = [fixed] * sampling.runs
+    else:
+        splits = [
+            split_polygons(
+                labels,
+                sampling.validation_fraction,
+                sampling.seed + run,
+                strata=by_region,
+                groups=groups,
+            )
+            for run in range(sampling.runs)
+        ]
     frames = []
-    for tile, reference in references:
-        pixels = labelled_pixels(reference, splits[0], by_region)
-        if tile.key is not None:
-            pixels.insert(0, "tile", tile.key)
+    for source in references:
+        pixels = labelled_pixels(source.reference, splits[0], by_region)
+        if source.window is not None:
+            pixels.insert(0, "window", source.window)
+        if source.tile.key is not None:
+            pixels.insert(0, "tile", source.tile.key)
         frames.append(pixels)
     pixels = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     pixels = pixels.reset_index(drop=True)
@@ -268,9 +343,14 @@ def _sample_pixels(
         pixels[st.split_column(run)] = column
         kept |= column != ""
     both = pixels[kept]
-    if len(frames) == 1:
-        return both.sort_values(["row", "col"]).reset_index(drop=True)
-    return _in_ground_order(both, {t.key: t.cube.grid for t, _ in references})
+    windowed = "window" in both.columns
+    if references[0].tile.key is None:
+        order = ["window", "row", "col"] if windowed else ["row", "col"]
+        return both.sort_values(order, kind="stable").reset_index(drop=True)
+    grounded = _in_ground_order(both, {s.tile.key: s.tile.cube.grid for s in references})
+    if windowed:
+        grounded = grounded.sort_values("window", kind="stable").reset_index(drop=True)
+    return grounded
 
 
 _PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "value", "group", "region", "split"]
@@ -298,7 +378,7 @@ def _region_map(spec: Any, grid: GridSpec, names: Sequence[str]) -> RegionMap:
 def _plan_regions(
     spec: Any,
     tiles: tuple[TilePlan, ...],
-    references: Sequence[tuple[TilePlan, ReferencePolygons]],
+    references: Sequence[SampleSource],
     store: RunStore,
     layout: RunLayout,
 ) -> RegionPlan | None:
@@ -310,7 +390,8 @@ def _plan_regions(
     names = tuple(every[i] for i in used)
     position = {old: new for new, old in enumerate(used)}
     frames = []
-    for tile, reference in references:
+    for source in references:
+        tile, reference = source.tile, source.reference
         inside = reference.polygon_ids >= 0
         region = np.vectorize(position.__getitem__, otypes=[np.int64])(maps[tile.key].index[inside])
         frames.append(pd.DataFrame({"polygon_id": reference.polygon_ids[inside], "region": region}))
@@ -344,22 +425,37 @@ def _plan_tiles(
     sensors: list[tuple[SensorProfile, list[Acquisition]]],
     store: RunStore,
     layout: RunLayout,
+    period: PeriodSpec,
+    *,
+    seasonal: bool,
+    field: str = "spec.period",
 ) -> tuple[TilePlan, ...]:
-    """A cube plan per output tile; a single-grid run has one tile without a key."""
+    """A cube plan per output tile of ``period`` (the period of ``layout``); a single-grid run
+    has one tile without a key."""
     spec = manifest.spec
     tiles = plan_tiles(spec.area, [a for _, acqs in sensors for a in acqs])
+    mine = [(p, _within(acqs, period.start, period.end)) for p, acqs in sensors]
     common: dict[str, Any] = {
-        "start": spec.period.start,
-        "end": spec.period.end,
+        "start": period.start,
+        "end": period.end,
         "indices": spec.features.indices,
         "chunk_size": spec.compute.chunk_size,
         "user_functions": spec.features.user_functions,
+        "season_names": seasonal,
     }
     cubes: list[tuple[str | None, CubePlan]]
     if len(tiles) == 1:
-        cubes = [(None, plan_cube(tiles.tiles[0].grid, sensors, **common))]
+        empty = [p.name for p, acqs in mine if not acqs]
+        if empty:
+            raise InputDataError(
+                f"sensor(s) {empty} have no acquisition in the period {period.start} .. "
+                f"{period.end}",
+                fix="check the catalog's dates against this period, or change the period",
+                field=field,
+            )
+        cubes = [(None, plan_cube(tiles.tiles[0].grid, mine, **common))]
     else:
-        planned = plan_tile_cubes(tiles.tiles, sensors, **common)
+        planned = plan_tile_cubes(tiles.tiles, mine, **common)
         cubes = []
         for cube in planned:
             assert cube.tile is not None
@@ -374,9 +470,10 @@ def _plan_tiles(
             cubes.append((cube.tile.id, cube))
         if not cubes:
             raise InputDataError(
-                f"none of the {len(tiles)} tiles of spec.area has an acquisition in the period",
-                fix="check spec.area against the catalog's coverage and spec.period",
-                field="spec.area",
+                f"none of the {len(tiles)} tiles of spec.area has an acquisition in the period "
+                f"{period.start} .. {period.end}",
+                fix="check spec.area against the catalog's coverage and the period",
+                field="spec.area" if field == "spec.period" else field,
             )
     return tuple(
         TilePlan(
@@ -384,33 +481,106 @@ def _plan_tiles(
             cube,
             store.url(layout.relative(layout.cube_of(key))),
             store.url(layout.relative(layout.map_store_of(key))),
+            layout.period,
+            layout.relative(layout.cube_of(key)),
+            layout.relative(layout.map_store_of(key)),
         )
         for key, cube in cubes
     )
 
 
+def _check_same_dates(cube: CubePlan, season: CubePlan, what: str, field: str) -> None:
+    """One model reads every period: each must give as many dates as spec.period per sensor."""
+    for mine, theirs in zip(cube.sensors, season.sensors, strict=True):
+        if len(mine.dates) != len(theirs.dates):
+            length = (theirs.dates[-1] - theirs.dates[0]).days + theirs.profile.date_step_days
+            raise InputDataError(
+                f"{what} gives {len(mine.dates)} dates of sensor {mine.profile.name!r} every "
+                f"{mine.profile.date_step_days} days, but spec.period gives {len(theirs.dates)}; "
+                "one model reads the same features (aligned by position in the season) in "
+                "every period",
+                fix=f"make it as long as spec.period (about {length} days)",
+                field=field,
+            )
+
+
+def _window_cube(
+    manifest: RunManifest,
+    tile: TilePlan,
+    sensors: list[tuple[SensorProfile, list[Acquisition]]],
+    start: Any,
+    end: Any,
+) -> CubePlan:
+    """The cube plan of samples observed start .. end on ``tile``: the tile's grid, the
+    window's own acquisitions and date grid (read from the imagery, never stored)."""
+    from pipeline.grid import acquisitions_over
+
+    spec = manifest.spec
+    chosen = []
+    for profile, acquisitions in sensors:
+        dated = _within(acquisitions, start, end)
+        if tile.cube.tile is not None:
+            dated = acquisitions_over(tile.cube.tile, dated)
+        chosen.append((profile, dated))
+    return plan_cube(
+        tile.cube.grid,
+        chosen,
+        start,
+        end,
+        spec.features.indices,
+        spec.compute.chunk_size,
+        user_functions=spec.features.user_functions,
+        tile=tile.cube.tile,
+        tiles=tile.cube.tiles,
+        season_names=True,
+    )
+
+
 def _tile_references(
-    spec: Any, tiles: tuple[TilePlan, ...]
-) -> list[tuple[TilePlan, ReferencePolygons]]:
-    """The reference burnt onto each tile's grid, on the pixels the tile owns only."""
-    if tiles[0].key is None:
-        return [(tiles[0], load_reference(spec.reference, tiles[0].cube.grid))]
+    manifest: RunManifest,
+    tiles: tuple[TilePlan, ...],
+    windows: Sequence[tuple[Any, Any]],
+    sensors: list[tuple[SensorProfile, list[Acquisition]]],
+) -> list[SampleSource]:
+    """The reference burnt onto each tile's grid (once per sample window, with windows), on
+    the pixels the tile owns only, with the cube plan the samples are read on."""
+    spec = manifest.spec
+    season = spec.period
+    if not windows and tiles[0].key is None:
+        tile = tiles[0]
+        return [SampleSource(tile, None, load_reference(spec.reference, tile.cube.grid), tile.cube)]
     out = []
     first_error: InputDataError | None = None
     for tile in tiles:
-        try:
-            reference = load_reference(spec.reference, tile.cube.grid)
-        except InputDataError as error:  # no polygon on this tile: other tiles may have some
-            first_error = first_error or error
-            continue
-        ids = reference.polygon_ids.copy()
-        owned = np.zeros(ids.shape, dtype=bool)
-        for window in tile.cube.windows:
-            owned[window.slices] = tile.cube.owned(window)
-        ids[~owned] = -1
-        out.append((tile, dataclasses.replace(reference, polygon_ids=ids)))
-    if not any(r.present_ids().size for _, r in out):
-        assert first_error is not None or out
+        for start, end in windows or [(None, None)]:
+            name = None if start is None else window_name(start, end)
+            try:
+                reference = load_reference(
+                    spec.reference, tile.cube.grid, season=season, window=name
+                )
+            except InputDataError as error:  # no polygon on this tile: other tiles may have some
+                first_error = first_error or error
+                continue
+            if name is not None and not reference.present_ids().size:
+                continue
+            if tile.key is not None:
+                ids = reference.polygon_ids.copy()
+                owned = np.zeros(ids.shape, dtype=bool)
+                for window in tile.cube.windows:
+                    owned[window.slices] = tile.cube.owned(window)
+                ids[~owned] = -1
+                reference = dataclasses.replace(reference, polygon_ids=ids)
+            cube = tile.cube
+            if name is not None:
+                cube = _window_cube(manifest, tile, sensors, start, end)
+                _check_same_dates(
+                    cube,
+                    tile.cube,
+                    f"the sample window {start} .. {end}",
+                    "spec.reference.end_field" if spec.reference.end_field else "spec.period",
+                )
+            out.append(SampleSource(tile, name, reference, cube))
+    if not any(s.reference.present_ids().size for s in out):
         raise first_error or InputDataError(
             "no reference feature covers a pixel owned by a tile of spec.area",
             fix="check that the reference data and the tiles cover the same area",
@@ -439,50 +609,89 @@ def plan_run(
     layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report, outputs.values)
     check_writable(outputs.store)
     _check_store_state(store, manifest, resume, check_lock=check_lock)
-    sensors, items = _discover(manifest, store, layout)
-    tiles = _plan_tiles(manifest, sensors, store, layout)
+    windows = reference_windows(spec.reference, spec.period)
+    # Samples of several seasons, or maps of several periods: one model reads the same
+    # features everywhere, so they are named by position in the season, not by date.
+    seasonal = bool(windows or spec.also_map)
+    span = _span(spec, windows)
+    sensors, items = _discover(manifest, store, layout, span)
+    tiles = _plan_tiles(manifest, sensors, store, layout, spec.period, seasonal=seasonal)
     cube = tiles[0].cube
     check_user_features(cube)
-    references = _tile_references(spec, tiles)
+    further: list[tuple[PeriodSpec, RunLayout, tuple[TilePlan, ...]]] = []
+    for i, period in enumerate(spec.also_map):
+        where = f"spec.also_map[{i}]"
+        period_layout = layout.for_period(period.label)
+        planned_tiles = _plan_tiles(
+            manifest, sensors, store, period_layout, period, seasonal=True, field=where
+        )
+        for tile in planned_tiles:
+            _check_same_dates(tile.cube, cube, f"{where} ({period.start} .. {period.end})", where)
+        further.append((period, period_layout, planned_tiles))
+    references = _tile_references(manifest, tiles, windows, sensors)
     regions = _plan_regions(spec, tiles, references, store, layout)
+    if regions is not None:
+        main_keys = {t.key for t in tiles}
+        for period, _, planned_tiles in further:
+            lacking = [t.key for t in planned_tiles if t.key not in main_keys]
+            if lacking:
+                raise InputDataError(
+                    f"tiles {lacking} have acquisitions in {period.label} but none in "
+                    "spec.period, so they have no region index",
+                    fix="map a spec.period that covers every tile, or narrow spec.area",
+                    field="spec.also_map",
+                )
     pixels = _sample_pixels(manifest, references, regions)
-    # Extraction reads the samples' windows straight from the imagery; the other tasks read
-    # the cube they build anyway for the map.
+    # Extraction, and samples with their own windows, read the samples' windows straight from
+    # the imagery; the other runs read the cube they build anyway for the map.
     extraction = spec.task == "extraction"
+    windowed = bool(windows)
     tasks: list[tuple[str | None, ExtractTask | CogExtractTask]] = []
-    for tile in tiles:
-        mine = pixels if tile.key is None else pixels[pixels["tile"] == tile.key]
+    for source in references:
+        mine = pixels
+        if source.tile.key is not None:
+            mine = mine[mine["tile"] == source.tile.key]
+        if source.window is not None:
+            mine = mine[mine["window"] == source.window]
         planned: Sequence[ExtractTask | CogExtractTask]
-        if extraction:
-            planned = plan_cog_extraction(mine, tile.cube)
+        if extraction or windowed:
+            planned = plan_cog_extraction(mine, source.cube)
         else:
+            tile = source.tile
             planned = plan_extraction(
                 mine, tile.cube.windows, tile.cube_url, tile.cube.time_series_variables
             )
-        tasks.extend((tile.key, task) for task in planned)
+        tasks.extend((source.group, task) for task in planned)
 
     digests: dict[str, str] = {}
-    digests["discover"] = st.digest(
-        "discover", [(p, st.unsigned(a)) for p, a in sensors], spec.period
-    )
+    digests["discover"] = st.digest("discover", [(p, st.unsigned(a)) for p, a in sensors], span)
     cube_units: list[Unit] = []
     by_window: dict[tuple[str | None, Any], str] = {}
-    for index, tile in enumerate(tiles):
-        name = "cube_store" if tile.key is None else f"cube_store:{tile.key}"
+    map_tiles = [*tiles, *(t for _, _, planned_tiles in further for t in planned_tiles)]
+    for index, tile in enumerate(map_tiles):
+        key = tile.unit_key
+        name = "cube_store" if key is None else f"cube_store:{key}"
         digests[name] = st.digest("cube", "store", st.cube_identity(tile.cube))
-        units_of_tile = st.cube_units(tile.cube, digests[name], tile=tile.key, index=index)
+        units_of_tile = st.cube_units(tile.cube, digests[name], tile=key, index=index)
         cube_units.extend(units_of_tile)
-        by_window.update({(tile.key, u.payload[1]): u.digest for u in units_of_tile})
+        by_window.update({(key, u.payload[1]): u.digest for u in units_of_tile})
     table_inputs = (
         st.frame_for_digest(
             pixels,
-            ["tile", *_PIXEL_COLUMNS, *(st.split_column(r) for r in range(1, spec.sampling.runs))],
+            [
+                "tile",
+                "window",
+                *_PIXEL_COLUMNS,
+                *(st.split_column(r) for r in range(1, spec.sampling.runs)),
+            ],
         ),
         cube.feature_names,
         cube.grid if tiles[0].key is None else tuple(t.cube.grid for t in tiles),
     )
-    if extraction:
-        parts, table = st.cog_sample_units(tasks, {t.key: t.cube for t in tiles}, table_inputs)
+    if extraction or windowed:
+        parts, table = st.cog_sample_units(
+            tasks, {s.group: s.cube for s in references}, table_inputs
+        )
     else:
         parts, table = st.sample_units(tasks, by_window, table_inputs)  # type: ignore[arg-type]
     digests["samples"] = table.digest
@@ -543,26 +752,43 @@ def plan_run(
             for index, name in enumerate(regions.names)
         ]
     predict = []
-    for index, tile in enumerate(tiles):
-        predict.extend(
-            st.predict_units(tile.cube.windows, train.digest, by_window, tile=tile.key, index=index)
+    predict_of: dict[str | None, list[Unit]] = {}
+    for index, tile in enumerate(map_tiles):
+        units_of_tile = st.predict_units(
+            tile.cube.windows, train.digest, by_window, tile=tile.unit_key, index=index
         )
-    mosaic_grid_ = mosaic_grid([t.cube.grid for t in tiles])
+        predict.extend(units_of_tile)
+        predict_of.setdefault(tile.period, []).extend(units_of_tile)
     probability_classes = _probability_classes(manifest, pixels)
-    files = _map_files(layout, spec.task, probability_classes)
-    mosaic = st.mosaic_units(files, [u.digest for u in predict], mosaic_grid_)
-    catalog = Unit(
-        "mosaic",
-        "catalog",
-        st.digest(
+    legend = references[0].reference.legend
+    maps = []
+    for period, period_layout, planned_tiles in [(spec.period, layout, tiles), *further]:
+        period_name = period_layout.period
+        grid = mosaic_grid([t.cube.grid for t in planned_tiles])
+        files = _map_files(period_layout, spec.task, probability_classes)
+        prefix = "" if period_name is None else f"{period_name}-"
+        map_units = st.mosaic_units(
+            files, [u.digest for u in predict_of[period_name]], grid, prefix=prefix
+        )
+        catalog = Unit(
             "mosaic",
-            "catalog",
-            [u.digest for u in mosaic],
-            manifest.name,
-            spec.period,
-            references[0][1].legend,
-        ),
-    )
+            f"{prefix}catalog",
+            st.digest(
+                "mosaic",
+                "catalog",
+                [u.digest for u in map_units],
+                manifest.name,
+                period,
+                legend,
+            ),
+        )
+        maps.append(
+            PeriodMaps(
+                period, period_name, period_layout, planned_tiles, grid, tuple(map_units), catalog
+            )
+        )
+    mosaic_grid_ = maps[0].mosaic
+    mosaic = list(maps[0].map_units)
     validate = Unit(
         "validate",
         "report",
@@ -580,19 +806,19 @@ def plan_run(
         "samples": [*parts, table],
         "train": [*region_units, *other_runs] if region_units else [train, *other_runs],
         "predict": predict,
-        "mosaic": [*mosaic, catalog],
+        "mosaic": [u for m in maps for u in (*m.map_units, m.catalog)],
         "validate": [validate],
     }
     if extraction:  # the samples table is the product
         units.update(cube=[], train=[], predict=[], mosaic=[], validate=[])
     work = WorkEstimate(
-        tiles=len(tiles),
-        chunks=sum(len(t.cube.windows) for t in tiles),
-        pixels=sum(t.cube.grid.width * t.cube.grid.height for t in tiles),
-        acquisitions=sum(len(s.acquisitions) for t in tiles for s in t.cube.sensors),
+        tiles=len(map_tiles),
+        chunks=sum(len(t.cube.windows) for t in map_tiles),
+        pixels=sum(t.cube.grid.width * t.cube.grid.height for t in map_tiles),
+        acquisitions=sum(len(s.acquisitions) for t in map_tiles for s in t.cube.sensors),
         features=len(cube.feature_names),
         chunk_size=cube.chunk_size,
-        chunk_bytes=max(t.cube.bytes_per_chunk() for t in tiles),
+        chunk_bytes=max(t.cube.bytes_per_chunk() for t in map_tiles),
         predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_size),
         units={k: len(v) for k, v in units.items()},
     )
@@ -615,7 +841,7 @@ def plan_run(
         layout,
         tiles,
         items,
-        references[0][1],
+        references[0].reference,
         pixels,
         tasks,
         units,
@@ -623,6 +849,9 @@ def plan_run(
         work,
         mosaic_grid_,
         regions,
+        tuple(maps),
+        tuple(references),
+        windowed,
     )
 
 
@@ -882,21 +1111,22 @@ def _run_stages(
     extraction = spec.task == "extraction"
     if not extraction:  # extraction reads the imagery itself: no cube
         with _stage("cube", timings, progress):
-            for tile in plan.tiles:
+            for tile in plan.map_tiles:
+                key = tile.unit_key
                 _ensure_store(
                     store,
                     "cube",
-                    plan.digests["cube_store" if tile.key is None else f"cube_store:{tile.key}"],
-                    layout.relative(layout.cube_of(tile.key)),
+                    plan.digests["cube_store" if key is None else f"cube_store:{key}"],
+                    tile.cube_name,
                     functools.partial(create_cube_store, tile.cube, tile.cube_url),
-                    key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+                    key=st.STORE_KEY if key is None else f"{st.STORE_KEY}-{key}",
                 )
             chunks = run(
                 StageWork(
                     "cube",
                     plan.units["cube"],
                     st.build_cube_unit,
-                    st.CubeContext(tuple((t.cube, t.cube_url) for t in plan.tiles)),
+                    st.CubeContext(tuple((t.cube, t.cube_url) for t in plan.map_tiles)),
                     description="cube chunks",
                 )
             )
@@ -971,19 +1201,22 @@ def _run_stages(
         encoding = dataclasses.replace(encoding, probability_classes=probability_classes)
 
     with _stage("predict", timings, progress):
-        for tile in plan.tiles:
-            grid = tile.cube.grid
+        for tile in plan.map_tiles:
+            grid, key = tile.cube.grid, tile.unit_key
             _ensure_store(
                 store,
                 "predict",
                 st.digest("predict", "store", grid, cube.chunk_size, encoding),
-                layout.relative(layout.map_store_of(tile.key)),
+                tile.map_name,
                 functools.partial(create_map_store, tile.map_url, grid, cube.chunk_size, encoding),
-                key=st.STORE_KEY if tile.key is None else f"{st.STORE_KEY}-{tile.key}",
+                key=st.STORE_KEY if key is None else f"{st.STORE_KEY}-{key}",
             )
         region_context: dict[str, Any] = {}
         if plan.regions is not None:
             region_context = _prepare_regions(plan, store, layout, cube.chunk_size, model_info)
+            # Every period's tile reads its tile's one region index.
+            by_tile = dict(zip((t.key for t in plan.tiles), plan.regions.urls, strict=True))
+            region_context["region_stores"] = tuple(by_tile[t.key] for t in plan.map_tiles)
         predicted = run(
             StageWork(
                 "predict",
@@ -991,7 +1224,7 @@ def _run_stages(
                 st.predict_unit,
                 st.PredictContext(
                     root,
-                    tuple((t.cube_url, t.map_url) for t in plan.tiles),
+                    tuple((t.cube_url, t.map_url) for t in plan.map_tiles),
                     tuple(cube.time_series_variables),
                     layout.relative(layout.model),
                     plan.digests["train"],
@@ -1003,39 +1236,40 @@ def _run_stages(
         )
 
     with _stage("mosaic", timings, progress):
-        *map_units, catalog = plan.units["mosaic"]
-        mosaic_units = [
-            Unit(u.stage, u.key, u.digest, _resolved(u.payload, encoding), u.pixels)
-            for u in map_units
-        ]
-        run(
-            StageWork(
-                "mosaic",
-                mosaic_units,
-                st.mosaic_unit,
-                st.MosaicContext(
-                    root, tuple((t.map_url, t.cube.grid) for t in plan.tiles), plan.mosaic
-                ),
-                description="map files",
+        for maps in plan.maps:  # spec.period, then each of spec.also_map
+            mosaic_units = [
+                Unit(u.stage, u.key, u.digest, _resolved(u.payload, encoding), u.pixels)
+                for u in maps.map_units
+            ]
+            what = "" if maps.name is None else f" of {maps.name}"
+            run(
+                StageWork(
+                    "mosaic",
+                    mosaic_units,
+                    st.mosaic_unit,
+                    st.MosaicContext(
+                        root, tuple((t.map_url, t.cube.grid) for t in maps.tiles), maps.mosaic
+                    ),
+                    description=f"map files{what}",
+                )
             )
-        )
-        run(
-            StageWork(
-                "mosaic",
-                [catalog],
-                st.catalog_unit,
-                st.CatalogContext(
-                    root,
-                    manifest.name,
-                    (spec.period.start, spec.period.end),
-                    plan.reference.legend,
-                    tuple(u.payload for u in mosaic_units),
-                    layout.catalog_name,
-                ),
-                on_cluster=False,
-                description="STAC catalog",
+            run(
+                StageWork(
+                    "mosaic",
+                    [maps.catalog],
+                    st.catalog_unit,
+                    st.CatalogContext(
+                        root,
+                        manifest.name,
+                        (maps.period.start, maps.period.end),
+                        plan.reference.legend,
+                        tuple(u.payload for u in mosaic_units),
+                        maps.layout.catalog_name,
+                    ),
+                    on_cluster=False,
+                    description=f"STAC catalog{what}",
+                )
             )
-        )
 
     from pipeline.predict.blockwise import LABEL_VARIABLE, VALUE_VARIABLE
 
@@ -1071,6 +1305,8 @@ def _run_stages(
                     tuple(spec.sampling.seed + run for run in range(spec.sampling.runs)),
                     tuple(cube.feature_names),
                     plan.regions.names if plan.regions is not None else (),
+                    layout.relative(layout.model),
+                    plan.windowed,
                 ),
                 on_cluster=False,
                 description="accuracy report",
@@ -1226,11 +1462,11 @@ def _assemble_samples(context: _TableContext, _payload: Any) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=8) as pool:
         values = list(pool.map(lambda u: st.read_part(store, u.key), context.parts))
     names = plan.cube.feature_names
-    if not plan.tiled:
+    if not plan.tiled and not plan.windowed:
         tasks = [task for _, task in plan.extract_tasks]
         table = samples_table(tasks, values, plan.pixels, names, plan.cube.grid)
     else:
-        table = _tiled_samples_table(plan, values)
+        table = _grouped_samples_table(plan, values)
     with store.publish(plan.layout.relative(plan.layout.samples)) as path:
         write_samples(table, path)
     return {
@@ -1240,30 +1476,35 @@ def _assemble_samples(context: _TableContext, _payload: Any) -> dict[str, Any]:
     }
 
 
-def _tiled_samples_table(plan: RunPlan, values: list[np.ndarray]) -> Any:
-    """The samples of every tile in one table, in the plan's order, with point geometries in
-    the mosaic's CRS."""
+def _grouped_samples_table(plan: RunPlan, values: list[np.ndarray]) -> Any:
+    """The samples of every tile (and window) in one table, in the plan's order, with point
+    geometries in the mosaic's CRS."""
     import geopandas as gpd
 
     from pipeline.samples.extract import samples_table
 
     frames = []
-    for tile in plan.tiles:
-        mine = [i for i, (key, _) in enumerate(plan.extract_tasks) if key == tile.key]
+    for source in plan.sources:
+        mine = [i for i, (key, _) in enumerate(plan.extract_tasks) if key == source.group]
         if not mine:
             continue
-        pixels = plan.pixels[plan.pixels["tile"] == tile.key]
+        pixels = plan.pixels
+        if source.tile.key is not None:
+            pixels = pixels[pixels["tile"] == source.tile.key]
+        if source.window is not None:
+            pixels = pixels[pixels["window"] == source.window]
         part = samples_table(
             [plan.extract_tasks[i][1] for i in mine],
             [values[i] for i in mine],
             pixels,
             plan.cube.feature_names,
-            tile.cube.grid,
+            source.tile.cube.grid,
         )
         frames.append(part.to_crs(plan.mosaic.crs))
     table = pd.concat(frames, ignore_index=True)
-    order = plan.pixels[["tile", "row", "col"]].reset_index().rename(columns={"index": "_order"})
-    table = table.merge(order, on=["tile", "row", "col"], how="left")
+    keys = [c for c in ("tile", "window") if c in plan.pixels.columns] + ["row", "col"]
+    order = plan.pixels[keys].reset_index().rename(columns={"index": "_order"})
+    table = table.merge(order, on=keys, how="left")
     table = table.sort_values("_order", kind="stable").drop(columns="_order")
     return gpd.GeoDataFrame(table.reset_index(drop=True), geometry="geometry", crs=plan.mosaic.crs)
 
@@ -1275,6 +1516,20 @@ def _report_details(
     return {
         "run": plan.manifest.name,
         "period": f"{spec.period.start} .. {spec.period.end}",
+        **(
+            {"also mapped": ", ".join(f"{p.label} ({p.start} .. {p.end})" for p in spec.also_map)}
+            if spec.also_map
+            else {}
+        ),
+        **(
+            {
+                "sample windows": ", ".join(sorted({s.window for s in plan.sources if s.window})),
+                "validation": "each validation pixel scored on its own window's features "
+                "(the model applied to them), not read from one map; no area estimate",
+            }
+            if plan.windowed
+            else {}
+        ),
         "sensors": ", ".join(
             f"{s.profile.name} ({len(s.acquisitions)} acquisitions -> {len(s.dates)} dates every "
             f"{s.profile.date_step_days} days)"
@@ -1330,6 +1585,19 @@ def _summary(
     ]
     if probabilities:
         outputs["probabilities"] = probabilities
+    further = {
+        maps.name: {
+            "cube": where(
+                maps.layout.cube if not plan.tiled else maps.layout.root / "periods" / maps.name
+            ),
+            **{u.payload.role: where(layout.root / u.payload.name) for u in maps.map_units},
+            "catalog": where(maps.layout.catalog / "collection.json"),
+        }
+        for maps in plan.maps[1:]
+        if maps.name is not None
+    }
+    if further:
+        outputs["periods"] = further
     if plan.manifest.spec.task == "extraction":
         outputs = {k: outputs[k] for k in ("items", "samples")}
     throughput = {

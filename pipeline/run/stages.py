@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -426,11 +427,14 @@ class MosaicContext:
     """The mosaic's grid (the only tile's grid in a single-grid run)."""
 
 
-def mosaic_units(files: list[MapFile], predict_digests: list[str], grid: GridSpec) -> list[Unit]:
+def mosaic_units(
+    files: list[MapFile], predict_digests: list[str], grid: GridSpec, *, prefix: str = ""
+) -> list[Unit]:
+    """One unit per map file (``prefix``: a further period's, e.g. ``2016-``)."""
     return [
         Unit(
             "mosaic",
-            f.role,
+            prefix + f.role,
             digest("mosaic", predict_digests, f.role, f.name, grid),
             payload=f,
             pixels=grid.width * grid.height,
@@ -538,6 +542,49 @@ class ValidateContext:
     regions: tuple[str, ...] = ()
     """Runs with regions: each validation pixel is scored with its own region's model of the
     run (without the border blend of the map)."""
+    model: str = ""
+    """The model folder (run 0's), for validation from the samples' features."""
+    from_samples: bool = False
+    """Samples with their own windows: each validation pixel is scored on its own window's
+    features (the model applied to them in the samples table), not read from one map."""
+
+
+def _predict_samples(
+    store: RunStore,
+    folder: str,
+    rows: pd.DataFrame,
+    names: Sequence[str],
+    regions: Sequence[str],
+) -> np.ndarray:
+    """The model of ``folder`` (or each row's region model) applied to the rows' features."""
+    from pipeline.learn import load_model, model_input
+
+    def predict(path: str, part: pd.DataFrame) -> np.ndarray:
+        with store.fetch(path) as local:
+            model, _ = load_model(Path(local))
+        return np.asarray(model.predict(model_input(model, part[list(names)].to_numpy(np.float32))))
+
+    if not regions:
+        return predict(folder, rows)
+    parts = []
+    for index, name in enumerate(regions):
+        mine = rows[rows["region"] == index]
+        if len(mine):
+            parts.append(pd.Series(predict(region_model(folder, name), mine), mine.index))
+    return pd.concat(parts).reindex(rows.index).to_numpy()
+
+
+def _sample_predictions(context: ValidateContext, store: RunStore, rows: pd.DataFrame) -> Any:
+    """Each validation row's prediction from its own features; no-data (the map's) where a
+    feature is missing (a pixel never valid in its window)."""
+    dtype = np.float64 if context.task == "regression" else np.int64
+    out = np.full(len(rows), context.nodata, dtype=dtype)
+    names = list(context.feature_names)
+    complete = ~rows[names].isna().any(axis=1).to_numpy()
+    if complete.any():
+        predicted = _predict_samples(store, context.model, rows[complete], names, context.regions)
+        out[complete] = predicted.astype(dtype)
+    return out
 
 
 def _across_runs(
@@ -547,7 +594,6 @@ def _across_runs(
     the samples table), summarised as mean and 95 % interval; None for a single run."""
     if len(context.run_models) < 2:
         return None
-    from pipeline.learn import load_model, model_input
     from pipeline.samples.split import VALIDATION
     from pipeline.validate.aggregate import aggregate_classification, aggregate_regression
     from pipeline.validate.metrics import classification_metrics
@@ -555,24 +601,10 @@ def _across_runs(
 
     names = list(context.feature_names)
     scores: list[Any] = []
-
-    def predict(folder: str, rows: pd.DataFrame) -> np.ndarray:
-        with store.fetch(folder) as local:
-            model, _ = load_model(Path(local))
-        return np.asarray(model.predict(model_input(model, rows[names].to_numpy(np.float32))))
-
     for run, folder in enumerate(context.run_models):
         rows = samples[samples[split_column(run)] == VALIDATION]
         rows = rows[~rows[names].isna().any(axis=1)]
-        if context.regions:
-            parts = []
-            for index, name in enumerate(context.regions):
-                mine = rows[rows["region"] == index]
-                if len(mine):
-                    parts.append(pd.Series(predict(region_model(folder, name), mine), mine.index))
-            predicted = pd.concat(parts).reindex(rows.index).to_numpy()
-        else:
-            predicted = predict(folder, rows)
+        predicted = _predict_samples(store, folder, rows, names, context.regions)
         if context.task == "regression":
             scores.append(regression_metrics(rows["value"].to_numpy(np.float64), predicted))
         else:
@@ -622,7 +654,9 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
     if context.task == "regression":
         return _validate_values(context, store, samples, validation)
     with store.fetch(context.labels) as labels_path, store.fetch(context.confidence) as conf_path:
-        if context.tile_maps:
+        if context.from_samples:
+            predicted = _sample_predictions(context, store, validation)
+        elif context.tile_maps:
             predicted = _tile_labels(context, validation)
         else:
             with rasterio.open(labels_path) as src:
@@ -652,7 +686,10 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
             ),
         }
         runs = _across_runs(context, store, samples, classes)
-        area = _area_assessment(labels_path, reference, predicted, classes)
+        # Validation pixels of several windows are not a sample of the one map: no area estimate.
+        area = None
+        if not context.from_samples:
+            area = _area_assessment(labels_path, reference, predicted, classes)
         with store.publish(context.report) as folder:
             write_report(
                 folder,
@@ -704,7 +741,9 @@ def _validate_values(
     from pipeline.warnings import DataQualityWarning
 
     with store.fetch(context.values) as values_path:
-        if context.tile_maps:
+        if context.from_samples:
+            predicted = _sample_predictions(context, store, validation)
+        elif context.tile_maps:
             predicted = _tile_labels(context, validation)
         else:
             with rasterio.open(values_path) as src:

@@ -4,12 +4,19 @@ A reference feature is one sampling unit: a polygon, or a point (which covers th
 falls in). Classification reads an integer class code per feature (``label_field``), regression a
 number (``value_field``). Pixels covered by two or more features are left out, because their
 label is ambiguous; a warning says how many.
+
+A feature may carry its own time window (``start_field``/``end_field``): the season it was
+observed in. Features of different windows may cover the same ground (a parcel observed in 2016
+and in 2017), so each window is burnt on its own (``load_reference(..., window=key)``) and its
+pixels are sampled on that window's own date grid.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +27,7 @@ from rasterio import features as rio_features
 from rasterio.enums import MergeAlg
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import ReferenceSpec
+from pipeline.manifest import PeriodSpec, ReferenceSpec
 from pipeline.model import ClassInfo, GridSpec
 from pipeline.warnings import DataQualityWarning
 
@@ -39,8 +46,11 @@ class ReferencePolygons:
     """Reference features on the grid: one row per feature, and the raster of feature ids.
 
     ``table`` has ``polygon_id``, ``group`` (the split unit), ``name``, and ``label`` (int64,
-    classification) or ``value`` (float64, regression). ``polygon_ids`` is (height, width) int32,
-    -1 where no feature (or more than one) covers the pixel centre.
+    classification) or ``value`` (float64, regression); with windows also ``window`` (its key,
+    ``YYYYMMDD-YYYYMMDD``), ``window_start`` and ``window_end``; with a split field
+    ``fixed_split`` ('train' or 'validation'). ``polygon_ids`` is (height, width) int32, -1
+    where no feature (or more than one) covers the pixel centre; when loaded for one window,
+    only that window's features are burnt.
     """
 
     table: pd.DataFrame
@@ -55,6 +65,15 @@ class ReferencePolygons:
     def present_ids(self) -> np.ndarray:
         """Ids of the features that cover at least one pixel, sorted."""
         return np.unique(self.polygon_ids[self.polygon_ids >= 0])
+
+    @property
+    def windowed(self) -> bool:
+        return "window" in self.table.columns
+
+
+def window_name(start: date, end: date) -> str:
+    """The name of a sample window in tables and unit keys."""
+    return f"{start:%Y%m%d}-{end:%Y%m%d}"
 
 
 def read_vector(path: str, layer: str | None, field: str) -> gpd.GeoDataFrame:
@@ -152,6 +171,92 @@ def _values(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
     return values.astype(np.float64)
 
 
+def _dates(frame: gpd.GeoDataFrame, name: str, key: str) -> pd.Series:
+    """The field ``name`` as dates; an error names a feature whose value is not a date."""
+    raw = frame[name]
+    parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputDataError(
+            f"{int(bad.sum())} reference feature(s) have no date in {name!r} (e.g. feature "
+            f"{index}: {raw.iloc[index]!r})",
+            fix=f"give every feature a date (YYYY-MM-DD) in {name!r}, or remove those features",
+            field=f"spec.reference.{key}",
+        )
+    return parsed.dt.date
+
+
+def feature_windows(
+    frame: gpd.GeoDataFrame, spec: ReferenceSpec, season: PeriodSpec
+) -> pd.DataFrame:
+    """Each feature's window (``window_start``, ``window_end``, ``window``): its own dates, or
+    its start plus the length of ``season`` when there is no end field."""
+    assert spec.start_field is not None
+    starts = _dates(frame, spec.start_field, "start_field")
+    if spec.end_field is not None:
+        ends = _dates(frame, spec.end_field, "end_field")
+    else:
+        ends = starts + (season.end - season.start)
+    empty = (ends <= starts).to_numpy()
+    if empty.any():
+        index = int(np.flatnonzero(empty)[0])
+        raise InputDataError(
+            f"{int(empty.sum())} reference feature(s) have a window that ends before it starts "
+            f"(e.g. feature {index}: {starts.iloc[index]} .. {ends.iloc[index]})",
+            fix=f"check the fields {spec.start_field!r} and {spec.end_field!r}",
+            field="spec.reference.end_field",
+        )
+    keys = [window_name(a, b) for a, b in zip(starts, ends, strict=True)]
+    return pd.DataFrame(
+        {"window": keys, "window_start": list(starts), "window_end": list(ends)},
+        index=frame.index,
+    )
+
+
+def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> np.ndarray:
+    assert spec.split_field is not None
+    raw = frame[spec.split_field]
+    sides = raw.astype(str).str.strip().str.lower()
+    bad = ~sides.isin(["train", "validation"]) | raw.isna()
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputDataError(
+            f"{int(bad.sum())} reference feature(s) have a split value that is neither 'train' "
+            f"nor 'validation' in {spec.split_field!r} (e.g. feature {index}: "
+            f"{raw.iloc[index]!r})",
+            fix=f"set {spec.split_field!r} to 'train' or 'validation' on every feature",
+            field="spec.reference.split_field",
+        )
+    return sides.to_numpy(dtype=object)
+
+
+@lru_cache(maxsize=4)
+def _read_once(path: str, layer: str | None, stamp: float) -> gpd.GeoDataFrame:
+    """A reference file read once per version (tiles and windows each burn it again)."""
+    return read_vector(path, layer, "spec.reference.path")
+
+
+def _read_reference(spec: ReferenceSpec) -> gpd.GeoDataFrame:
+    local = Path(spec.path)
+    if "://" in spec.path or not local.exists():
+        return read_vector(spec.path, spec.layer, "spec.reference.path")
+    return _read_once(spec.path, spec.layer, local.stat().st_mtime).copy()
+
+
+def reference_windows(spec: ReferenceSpec, season: PeriodSpec) -> list[tuple[date, date]]:
+    """The distinct windows of the reference's features, sorted (empty without start_field)."""
+    if spec.start_field is None:
+        return []
+    frame = _read_reference(spec)
+    require_fields(
+        frame, {"start_field": spec.start_field, "end_field": spec.end_field}, "spec.reference"
+    )
+    windows = feature_windows(frame, spec, season)
+    pairs = windows[["window_start", "window_end"]].drop_duplicates()
+    return sorted((a, b) for a, b in pairs.itertuples(index=False))
+
+
 def _burn(frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, int]:
     """The id raster and the number of pixels left out because several features cover them."""
     shapes = list(zip(frame.geometry, (int(i) for i in ids), strict=True))
@@ -173,9 +278,19 @@ def _burn(frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec) -> tuple[np.
     return polygon_ids, int(shared.sum())
 
 
-def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
-    """Read the reference file, check it, and burn its features onto ``grid``."""
-    frame = read_vector(spec.path, spec.layer, "spec.reference.path")
+def load_reference(
+    spec: ReferenceSpec,
+    grid: GridSpec,
+    *,
+    season: PeriodSpec | None = None,
+    window: str | None = None,
+) -> ReferencePolygons:
+    """Read the reference file, check it, and burn its features onto ``grid``.
+
+    With windows (``spec.start_field``; ``season`` is then the run's period), ``window`` picks
+    the window whose features are burnt: the table still lists every feature.
+    """
+    frame = _read_reference(spec)
     require_fields(
         frame,
         {
@@ -183,6 +298,9 @@ def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
             "value_field": spec.value_field,
             "name_field": spec.name_field,
             "group_field": spec.group_field,
+            "start_field": spec.start_field,
+            "end_field": spec.end_field,
+            "split_field": spec.split_field,
         },
         "spec.reference",
     )
@@ -222,9 +340,26 @@ def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
     else:
         table["group"] = table["polygon_id"].astype(str)
     table["points"] = frame.geom_type.isin(_PUNCTUAL).to_numpy()
+    if spec.split_field:
+        table["fixed_split"] = _fixed_split(frame, spec)
+    burnt = np.ones(len(frame), dtype=bool)
+    if spec.start_field:
+        assert season is not None, "a reference with windows is loaded with the run's period"
+        windows = feature_windows(frame, spec, season)
+        for column in windows.columns:
+            table[column] = windows[column].to_numpy()
+        if window is not None:
+            burnt = table["window"].to_numpy() == window
 
-    polygon_ids, shared = _burn(frame, ids, grid)
+    polygon_ids, shared = _burn(frame[burnt], ids[burnt], grid)
     present = np.unique(polygon_ids[polygon_ids >= 0])
+    if window is not None and present.size == 0:
+        return ReferencePolygons(  # this window has no feature here: other windows may
+            table=table,
+            polygon_ids=polygon_ids,
+            legend=() if regression else _legend(table),
+            target="value" if regression else "label",
+        )
     if present.size == 0:
         raise InputDataError(
             f"no reference feature of {spec.path!r} covers a pixel of the output grid "
@@ -240,7 +375,7 @@ def load_reference(spec: ReferenceSpec, grid: GridSpec) -> ReferencePolygons:
             DataQualityWarning,
             stacklevel=2,
         )
-    _warn_unused(table, present, regression)
+    _warn_unused(table[burnt], present, regression)
     legend = () if regression else _legend(table)
     return ReferencePolygons(
         table=table,

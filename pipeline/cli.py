@@ -370,6 +370,71 @@ def crossval(
     typer.echo(f"report {out / HTML}, metrics {out / METRICS_JSON}, per split {out / FOLDS_JSON}")
 
 
+@app.command()
+def train(
+    table: Annotated[
+        Path, typer.Argument(help="Sample table: CSV/Parquet, long (sits) or wide form.")
+    ],
+    manifest: Annotated[
+        Path,
+        typer.Option(help="The run the model is for: its bands, date grid and model."),
+    ],
+    out: Annotated[Path, typer.Option(help="Model folder to write (model file + model.json).")],
+    estimator: Annotated[
+        str | None,
+        typer.Option(help="Import path of a classifier instead of the manifest's model."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Estimator parameter NAME=VALUE (repeatable), with --estimator."),
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Column keeping samples together in any inner split (a polygon id)."),
+    ] = None,
+) -> None:
+    """Train a run's model from a sample table another tool extracted (sits, iota2, eo-learn).
+
+    The table is checked against the run's features (bands and date grid); the model folder it
+    writes is used by the run with model: {kind: external, path: OUT}.
+    """
+    import pydantic
+
+    from pipeline.errors import ModelError
+    from pipeline.learn.from_table import train_from_table
+    from pipeline.manifest import ModelSpec
+    from pipeline.samples.tables import read_sample_table
+
+    log = _log()
+    _route_warnings(log)
+    try:
+        run_manifest = _load(manifest, None)
+        model = None
+        if estimator is not None:
+            try:
+                model = ModelSpec(
+                    kind="sklearn", estimator=estimator, params=_model_params(param or [])
+                )
+            except pydantic.ValidationError as exc:
+                raise ModelError(
+                    f"{estimator!r} is not an estimator import path ({exc.errors()[0]['msg']})",
+                    fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
+                    field="--estimator",
+                ) from None
+        samples = read_sample_table(table, group_column=group_by)
+        done = train_from_table(samples, run_manifest.spec, out, model=model, source=str(table))
+    except SitsflowError as exc:
+        _fail(log, exc)
+        return
+    contract = done.contract
+    typer.echo(
+        f"trained {contract.estimator} on {done.samples} samples of {len(done.classes)} classes "
+        f"({len(contract.feature_names)} features: {contract.feature_names[0]} .. "
+        f"{contract.feature_names[-1]})"
+    )
+    typer.echo(f"model {out}; use it with model: {{kind: external, path: {out}}}")
+
+
 def _progress(log: RunLog) -> Any:
     """The progress display; inside an operator-started pod it also reports to the SitsRun."""
     from pipeline.k8s.reporter import progress_for

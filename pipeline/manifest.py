@@ -769,7 +769,7 @@ class ReferenceSpec(_Strict):
         description="Date field with the start of each feature's own time window (the season "
         "it was observed): its features are read on the date grid that starts there, with as "
         "many dates as spec.period's, and aligned by position in the season (feature names "
-        "<sensor>_<variable>_day<NNN>, NNN days after the window start). Default: every "
+        "<sensor>_<variable>_t<NN>, the NN-th date of the window's grid). Default: every "
         "feature is observed in spec.period.",
     )
     end_field: str | None = Field(

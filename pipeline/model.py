@@ -114,6 +114,13 @@ class Window:
         return f"rows {rows}, cols {self.col_off}:{self.col_off + self.width}"
 
 
+def position_tokens(n_dates: int) -> list[str]:
+    """Names of the positions in a series of ``n_dates`` (``t0``.. or ``t00``..): what features
+    are named by when samples of several seasons are aligned by position, not by date."""
+    width = len(str(n_dates - 1))
+    return [f"t{i:0{width}d}" for i in range(n_dates)]
+
+
 @dataclass(frozen=True)
 class DateGrid:
     """A regular grid of dates, ``start`` to ``end`` inclusive every ``step_days`` days.

@@ -5,8 +5,9 @@ feature with dims (``<sensor>_time``, y, x) on that sensor's regular date grid, 
 ``<sensor>_valid_count`` (y, x) and ``owned`` (y, x). Model features are the variables' values on
 each date, named ``<sensor>_<variable>_<YYYYMMDD>``, in a fixed order: sensors, then bands, then
 indices, then user features, then dates. A run whose samples or maps span several periods
-names them by position in the season instead, ``<sensor>_<variable>_day<NNN>`` (NNN days after
-the period's start), so that one model reads the same features in every period.
+names them by position in the season instead, ``<sensor>_<variable>_t<NN>`` (the NN-th date of
+the grid, as sample tables name them), so that one model reads the same features in every
+period.
 
 Several tiles: one plan (and one cube) per tile, each knowing every tile of the run so that its
 pixels owned by another tile are left out (``owned`` is 0, features NaN) and chunks it owns no
@@ -26,7 +27,7 @@ from pipeline.catalog.sensors import SensorProfile
 from pipeline.cube.features import default_indices
 from pipeline.cube.userfeatures import probe_user_features
 from pipeline.grid import Tile, ownership_mask
-from pipeline.model import Acquisition, DateGrid, GridSpec, Window
+from pipeline.model import Acquisition, DateGrid, GridSpec, Window, position_tokens
 
 OWNED_VARIABLE = "owned"
 
@@ -72,7 +73,7 @@ class CubePlan:
     tiles: tuple[Tile, ...] = field(default=(), hash=False)
     """Every tile of the run (for ownership); empty for a single-grid run."""
     season_names: bool = False
-    """Feature names by day in the season (``day<NNN>``) rather than by date."""
+    """Feature names by position in the season (``t<NN>``) rather than by date."""
 
     @property
     def all_windows(self) -> list[Window]:
@@ -97,8 +98,8 @@ class CubePlan:
         for sensor in self.sensors:
             for variable in sensor.variables:
                 if self.season_names:
-                    first = sensor.dates[0]
-                    names.extend(f"{variable}_day{(d - first).days:03d}" for d in sensor.dates)
+                    tokens = position_tokens(len(sensor.dates))
+                    names.extend(f"{variable}_{token}" for token in tokens)
                 else:
                     names.extend(f"{variable}_{d:%Y%m%d}" for d in sensor.dates)
         return names

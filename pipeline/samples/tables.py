@@ -39,7 +39,7 @@ import pandas as pd
 
 from pipeline.errors import InputDataError
 from pipeline.learn.contract import ModelContract
-from pipeline.model import ClassInfo
+from pipeline.model import ClassInfo, position_tokens
 
 META_COLUMNS = (
     "sample_id",
@@ -254,7 +254,7 @@ def _from_long(
         first_sample = table[table["sample_id"] == table["sample_id"].iloc[0]]
         tokens = [f"{d:%Y%m%d}" for d in first_sample["date"]]
     else:
-        tokens = _position_tokens(n_dates)
+        tokens = position_tokens(n_dates)
     wide = table.pivot(index="sample_id", columns="step", values=band_columns)
     features = np.concatenate(
         [wide[band].to_numpy(dtype=np.float32) for band in band_columns], axis=1
@@ -277,11 +277,6 @@ def _from_long(
         groups=None if group_column is None else meta[group_column].to_numpy(),
         group_column=group_column,
     )
-
-
-def _position_tokens(n_dates: int) -> list[str]:
-    width = len(str(n_dates - 1))
-    return [f"t{i:0{width}d}" for i in range(n_dates)]
 
 
 # --- wide form -----------------------------------------------------------------------------------
@@ -480,7 +475,7 @@ def _from_wide(
     if dated and time_naming != "index":
         tokens = [f"{t:%Y%m%d}" for t in times]
     else:
-        tokens = _position_tokens(len(times))
+        tokens = position_tokens(len(times))
     names = tuple(f"{band.lower()}_{token}" for band in chosen for token in tokens)
     has_lon, has_lat = "longitude" in table.columns, "latitude" in table.columns
     if has_lon != has_lat:

@@ -78,7 +78,7 @@ def test_each_sample_is_read_on_its_own_window(run: dict[str, Any]) -> None:
     by_window = {w: set(zip(g["row"], g["col"], strict=True)) for w, g in samples.groupby("window")}
     assert by_window[TRAIN_WINDOW] == by_window[VALIDATION_WINDOW]
     features = [c for c in samples.columns if c.startswith("s2_")]
-    assert features[:3] == ["s2_ndvi_day000", "s2_ndvi_day010", "s2_ndvi_day020"]
+    assert features[:3] == ["s2_ndvi_t00", "s2_ndvi_t01", "s2_ndvi_t02"]
     assert len(features) == 22  # 2017-03-01 .. 2017-09-30 every 10 days
     # A place's two years differ (they are read on different dates).
     one = samples.sort_values(["row", "col"]).groupby("window")[features].first()

@@ -226,3 +226,32 @@ def test_period_and_window_manifest_errors(change: Any, message: str) -> None:
         parse_manifest(yaml.safe_dump(_spec(change)), base_dir=DEMO_DIR, source="test.yaml")
     text = " ".join(str(error.value).split())
     assert message in text, text
+
+
+def test_an_extraction_reads_each_window_and_keeps_a_place_on_one_side(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    """task extraction with windows and a group shared by both years of a place: the same
+    features as the classification run read, and a place never on both sides of the split."""
+    path = two_years(tmp_path)
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["task"] = "extraction"
+        spec["reference"].update(path=str(path), start_field="observed", group_field="place")
+
+    done = cli("run", str(demo_manifest(tmp_path, change)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    extracted = gpd.read_parquet(tmp_path / "store" / "samples" / "samples.parquet")
+    assert sorted(extracted["window"].unique()) == [VALIDATION_WINDOW, TRAIN_WINDOW]
+    sides = extracted.groupby("group")["split"].nunique()
+    assert (sides == 1).all() and extracted["split"].nunique() == 2
+    assert extracted.groupby("group")["window"].nunique().max() == 2  # both years of a place
+    keys = ["window", "row", "col"]
+    features = [c for c in extracted.columns if c.startswith("s2_")]
+    both = extracted[[*keys, *features]].merge(
+        run["samples"][[*keys, *features]], on=keys, suffixes=("", "_run")
+    )
+    assert len(both) == len(extracted)
+    np.testing.assert_array_equal(
+        both[features].to_numpy(), both[[f"{f}_run" for f in features]].to_numpy()
+    )

@@ -375,7 +375,7 @@ def load_reference(
             DataQualityWarning,
             stacklevel=2,
         )
-    _warn_unused(table[burnt], present, regression)
+    _warn_unused(table[burnt], present, regression, window)
     legend = () if regression else _legend(table)
     return ReferencePolygons(
         table=table,
@@ -385,7 +385,9 @@ def load_reference(
     )
 
 
-def _warn_unused(table: pd.DataFrame, present: np.ndarray, regression: bool) -> None:
+def _warn_unused(
+    table: pd.DataFrame, present: np.ndarray, regression: bool, window: str | None = None
+) -> None:
     unused = table[~table["polygon_id"].isin(present)]
     if unused.empty:
         return
@@ -397,8 +399,9 @@ def _warn_unused(table: pd.DataFrame, present: np.ndarray, regression: bool) -> 
                 f"; class(es) {[int(c) for c in gone]} lose every feature, so they cannot be "
                 "trained, mapped or validated"
             )
+    of = "" if window is None else f" observed in {window}"
     warnings.warn(
-        f"{len(unused)} of {len(table)} reference feature(s) cover no pixel centre of the grid "
+        f"{len(unused)} of {len(table)} reference feature(s){of} cover no pixel centre of the grid "
         f"(outside the area, smaller than a pixel, or fully overlapped); they are not used{lost}",
         DataQualityWarning,
         stacklevel=3,

@@ -248,6 +248,25 @@ def _model_params(params: list[str]) -> dict[str, Any]:
     return parsed
 
 
+def _estimator_spec(estimator: str, params: dict[str, Any], *, standardize: bool = False) -> Any:
+    """The ModelSpec of --estimator/--param, or an error naming --estimator."""
+    import pydantic
+
+    from pipeline.errors import ModelError
+    from pipeline.manifest import ModelSpec
+
+    try:
+        return ModelSpec(
+            kind="sklearn", estimator=estimator, params=params, standardize=standardize
+        )
+    except pydantic.ValidationError as exc:
+        raise ModelError(
+            f"{estimator!r} is not an estimator import path ({exc.errors()[0]['msg']})",
+            fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
+            field="--estimator",
+        ) from None
+
+
 @app.command()
 def crossval(
     table: Annotated[
@@ -294,10 +313,7 @@ def crossval(
     Writes the accuracy report (the map-validation format, with the mean and 95% interval
     across splits) and every split's scores into --out, and prints a summary.
     """
-    import pydantic
 
-    from pipeline.errors import ModelError
-    from pipeline.manifest import ModelSpec
     from pipeline.samples.tables import read_sample_table
     from pipeline.validate.crossval import (
         FOLDS_JSON,
@@ -314,15 +330,7 @@ def crossval(
     builtin = ("location", "sample", "none")
     mode: GroupBy = group_by if group_by in builtin else "column"  # type: ignore[assignment]
     try:
-        try:
-            spec = ModelSpec(kind="sklearn", estimator=estimator, params=params,
-                             standardize=standardize)  # fmt: skip
-        except pydantic.ValidationError as exc:
-            raise ModelError(
-                f"{estimator!r} is not an estimator import path ({exc.errors()[0]['msg']})",
-                fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
-                field="--estimator",
-            ) from None
+        spec = _estimator_spec(estimator, params, standardize=standardize)
         plan = CrossValPlan(
             method="kfold" if train_fraction is None else "split",
             folds=folds,
@@ -398,11 +406,8 @@ def train(
     The table is checked against the run's features (bands and date grid); the model folder it
     writes is used by the run with model: {kind: external, path: OUT}.
     """
-    import pydantic
 
-    from pipeline.errors import ModelError
     from pipeline.learn.from_table import train_from_table
-    from pipeline.manifest import ModelSpec
     from pipeline.samples.tables import read_sample_table
 
     log = _log()
@@ -411,16 +416,7 @@ def train(
         run_manifest = _load(manifest, None)
         model = None
         if estimator is not None:
-            try:
-                model = ModelSpec(
-                    kind="sklearn", estimator=estimator, params=_model_params(param or [])
-                )
-            except pydantic.ValidationError as exc:
-                raise ModelError(
-                    f"{estimator!r} is not an estimator import path ({exc.errors()[0]['msg']})",
-                    fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
-                    field="--estimator",
-                ) from None
+            model = _estimator_spec(estimator, _model_params(param or []))
         samples = read_sample_table(table, group_column=group_by)
         done = train_from_table(samples, run_manifest.spec, out, model=model, source=str(table))
     except SitsflowError as exc:

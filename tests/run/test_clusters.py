@@ -1,21 +1,28 @@
-"""Clusters: the Kubernetes DaskCluster spec (pure), the settings shipped to workers, and a real
-existing scheduler reached by address."""
+"""Clusters: the Kubernetes DaskCluster spec (pure), the settings shipped to workers, a real
+existing scheduler reached by address, and the LocalCluster a run starts (its workers' malloc
+settings, quick exit and warm-up)."""
 
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
 from pipeline.errors import ComputeError
 from pipeline.manifest import ComputeSpec
+from pipeline.run import clusters
 from pipeline.run.clusters import (
+    SKOPS,
     ClusterStarter,
+    QuickExit,
     k8s_quantity,
     kubernetes_cluster_spec,
     open_client,
+    stage_modules,
     worker_environment,
 )
 from tests.servers._process import free_port
@@ -124,3 +131,98 @@ def test_an_existing_scheduler_gets_the_worker_settings(tmp_path: Any) -> None:
                 assert list(client.run(os.getenv, "GDAL_HTTP_MAX_RETRY").values()) == ["5"]
             finally:
                 starter.close()
+
+
+class _FakeKubeCluster:
+    """Stands in for dask-kubernetes' KubeCluster: records what the run asks of it."""
+
+    made: ClassVar[list[_FakeKubeCluster]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.adapted: dict[str, Any] | None = None
+        _FakeKubeCluster.made.append(self)
+
+    def adapt(self, minimum: int | None = None, maximum: int | None = None) -> None:
+        self.adapted = {"minimum": minimum, "maximum": maximum}
+
+
+def test_a_kubernetes_cluster_adapts_between_the_manifests_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dask_kubernetes.operator
+
+    monkeypatch.setattr(dask_kubernetes.operator, "KubeCluster", _FakeKubeCluster)
+    _FakeKubeCluster.made.clear()
+    cluster = clusters._kube_cluster(kube_compute(namespace="mapping"), "france-2024")
+    assert cluster is _FakeKubeCluster.made[-1]
+    # KubeCluster.adapt turns these into the DaskAutoscaler's spec.minimum / spec.maximum.
+    assert cluster.adapted == {"minimum": 2, "maximum": 20}
+    spec = cluster.kwargs["custom_cluster_spec"]
+    assert spec["spec"]["worker"]["replicas"] == 6  # the start size, between the bounds
+    assert cluster.kwargs["namespace"] == "mapping" and cluster.kwargs["shutdown_on_close"]
+
+    fixed = ComputeSpec.model_validate({**kube_compute().model_dump(mode="json"), "adaptive": None})
+    assert clusters._kube_cluster(fixed, "run").adapted is None  # a fixed-size cluster
+
+
+def _malloc_settings() -> tuple[str | None, bool]:
+    """MALLOC_TRIM_THRESHOLD_ as the worker sees it, and whether its process started with it
+    (glibc reads the variable once, at process start: /proc/self/environ is what it read)."""
+    environ = Path("/proc/self/environ").read_bytes().split(b"\0")
+    at_start = any(entry.startswith(b"MALLOC_TRIM_THRESHOLD_=") for entry in environ)
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), at_start
+
+
+def _plugins(dask_worker: Any) -> list[str]:
+    return sorted(dask_worker.plugins)
+
+
+def test_the_runs_local_cluster_spawns_workers_without_the_nannys_malloc_trim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dask.config
+
+    # dask's own default, which a LocalCluster started elsewhere in this process would use.
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == 65536
+    # A nanny copies its spawn environment into this process: start from a clean one, as the
+    # sitsflow command does.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    compute = ComputeSpec(workers=1, dashboard_port=0, memory_limit="1GiB")
+    starter = ClusterStarter(compute, "test", ["predict"])
+    try:
+        client = starter.client()
+        assert list(client.run(_malloc_settings).values()) == [(None, False)]
+        (plugins,) = client.run(_plugins).values()
+        assert {"sitsflow-environment", "sitsflow-quick-exit"} <= set(plugins)
+        # The warm-up imported the predict units' modules on the worker.
+        futures = list(starter._warm_up)
+        assert [f.result(timeout=120) for f in futures] == [list(starter.modules)]
+        assert SKOPS in starter.modules and "pipeline.predict.blockwise" in starter.modules
+        starter.warm(["mosaic"])  # more modules once the cluster is up: submitted at once
+        assert "pipeline.predict.outputs" in starter.modules
+        assert [f.result(timeout=120) for f in starter._warm_up[len(futures) :]] == [
+            ["pipeline.predict.outputs", "pipeline.predict.stac", "pipeline.validate.mapped_area"]
+        ]
+    finally:
+        starter.close()
+    # Only while the run's cluster lives: dask's default is back for anything else.
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == 65536
+
+
+def test_a_closing_worker_freezes_its_heap() -> None:
+    gc.unfreeze()
+    try:
+        QuickExit().teardown(None)
+        assert gc.get_freeze_count() > 0  # the final collections at exit skip these objects
+    finally:
+        gc.unfreeze()
+
+
+def test_the_warm_up_follows_the_stages_and_the_model() -> None:
+    assert stage_modules(["cube", "samples"]) == ("pipeline.run.stages",)
+    predict = stage_modules(["predict", "validate"])
+    assert predict[0] == "pipeline.run.stages" and len(set(predict)) == len(predict)
+    assert SKOPS in predict
+    assert SKOPS not in stage_modules(["train", "predict", "validate"], model_kind="torch")
+    assert stage_modules(["discover"]) == ()

@@ -27,6 +27,7 @@ eo-learn interpreter can run its part (``--eolearn-worker``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -471,42 +472,57 @@ def eolearn_worker(meta_file: str, out: str) -> None:
 # --- profile -----------------------------------------------------------------------------------
 
 
-def profile_chunk(meta: dict[str, Any], out: Path) -> dict[str, float]:
-    """CPU seconds per phase and chunk (mean of 4 interior chunks after a warm one), in this
-    process: CPU time is what a loaded machine changes least."""
-    from pipeline.cube.build import read_sensor
-    from pipeline.cube.features import compute_indices
-    from pipeline.cube.gapfill import gapfill_bands
-    from pipeline.cube.read import RasterioReader
-    from pipeline.cube.store import create_cube_store, write_region
-    from pipeline.model import day_number
+def profile_chunk(meta: dict[str, Any], out: Path) -> dict[str, tuple[float, float]]:
+    """CPU seconds (user + system, all threads of this process) and of them system seconds, per
+    phase and chunk: mean of 8 chunks after a warm one (which opens the files and loads the
+    compiled kernels, as a worker does once). The chunks are built by ``build_chunk`` itself, in
+    this process; each phase is timed around the function ``build_chunk`` calls for it, and
+    "other" is the rest of ``build_chunk`` (ownership, counts, the report)."""
+    from unittest import mock
+
+    import pipeline.cube.build as build
+    from pipeline.cube.store import create_cube_store
 
     plan = sitsflow_plan(meta)
     shutil.rmtree(out, ignore_errors=True)
     create_cube_store(plan, str(out))
-    sensor = plan.sensors[0]
-    reader = RasterioReader()
-    days = np.array([day_number(a.datetime) for a in sensor.acquisitions])
-    targets = np.array([day_number(d) for d in sensor.dates], dtype=np.float64)
-    names = ("read + decode + mask", "gap-fill (4 bands)", "NDVI", "Zarr region write (LZ4)")
-    totals = dict.fromkeys(names, 0.0)
-    windows = plan.windows[:5]  # the first one opens the files (a worker does that once)
-    for n, window in enumerate(windows):
-        grid = plan.grid.window_grid(window)
-        clock = [time.process_time()]
-        values, valid = read_sensor(sensor, grid, reader)
-        clock.append(time.process_time())
-        filled = gapfill_bands(values, valid, days, targets)
-        clock.append(time.process_time())
-        bands = {b: filled.values[i] for i, b in enumerate(sensor.profile.band_names)}
-        series = {**bands, **compute_indices(bands, sensor.indices)}
-        clock.append(time.process_time())
-        write_region(str(out), window, {f"s2_{k}": v for k, v in series.items()})
-        clock.append(time.process_time())
-        if n:
-            for name, start, stop in zip(names, clock, clock[1:], strict=False):
-                totals[name] += (stop - start) / (len(windows) - 1)
-    return totals
+    phases = {
+        "read_sensor": "read + decode + mask",
+        "gapfill_bands": "gap-fill (4 bands)",
+        "compute_indices": "NDVI",
+        "write_region": "Zarr region write (LZ4)",
+        "mark_chunk_done": "Zarr region write (LZ4)",
+    }
+    totals = {name: np.zeros(2) for name in [*dict.fromkeys(phases.values()), "other"]}
+
+    def usage() -> np.ndarray:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return np.array([r.ru_utime + r.ru_stime, r.ru_stime])
+
+    def timed(function: Any, name: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = usage()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += usage() - started
+
+        return wrapper
+
+    windows = plan.windows[:9]
+    with contextlib.ExitStack() as stack:
+        for attribute, name in phases.items():
+            original = getattr(build, attribute)
+            stack.enter_context(mock.patch.object(build, attribute, timed(original, name)))
+        for n, window in enumerate(windows):
+            spent = {name: np.zeros(2) for name in totals}
+            started = usage()
+            build.build_chunk(build.CubeChunkTask(plan, window, str(out)))
+            spent["other"] = usage() - started - sum(spent.values())
+            if n:
+                for name in totals:
+                    totals[name] += spent[name] / (len(windows) - 1)
+    return {name: (float(v[0]), float(v[1])) for name, v in totals.items()}
 
 
 # --- readers: stackstac, odc-stac, sitsflow's RasterioReader on the same chunk ------------------
@@ -643,9 +659,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.profile:
         phases = profile_chunk(meta, work / "out-profile")
-        for phase, seconds in phases.items():
-            print(f"  {phase:24s} {seconds:6.3f} CPU s per {CHUNK} px chunk")
-        print(f"  {'total':24s} {sum(phases.values()):6.3f}")
+        print(f"  {'phase':24s} {'CPU s':>6s} {'of it sys':>9s}   per {CHUNK} px chunk")
+        for phase, (seconds, system) in phases.items():
+            print(f"  {phase:24s} {seconds:6.3f} {system:9.3f}")
+        total = [sum(v[i] for v in phases.values()) for i in (0, 1)]
+        print(f"  {'total':24s} {total[0]:6.3f} {total[1]:9.3f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     n_out_dates = len(target_dates())
     pixel_dates = size * size * n_out_dates

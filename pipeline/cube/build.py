@@ -9,11 +9,14 @@ come from the worker's environment, never from the task.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numba
 import numpy as np
 
 from pipeline.cube.features import compute_indices
@@ -43,16 +46,75 @@ class ChunkReport:
     never_valid_pixels: int
 
 
+class ChunkBuffers:
+    """Arrays that one thread reuses from one chunk to the next.
+
+    A 512 px chunk of 32 dates, 4 bands and 37 target dates needs about 330 MB of arrays
+    (inputs, gap-filled bands, indices). New ones would each be mapped, faulted in, zeroed by
+    the kernel and unmapped again on every chunk (glibc maps every block above 32 MiB itself):
+    system time that the cube benchmark measured at a tenth of a chunk's CPU. An array taken
+    from here is valid until the same name is taken again, so only code that is done with a
+    chunk's arrays before it starts the next one (``build_chunk``, ``stream_features``) passes
+    buffers. Memory held: the largest chunk's arrays, per thread that built one.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """An uninitialized C-contiguous array of ``shape`` and ``dtype`` under ``name``."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            self._buffers.pop(name, None)  # freed before the larger one is made
+            buffer = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+_THREAD = threading.local()
+
+
+def thread_buffers() -> ChunkBuffers:
+    """This thread's ``ChunkBuffers`` (a dask worker thread builds one chunk at a time)."""
+    buffers = getattr(_THREAD, "buffers", None)
+    if buffers is None:
+        buffers = _THREAD.buffers = ChunkBuffers()
+    return buffers
+
+
+def _new_array(name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
+def _checked_out(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous float32 array of shape {shape}, "
+            f"got {out.dtype} {out.shape}"
+        )
+    return out
+
+
 def read_sensor(
-    sensor: SensorCube, grid: GridSpec, reader: Reader
+    sensor: SensorCube, grid: GridSpec, reader: Reader, *, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(T, B, h, w) scaled band values (NaN where no data), and the (T, h, w) validity mask:
-    the profile's quality masks, no-data in the quality layer and no-data in any band."""
+    the profile's quality masks, no-data in the quality layer and no-data (a value that is not
+    finite) in any band. Every band is therefore finite wherever the mask is True.
+
+    out: a float32 array of that shape to fill (and return) instead of a new one.
+    """
     profile = sensor.profile
     n_t, n_b = len(sensor.acquisitions), len(profile.bands)
-    values = np.empty((n_t, n_b, grid.height, grid.width), dtype=np.float32)
+    shape = (n_t, n_b, grid.height, grid.width)
+    values = np.empty(shape, dtype=np.float32) if out is None else _checked_out(out, shape)
     valid = np.ones((n_t, grid.height, grid.width), dtype=bool)
     for t, acquisition in enumerate(sensor.acquisitions):
+        valid_t = valid[t].reshape(-1)
         for b, band in enumerate(profile.bands):
             ref = acquisition.assets[band.asset]
             raw = reader.read(
@@ -64,44 +126,84 @@ def read_sensor(
             )
             target = values[t, b]
             profile.physical(band, raw, acquisition, out=target)  # scale, item offset, dB
-            valid[t] &= ~np.isnan(target)
+            _and_finite(valid_t, target.reshape(-1))
         for rule in profile.masks:
             ref = acquisition.assets[rule.asset]
             quality = reader.read(ref.href, ref.band_index, grid, resampling="nearest")
-            missing = np.isnan(quality)
-            valid[t] &= ~missing
-            valid[t] &= ~_invalid(rule, np.where(missing, 0, quality))
+            _apply_rule(rule, quality, valid[t])
     return values, valid
 
 
-def _invalid(rule: Any, quality: np.ndarray) -> np.ndarray:
-    """``rule.invalid`` through a lookup table when the quality codes are 16-bit integers (the
-    usual case: a 20x faster gather than set membership on int64)."""
-    low, high = float(quality.min(initial=0)), float(quality.max(initial=0))
-    if low < 0 or high > 65535:
-        return np.asarray(rule.invalid(quality))
-    codes = quality.astype(np.uint16)
-    if not np.array_equal(codes, quality):  # not integer codes
-        return np.asarray(rule.invalid(quality))
-    return _lookup_table(rule)[codes]
+@numba.njit(cache=True, nogil=True)
+def _and_finite(valid: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover  (compiled)
+    for i in range(valid.shape[0]):
+        valid[i] &= np.isfinite(values[i])
+
+
+def _apply_rule(rule: Any, quality: np.ndarray, valid: np.ndarray) -> None:
+    """``valid &= quality present and not rule.invalid``, through a lookup table when the codes
+    are integers in 0..65535 (the usual case: one compiled pass, no temporary)."""
+    flat = np.ascontiguousarray(quality, dtype=np.float32).reshape(-1)
+    valid_flat = valid.reshape(-1)
+    if _apply_table(flat, _lookup_table(rule), valid_flat):
+        return
+    # Codes that are not 16-bit integers: the rule itself, on the values (the table's result
+    # for the integer codes above agrees with it, so applying both is the same).
+    missing = np.isnan(flat)
+    valid_flat &= ~missing
+    valid_flat &= ~np.asarray(rule.invalid(np.where(missing, 0, flat)), dtype=bool)
 
 
 @lru_cache(maxsize=32)
 def _lookup_table(rule: Any) -> np.ndarray:
+    """``rule.invalid`` of every 16-bit code (a gather is 20x faster than set membership)."""
     return np.asarray(rule.invalid(np.arange(65536, dtype=np.int64)), dtype=bool)
 
 
+@numba.njit(cache=True, nogil=True)
+def _apply_table(
+    quality: np.ndarray, invalid: np.ndarray, valid: np.ndarray
+) -> bool:  # pragma: no cover  (compiled)
+    """False as soon as a code is not an integer of 0..65535 (the caller then uses the rule)."""
+    for i in range(quality.shape[0]):
+        q = quality[i]
+        if np.isnan(q):
+            valid[i] = False
+            continue
+        if not (q >= 0 and q <= 65535):
+            return False
+        code = np.int64(q)
+        if code != q:
+            return False
+        if invalid[code]:
+            valid[i] = False
+    return True
+
+
 def _sensor_series(
-    sensor: SensorCube, grid: GridSpec, reader: Reader
+    sensor: SensorCube, grid: GridSpec, reader: Reader, buffers: ChunkBuffers | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Gap-filled bands, indices and user features of one sensor, the valid count and mask."""
-    values, valid = read_sensor(sensor, grid, reader)
+    """Gap-filled bands, indices and user features of one sensor, the valid count and mask
+    (bands and indices in ``buffers`` when given)."""
+    key = sensor.profile.name
+    n_t, n_b, n_d = len(sensor.acquisitions), len(sensor.profile.bands), len(sensor.dates)
+    size = (grid.height, grid.width)
+    take = buffers.take if buffers is not None else _new_array
+    values, valid = read_sensor(sensor, grid, reader, out=take(f"{key}/inputs", (n_t, n_b, *size)))
     acquisition_days = np.array([day_number(a.datetime) for a in sensor.acquisitions])
     target_days = np.array([day_number(d) for d in sensor.dates], dtype=np.float64)
-    filled = gapfill_bands(values, valid, acquisition_days, target_days)
+    filled = gapfill_bands(
+        values,
+        valid,
+        acquisition_days,
+        target_days,
+        valid_is_finite=True,
+        out=take(f"{key}/bands", (n_b, n_d, *size)),
+    )
     del values
     bands = {name: filled.values[i] for i, name in enumerate(sensor.profile.band_names)}
-    series = {**bands, **compute_indices(bands, sensor.indices)}
+    indices_out = {index: take(f"{key}/{index}", (n_d, *size)) for index in sensor.indices}
+    series = {**bands, **compute_indices(bands, sensor.indices, out=indices_out)}
     reserved = list(series)
     for path in sensor.user_functions:
         produced = apply_user_function(path, bands, sensor=sensor.profile.name, reserved=reserved)
@@ -127,10 +229,18 @@ class WindowResult:
     report: ChunkReport
 
 
-def compute_window(plan: CubePlan, window: Window, reader: Reader | None = None) -> WindowResult:
+def compute_window(
+    plan: CubePlan,
+    window: Window,
+    reader: Reader | None = None,
+    *,
+    buffers: ChunkBuffers | None = None,
+) -> WindowResult:
     """Every cube variable of ``window`` (any window of the grid, chunk-aligned or not).
 
     Pixels the tile does not own are NaN in every series and 0 in the counts and ``owned``.
+    With ``buffers``, the arrays of the time series are those buffers (valid until they are
+    taken again: see ``ChunkBuffers``); without, new arrays.
     """
     reader = reader or RasterioReader()
     grid = plan.grid.window_grid(window)
@@ -140,7 +250,7 @@ def compute_window(plan: CubePlan, window: Window, reader: Reader | None = None)
     observations = 0
     never_valid = np.zeros(grid.shape, dtype=bool)
     for sensor in plan.sensors:
-        series, count, valid = _sensor_series(sensor, grid, reader)
+        series, count, valid = _sensor_series(sensor, grid, reader, buffers)
         for name, data in series.items():
             out = np.ascontiguousarray(data, dtype=np.float32)
             if not owned.all():
@@ -163,8 +273,11 @@ def compute_window(plan: CubePlan, window: Window, reader: Reader | None = None)
 
 
 def build_chunk(task: CubeChunkTask, reader: Reader | None = None) -> ChunkReport:
-    """Compute one chunk and write it (a repeatable region write), then mark it done."""
-    result = compute_window(task.plan, task.window, reader)
+    """Compute one chunk and write it (a repeatable region write), then mark it done.
+
+    The chunk's arrays are this thread's ``ChunkBuffers``, reused by its next chunk.
+    """
+    result = compute_window(task.plan, task.window, reader, buffers=thread_buffers())
     write_region(task.store, task.window, result.arrays, task.storage_options)
     mark_chunk_done(task.store, task.plan.chunk_size, task.window, task.storage_options)
     return result.report
@@ -173,7 +286,7 @@ def build_chunk(task: CubeChunkTask, reader: Reader | None = None) -> ChunkRepor
 def stream_features(plan: CubePlan, window: Window, reader: Reader | None = None) -> np.ndarray:
     """The (n_features, h, w) float32 stack of ``window`` computed from the images, no cube:
     the same values ``read_features`` returns from a cube built from the same plan."""
-    arrays = compute_window(plan, window, reader).arrays
+    arrays = compute_window(plan, window, reader, buffers=thread_buffers()).arrays
     return np.concatenate([arrays[name] for name, _ in plan.time_series_variables], axis=0)
 
 

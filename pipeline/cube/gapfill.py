@@ -20,21 +20,23 @@ axis and on its trailing axes; the axes it lacks are inserted right after time, 
 broadcasting applies. With ``values`` of shape (T, B, H, W), a cloud mask of shape (T, H, W)
 applies to every band; (T, 1, H, W), (T, B, H, W) and (T,) are accepted as well.
 
-How it stays fast on (T=70, B=10, 256, 256) chunks: no per-pixel Python loop, and the only
-(T, pixels) array is one byte per value (valid and finite). Pixels are processed in blocks that
-fit the CPU cache; in each block a backward pass over the acquisitions records, per target date,
-the first valid acquisition at or after it (a running minimum of indices), then a forward pass
-tracks the last valid one at or before (a running maximum) and fills each target as soon as it
-is reached, with two gathers into the values. Memory beyond the inputs: the bool array, the
-(D, pixels) float32 output and small per-block temporaries.
+How it stays fast on (T=70, B=10, 256, 256) chunks: one compiled pass (numba) over the pixels,
+no per-pixel Python loop and no (T, pixels) temporary beyond the one-byte mask. Per pixel the
+kernel lists the usable acquisitions (valid and finite in every band), walks the sorted targets
+with two pointers into that list (last usable at or before, first at or after), computes each
+target's weight once and applies it to every band. The arithmetic is that of the numpy
+formulation it replaced, operation by operation (float64 weights, float32 values), so the
+numbers are the same to the bit. Memory beyond the inputs: the (B, D, pixels) float32 output.
+The first call in a process compiles the kernel, or loads it from numba's cache (``cache=True``:
+next to this file, else under ``$NUMBA_CACHE_DIR`` or the user's cache directory).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -98,22 +100,13 @@ def gapfill(
         empty = np.full((n_tgt, *pixel_shape), np.nan, dtype=np.float32)
         return GapFilled(values=empty, valid_count=np.zeros(pixel_shape, dtype=np.uint16))
 
-    # Usable = valid and finite, one byte per acquisition and pixel, pixels on one flat axis.
+    # Usable = valid (and finite: the kernel checks that), one byte per acquisition and pixel.
     usable = np.empty((n, n_pix), dtype=np.bool_)
     for i in range(n):
-        row = usable[i].reshape(pixel_shape)
-        np.copyto(row, mask[i])
-        if np.issubdtype(vals.dtype, np.floating):
-            row &= np.isfinite(vals[i])
-    count = usable.sum(axis=0, dtype=np.uint16) if merged_count is None else merged_count
-    flat = np.ascontiguousarray(vals).reshape(-1)  # acquisition i, pixel p at i * n_pix + p
-
-    plan = _make_plan(times, tgt, n_pix, n_pix, vals.dtype)
-    out = np.empty((n_tgt, n_pix), dtype=np.float32)
-    # Pixel blocks small enough for every temporary to stay in the CPU cache.
-    for start in range(0, n_pix, _BLOCK):
-        stop = min(start + _BLOCK, n_pix)
-        _fill_block(plan, usable[:, start:stop], [flat], start, [out[:, start:stop]])
+        np.copyto(usable[i].reshape(pixel_shape), mask[i])
+    out, count = _fill(_work_values(vals, n, 1, n_pix), usable, times, tgt)
+    if merged_count is not None:
+        count = merged_count.reshape(-1)  # acquisitions, not instants
     return GapFilled(
         values=out.reshape(n_tgt, *pixel_shape), valid_count=count.reshape(pixel_shape)
     )
@@ -124,6 +117,9 @@ def gapfill_bands(
     valid: npt.ArrayLike,
     acquisition_days: npt.ArrayLike,
     target_days: npt.ArrayLike,
+    *,
+    valid_is_finite: bool = False,
+    out: np.ndarray | None = None,
 ) -> GapFilled:
     """Gap-fill several bands that share one validity mask, finding the brackets once.
 
@@ -134,6 +130,11 @@ def gapfill_bands(
     ``gapfill(values, usable[:, None], ...).values.swapaxes(0, 1)`` with that combined mask, at
     about 1/B of the cost of the bracket search. Integer inputs of 16 bits or less are worked
     on in float32 (exact).
+
+    valid_is_finite: True promises that every band is finite wherever ``valid`` is True (as
+    ``read_sensor`` builds its mask); the kernel then skips its pass over the values that checks
+    it. A broken promise puts NaN into the output instead of skipping the acquisition.
+    out: a C-contiguous float32 (B, D, *pixel_shape) array to fill instead of a new one.
     """
     vals = np.asarray(values)
     mask = np.asarray(valid)
@@ -153,152 +154,183 @@ def gapfill_bands(
             f"gapfill_bands: acquisition_days has {acq.shape[0]} dates but values has "
             f"{n_time} acquisitions on its first axis"
         )
+    n_pix = math.prod(pixel_shape)
+    n_tgt = tgt.shape[0]
+    shape = (n_bands, n_tgt, *pixel_shape)
+    if out is not None and (
+        out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"gapfill_bands: out must be a C-contiguous float32 array of shape {shape}, got "
+            f"{out.dtype} {out.shape}"
+        )
     if np.unique(acq).shape[0] != n_time:
         # Simultaneous acquisitions are merged band by band: the general path does that.
         usable = mask & np.isfinite(vals).all(axis=1) if vals.dtype.kind == "f" else mask
         filled = gapfill(vals, usable[:, None], acq, tgt)
-        return GapFilled(np.ascontiguousarray(filled.values.swapaxes(0, 1)), filled.valid_count)
-    n_pix = math.prod(pixel_shape)
-    usable_all = np.empty((n_time, n_pix), dtype=np.bool_)
-    for i in range(n_time):
-        row = usable_all[i].reshape(pixel_shape)
-        np.copyto(row, mask[i])
-        if vals.dtype.kind == "f":
-            for b in range(n_bands):
-                row &= np.isfinite(vals[i, b])
-    count = usable_all.sum(axis=0, dtype=np.uint16)
-    n_tgt = tgt.shape[0]
+        result = filled.values.swapaxes(0, 1)
+        target = np.empty(shape, dtype=np.float32) if out is None else out
+        np.copyto(target, result)
+        return GapFilled(target, filled.valid_count)
     if n_time == 0:
-        empty = np.full((n_bands, n_tgt, *pixel_shape), np.nan, dtype=np.float32)
-        return GapFilled(values=empty, valid_count=count.reshape(pixel_shape))
-    flat = np.ascontiguousarray(vals).reshape(-1)  # (i, b, p) at (i * B + b) * n_pix + p
-    plan = _make_plan(acq, tgt, n_pix, n_bands * n_pix, vals.dtype)
-    out = np.empty((n_bands, n_tgt, n_pix), dtype=np.float32)
-    flats = [flat[b * n_pix :] for b in range(n_bands)]
-    for start in range(0, n_pix, _BLOCK):
-        stop = min(start + _BLOCK, n_pix)
-        outs = [out[b, :, start:stop] for b in range(n_bands)]
-        _fill_block(plan, usable_all[:, start:stop], flats, start, outs)
-    return GapFilled(
-        values=out.reshape(n_bands, n_tgt, *pixel_shape), valid_count=count.reshape(pixel_shape)
+        empty = np.empty(shape, dtype=np.float32) if out is None else out
+        empty.fill(np.nan)
+        return GapFilled(values=empty, valid_count=np.zeros(pixel_shape, dtype=np.uint16))
+    usable = np.ascontiguousarray(mask).reshape(n_time, n_pix)
+    work = _work_values(vals, n_time, n_bands, n_pix)
+    flat_out = None if out is None else out.reshape(n_bands, n_tgt, n_pix)
+    result, count = _fill(work, usable, acq, tgt, check_finite=not valid_is_finite, out=flat_out)
+    values_out = result.reshape(shape) if out is None else out
+    return GapFilled(values=values_out, valid_count=count.reshape(pixel_shape))
+
+
+def _work_values(vals: np.ndarray, n_time: int, n_bands: int, n_pix: int) -> np.ndarray:
+    """``vals`` as a C-contiguous (T, B, pixels) array of the working dtype: float32 for float32
+    or smaller floats and 16-bit or smaller integers (exact in float32; the output is float32
+    anyway), else float64 (wider integers and float64 would be rounded). No copy for
+    C-contiguous float32 or float64 input."""
+    small = (vals.dtype.kind == "f" and vals.dtype.itemsize <= 4) or (
+        vals.dtype.kind in "iub" and vals.dtype.itemsize <= 2
     )
+    work = np.float32 if small else np.float64
+    return np.ascontiguousarray(vals, dtype=work).reshape(n_time, n_bands, n_pix)
 
 
-def _make_plan(
+def _fill(
+    work: np.ndarray,
+    usable: npt.NDArray[np.bool_],
     times: npt.NDArray[np.float64],
     tgt: npt.NDArray[np.float64],
-    n_pix: int,
-    stride: int,
-    dtype: np.dtype[Any],
-) -> _Plan:
-    exact_in_float32 = (dtype.kind == "f" and dtype.itemsize <= 4) or (
-        dtype.kind in "iu" and dtype.itemsize <= 2
+    *,
+    check_finite: bool = True,
+    out: np.ndarray | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint16]]:
+    """Run the compiled kernel: (B, D, pixels) float32 (into ``out`` when given) and the
+    (pixels,) valid counts."""
+    _, n_bands, n_pix = work.shape
+    n_tgt = tgt.shape[0]
+    if out is None:
+        out = np.empty((n_bands, n_tgt, n_pix), dtype=np.float32)
+    count = np.empty(n_pix, dtype=np.uint16)
+    _fill_kernel(
+        work,
+        usable,
+        times,
+        tgt,
+        np.searchsorted(times, tgt, side="right") - 1,  # last acquisition at or before
+        np.searchsorted(times, tgt, side="left"),  # first acquisition at or after
+        np.empty((n_tgt, _BLOCK), dtype=work.dtype),  # weights, in the working dtype
+        check_finite,
+        out,
+        count,
     )
-    return _Plan(
-        n=times.shape[0],
-        n_pix=n_pix,
-        stride=stride,
-        times=np.append(times, np.nan),  # index n: no valid acquisition at all
-        targets=tgt,
-        last_at_or_before=np.searchsorted(times, tgt, side="right") - 1,
-        first_at_or_after=np.searchsorted(times, tgt, side="left"),
-        work_dtype=np.dtype(np.float32 if exact_in_float32 else np.float64),
-    )
+    return out, count
 
 
-_BLOCK = 8192
+_BLOCK = 512
+"""Pixels per block: every per-block array (T x block flags, D x block brackets and weights)
+stays in the CPU cache, and the inner loops run over contiguous pixels."""
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What every pixel block shares: sizes, dates, bracketing acquisition positions."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fill_kernel(
+    values: np.ndarray,
+    mask: np.ndarray,
+    times: np.ndarray,
+    targets: np.ndarray,
+    last_at_or_before: np.ndarray,
+    first_at_or_after: np.ndarray,
+    weight: np.ndarray,
+    check_finite: bool,
+    out: np.ndarray,
+    count: np.ndarray,
+) -> None:  # pragma: no cover  (compiled)
+    """Gap-fill ``values`` (T, B, P) into ``out`` (B, D, P) and count usable acquisitions.
 
-    n: int
-    n_pix: int
-    stride: int
-    """Distance in ``flat`` between two acquisitions of one pixel."""
-    times: npt.NDArray[np.float64]
-    targets: npt.NDArray[np.float64]
-    last_at_or_before: npt.NDArray[np.intp]
-    first_at_or_after: npt.NDArray[np.intp]
-    work_dtype: np.dtype[np.floating]
-    """float32 for float32 or smaller input and 16-bit integers (exact in float32; the output
-    is float32 anyway), else float64: wider integers and float64 would be rounded."""
-
-
-def _fill_block(
-    plan: _Plan,
-    usable: npt.NDArray[np.bool_],
-    flats: list[np.ndarray],
-    start: int,
-    outs: list[npt.NDArray[np.float32]],
-) -> None:
-    """Gap-fill pixels start .. start + usable.shape[1] of each band into ``outs`` (D, block).
-
-    Every band shares ``usable``, so the brackets and weights are found once and applied to
-    each ``flats[b]`` (acquisition i, pixel p at ``i * plan.stride + p``).
-
-    Per pixel, "last usable acquisition at or before" and "first usable at or after" are
-    tracked as a running max / min of ``usable * (i + 1) - 1`` (the index, or -1 for none):
-    much cheaper than masked assignment. Read as unsigned, the same -1 is the largest value,
-    so one reinterpretation serves both the min and the max below without any np.where.
+    An acquisition is usable at a pixel where ``mask`` (T, P) is True and every band is finite
+    (checked unless ``check_finite`` is False: the caller's mask already says so). Per block of
+    pixels, a forward pass over the acquisitions tracks the last usable one (the bracket below
+    each target: the last at or before it), a backward pass the first usable one at or after
+    it; a missing side takes the other one (the ends are held), both missing give NaN. The
+    arithmetic is the numpy formulation's, in the same order and precision: the weight
+    ``(target - t_lo) / span`` in float64 (``span`` 1 where lo == hi) cast to the working dtype
+    of ``values``, then ``v_lo + (v_hi - v_lo) * weight`` in that dtype.
     """
-    n = plan.n
-    n_tgt, width = outs[0].shape
-    small = n < np.iinfo(np.int16).max
-    signed, unsigned = (np.int16, np.uint16) if small else (np.int32, np.uint32)
-    step = np.empty(width, dtype=signed)
-
-    running = np.full(width, -1, dtype=signed).view(unsigned)  # -1 = none, the largest
-    after = np.full((n_tgt, width), -1, dtype=signed).view(unsigned)
-    k = n_tgt - 1
-    while k >= 0 and plan.first_at_or_after[k] >= n:
-        k -= 1  # targets after the last acquisition: nothing at or after them
-    for i in range(n - 1, -1, -1):
-        np.multiply(usable[i], signed(i + 1), out=step)
-        np.subtract(step, 1, out=step)
-        np.minimum(running, step.view(unsigned), out=running)
-        while k >= 0 and plan.first_at_or_after[k] == i:
-            after[k] = running
-            k -= 1
-
-    # Forward pass: the last usable acquisition at or before each target.
-    before = np.full(width, -1, dtype=signed)
-    before_at = np.empty((n_tgt, width), dtype=signed)
-    k = 0
-    for i in range(-1, n):
-        if i >= 0:
-            np.multiply(usable[i], signed(i + 1), out=step)
-            np.subtract(step, 1, out=step)
-            np.maximum(before, step, out=before)
-        while k < n_tgt and plan.last_at_or_before[k] == i:
-            before_at[k] = before
+    n_time, n_bands, n_pix = values.shape
+    n_tgt = targets.shape[0]
+    block = weight.shape[1]
+    usable = np.empty((n_time, block), dtype=np.bool_)
+    last = np.empty(block, dtype=np.int32)
+    lo = np.empty((n_tgt, block), dtype=np.int32)
+    hi = np.empty((n_tgt, block), dtype=np.int32)
+    for start in range(0, n_pix, block):
+        n = min(block, n_pix - start)
+        for i in range(n_time):
+            for j in range(n):
+                usable[i, j] = mask[i, start + j]
+            if not check_finite:
+                continue
+            for b in range(n_bands):
+                for j in range(n):
+                    usable[i, j] &= np.isfinite(values[i, b, start + j])
+        for j in range(n):
+            total = 0
+            for i in range(n_time):
+                total += usable[i, j]
+            count[start + j] = total
+        # Forward: the last usable acquisition at or before each target (-1: none).
+        last[:n] = -1
+        k = 0
+        while k < n_tgt and last_at_or_before[k] < 0:
+            lo[k, :n] = -1
             k += 1
-
-    # All targets at once (few large numpy calls rather than many small ones). A missing side
-    # takes the other one (the end-holding rule): "none" is the largest unsigned value for the
-    # minimum, and -1 for the maximum. Where both are missing, lo clips to the NaN time at
-    # index n and the result is NaN.
-    lo = np.minimum(before_at.view(unsigned), after).astype(np.intp)
-    hi = np.maximum(before_at, after.view(signed)).astype(np.intp)
-    t_lo = plan.times.take(lo, mode="clip")
-    span = plan.times.take(hi, mode="clip")
-    span -= t_lo
-    span += span == 0  # lo == hi: the weight stays finite and multiplies exactly 0
-    weight = plan.targets[:, None] - t_lo
-    weight /= span
-    weight = weight.astype(plan.work_dtype, copy=False)
-    cols = np.arange(start, start + width)
-    lo *= plan.stride
-    lo += cols
-    hi *= plan.stride
-    hi += cols
-    for flat, out in zip(flats, outs, strict=True):
-        v_lo = flat.take(lo, mode="clip").astype(plan.work_dtype, copy=False)
-        v_diff = flat.take(hi, mode="clip").astype(plan.work_dtype, copy=False)
-        v_diff -= v_lo
-        v_diff *= weight
-        np.add(v_lo, v_diff, out=out, casting="unsafe")
+        for i in range(n_time):
+            for j in range(n):
+                if usable[i, j]:
+                    last[j] = i
+            while k < n_tgt and last_at_or_before[k] == i:
+                lo[k, :n] = last[:n]
+                k += 1
+        # Backward: the first usable acquisition at or after each target (-1: none).
+        last[:n] = -1
+        k = n_tgt - 1
+        while k >= 0 and first_at_or_after[k] >= n_time:
+            hi[k, :n] = -1
+            k -= 1
+        for i in range(n_time - 1, -1, -1):
+            for j in range(n):
+                if usable[i, j]:
+                    last[j] = i
+            while k >= 0 and first_at_or_after[k] == i:
+                hi[k, :n] = last[:n]
+                k -= 1
+        # Brackets and weights: a missing side takes the other; none at all gives NaN.
+        for k in range(n_tgt):
+            for j in range(n):
+                before, after = lo[k, j], hi[k, j]
+                if before < 0:
+                    before = after
+                if after < 0:
+                    after = before
+                if before < 0:
+                    lo[k, j] = 0
+                    hi[k, j] = 0
+                    weight[k, j] = np.nan
+                    continue
+                i_lo, i_hi = min(before, after), max(before, after)
+                lo[k, j] = i_lo
+                hi[k, j] = i_hi
+                span = times[i_hi] - times[i_lo]
+                if span == 0:
+                    span = 1.0
+                weight[k, j] = (targets[k] - times[i_lo]) / span
+        for b in range(n_bands):
+            for k in range(n_tgt):
+                for j in range(n):
+                    v_lo = values[lo[k, j], b, start + j]
+                    v_diff = values[hi[k, j], b, start + j] - v_lo
+                    v_diff *= weight[k, j]
+                    out[b, k, start + j] = v_lo + v_diff
 
 
 def _days(name: str, days: npt.ArrayLike) -> npt.NDArray[np.float64]:

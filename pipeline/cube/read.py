@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
@@ -174,7 +175,7 @@ def _read_clipped(
     part = out[r0 - row : r1 - row, c0 - col : c1 - col]
     src.read(band_index, window=RioWindow(c0, r0, c1 - c0, r1 - r0), out=part)
     if nodata is not None and not np.isnan(nodata):
-        part[part == np.float32(nodata)] = np.nan
+        _nodata_to_nan(part, np.float32(nodata))
     if src.nodata is None and nodata is None:
         # No no-data value: the internal mask (if any) marks what is missing.
         flags = src.mask_flag_enums[band_index - 1]
@@ -182,6 +183,16 @@ def _read_clipped(
             mask = src.read_masks(band_index, window=RioWindow(c0, r0, c1 - c0, r1 - r0))
             part[mask == 0] = np.nan
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _nodata_to_nan(data: np.ndarray, nodata: np.float32) -> None:  # pragma: no cover  (compiled)
+    """``data[data == nodata] = NaN`` in one pass, without the boolean temporary."""
+    rows, cols = data.shape
+    for r in range(rows):
+        for c in range(cols):
+            if data[r, c] == nodata:
+                data[r, c] = np.nan
 
 
 def _upsample_nearest(

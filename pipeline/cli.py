@@ -441,27 +441,9 @@ def _progress(log: RunLog) -> Any:
     return progress
 
 
-def _likely_work(manifest: RunManifest, resume: bool) -> bool:
-    """Whether units are most likely left to run, before planning knows: a new run, or a run
-    whose last session did not finish (killed, failed). Read from the store's session records,
-    without planning; a wrong guess costs a LocalCluster started for nothing, or started later."""
-    if not resume:
-        return True
-    from pipeline.storage import RunStore
-
-    store = RunStore(manifest.spec.outputs.store)
-    try:
-        names = store.list_names("state/sessions")
-        if not names:
-            return True
-        last = json.loads(store.read_text(f"state/sessions/{names[-1]}"))
-    except Exception:  # only a guess: planning says what is wrong with the store
-        return False
-    return bool(last.get("state") != "finished")
-
-
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
-    from pipeline.run.clusters import ALL_STAGES, ClusterStarter
+    from pipeline.run.clusters import ClusterStarter
+    from pipeline.run.runner import execute, plan_run
 
     log = _log()
     _route_warnings(log)
@@ -470,25 +452,14 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         manifest = _load(manifest_path, store)
         log.run = manifest.name
         compute, model_kind = manifest.spec.compute, manifest.spec.model.kind
-        if compute.cluster == "local" and _likely_work(manifest, resume):
-            # Workers spawn and import what the units import (seconds: skops.io alone scans
-            # every scikit-learn estimator) while this process imports the runner and plans.
-            # Only a local cluster starts before the inputs are checked: pods or a remote
-            # scheduler wait for planning to find work (below).
-            ahead = ("samples",) if manifest.spec.task == "extraction" else ALL_STAGES
-            early = ClusterStarter(compute, manifest.name, ahead, model_kind=model_kind)
-            started.append(early)
         log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
-        from pipeline.run.runner import execute, plan_run
 
         def start_cluster(stages: list[str]) -> None:
             # The inputs checked out and work is left: the cluster starts while planning ends.
-            if started:
-                started[0].warm(stages)
-            else:
-                started.append(
-                    ClusterStarter(compute, manifest.name, stages, model_kind=model_kind)
-                )
+            # Not earlier: on two cores, workers spawning and importing during planning took
+            # the CPU it needs (planning and the runner's imports took two to three times
+            # longer, more than the cluster's start-up they would have hidden).
+            started.append(ClusterStarter(compute, manifest.name, stages, model_kind=model_kind))
 
         plan = plan_run(manifest, resume=resume, on_work_ahead=start_cluster)
         progress = _progress(log)

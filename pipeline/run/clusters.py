@@ -320,7 +320,6 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "validate": ("pipeline.run.stages", "pipeline.validate.report", "pipeline.learn", SKOPS),
 }
-ALL_STAGES = tuple(STAGE_MODULES)
 
 
 def stage_modules(stages: Sequence[str], model_kind: str = "sklearn") -> tuple[str, ...]:
@@ -341,8 +340,7 @@ class ClusterStarter:
 
     Starting a cluster (spawning workers, scheduling pods) and importing what the units need
     on each worker take seconds to minutes; they overlap with the driver's own work. ``client()``
-    waits for it and raises what the start raised. ``warm(stages)`` adds the modules of more
-    stages to import on every worker (at once when the cluster is up, else as soon as it is).
+    waits for it and raises what the start raised.
     """
 
     def __init__(
@@ -355,9 +353,8 @@ class ClusterStarter:
     ) -> None:
         self._compute = compute
         self._run = run
-        self._model_kind = model_kind
-        self._lock = threading.Lock()
-        self._wanted: list[str] = list(stage_modules(stages, model_kind))
+        self.modules = stage_modules(stages, model_kind)
+        """The modules every worker imports before its first unit."""
         self._stack = contextlib.ExitStack()
         self._client: Client | None = None
         self._error: BaseException | None = None
@@ -365,40 +362,18 @@ class ClusterStarter:
         self._thread = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
         self._thread.start()
 
-    @property
-    def modules(self) -> tuple[str, ...]:
-        """The modules the workers were asked to import so far."""
-        with self._lock:
-            return tuple(self._wanted)
-
     def _start(self) -> None:
         try:
             client = self._stack.enter_context(open_client(self._compute, run=self._run))
-            with self._lock:  # warm() now submits itself what it adds
-                self._client = client
-                modules = list(self._wanted)
-            self._submit(client, modules)
+            if self.modules:
+                workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
+                self._warm_up = [
+                    client.submit(import_modules, list(self.modules), workers=[w], pure=False)
+                    for w in workers
+                ]
+            self._client = client
         except BaseException as exc:  # handed to the thread that asks for the client
             self._error = exc
-
-    def _submit(self, client: Client, modules: Sequence[str]) -> None:
-        if not modules:
-            return
-        workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-        futures = [
-            client.submit(import_modules, list(modules), workers=[w], pure=False) for w in workers
-        ]
-        with self._lock:
-            self._warm_up.extend(futures)
-
-    def warm(self, stages: Sequence[str]) -> None:
-        """Have every worker import the modules of ``stages`` too (ahead of their units)."""
-        with self._lock:
-            new = [m for m in stage_modules(stages, self._model_kind) if m not in self._wanted]
-            self._wanted.extend(new)
-            client = self._client
-        if client is not None and self._error is None:
-            self._submit(client, new)
 
     def client(self) -> Client:
         self._thread.join()
@@ -409,6 +384,5 @@ class ClusterStarter:
 
     def close(self) -> None:
         self._thread.join()
-        with self._lock:
-            self._warm_up.clear()
+        self._warm_up.clear()
         self._stack.close()

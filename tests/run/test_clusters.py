@@ -199,11 +199,6 @@ def test_the_runs_local_cluster_spawns_workers_without_the_nannys_malloc_trim(
         futures = list(starter._warm_up)
         assert [f.result(timeout=120) for f in futures] == [list(starter.modules)]
         assert SKOPS in starter.modules and "pipeline.predict.blockwise" in starter.modules
-        starter.warm(["mosaic"])  # more modules once the cluster is up: submitted at once
-        assert "pipeline.predict.outputs" in starter.modules
-        assert [f.result(timeout=120) for f in starter._warm_up[len(futures) :]] == [
-            ["pipeline.predict.outputs", "pipeline.predict.stac", "pipeline.validate.mapped_area"]
-        ]
     finally:
         starter.close()
     # Only while the run's cluster lives: dask's default is back for anything else.

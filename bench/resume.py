@@ -25,11 +25,16 @@ byte-identical to the full run's. The verdict (issue 6) is printed last; the exi
 when the wall ratio exceeds ``--max-ratio`` (0.55), a finished unit ran again or the maps
 differ.
 
+Also printed: where each session's wall time went (``start``, ``plan``, ``first_unit``,
+``units``, ``end``, see ``phases``), in the JSON figures too.
+
 What to expect: every session pays fixed costs F (interpreter and imports, planning, cluster
-start-up and shutdown, about 20 s here) on top of its work W. Killed after half of the work, the
-resumed session costs F + W/2 (+ the units in flight when it died): its ratio to the full run is
-0.5 + F / (2 (F + W)), below 0.55 once W exceeds 9 F. The chain's stages are cut into units small
-enough for that, except training (one unit per model): a kill in the middle of it loses it.
+start-up, the workers' first imports, shutdown: about 16 s at factor 16 on a quiet machine here,
+28 s at factor 24, where planning alone is 17 s) on top of its work W. Killed after half of the
+work, the resumed session costs F + W/2 (+ the units in flight when it died): its ratio to the
+full run is 0.5 + F / (2 (F + W)), below 0.55 once W exceeds 9 F. The chain's stages are cut into
+units small enough for that, except training (one unit per model, 15 to 20 % of the compute
+here): a kill by work lands before it or well after half way, a kill in the middle of it loses it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +158,46 @@ def _children_cpu() -> float:
 
 def run_timed(command: list[str], log: Path) -> tuple[float, float]:
     """Run ``command`` to the end; its wall seconds and CPU seconds (its whole process tree)."""
-    started, cpu = time.perf_counter(), _children_cpu()
+    seconds, cpu, _ = run_phased(command, log)
+    return seconds, cpu
+
+
+def run_phased(command: list[str], log: Path) -> tuple[float, float, dict[str, float]]:
+    """``run_timed``, and where the session's wall time went (``phases``)."""
+    spawned, started, cpu = time.time(), time.perf_counter(), _children_cpu()
     with log.open("wb") as out:
         code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
     seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed ({code}); see {log}")
-    return seconds, cpu
+    return seconds, cpu, phases(log, spawned, spawned + seconds)
+
+
+def phases(log: Path, spawned: float, ended: float) -> dict[str, float]:
+    """A session's wall time from its JSON log: ``start`` (interpreter and imports, to the
+    ``run.planning`` event), ``plan`` (to ``run.dashboard``: the cluster is up), ``first_unit``
+    (to the first unit finished: the workers' imports, and that unit), ``units`` (to the last
+    unit finished) and ``end`` (closing the cluster, exiting). Fixed costs, paid whatever is
+    left to do: ``start + plan + end``, and most of ``first_unit``."""
+    times: dict[str, float] = {}
+    units: list[float] = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+            at = datetime.fromisoformat(event["ts"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if event.get("event") == "unit.finished":
+            units.append(at)
+        elif event.get("event") in ("run.planning", "run.dashboard"):
+            times.setdefault(event["event"], at)
+    if "run.planning" not in times or "run.dashboard" not in times or not units:
+        return {}
+    marks = [spawned, times["run.planning"], times["run.dashboard"], units[0], units[-1], ended]
+    names = ("start", "plan", "first_unit", "units", "end")
+    return {name: round(b - a, 2) for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
 
 
 def _killed(
@@ -226,7 +265,9 @@ def measure(
     full_store, killed_store = folder / "full", folder / "killed"
     say(f"workload: demo tiled {factor} x {factor}; runs in {folder}")
 
-    full_wall, full_cpu = run_timed(command(manifest, full_store), folder / "full.log")
+    full_wall, full_cpu, full_phases = run_phased(
+        command(manifest, full_store), folder / "full.log"
+    )
     full = _ledger(full_store)
     weights = {k: float(r["seconds"]) for k, r in full.items()}
     say(
@@ -250,7 +291,7 @@ def measure(
         "units) in the ledger"
     )
 
-    resumed_wall, resumed_cpu = run_timed(
+    resumed_wall, resumed_cpu, resumed_phases = run_phased(
         command(manifest, killed_store, "--resume"), folder / "resumed.log"
     )
     after = _ledger(killed_store)
@@ -278,7 +319,17 @@ def measure(
         "compute_ratio": round(resumed_compute / sum(weights.values()), 3),
         "units_redone": len(redone),
         "maps_identical": identical,
+        "full_phases_s": full_phases,
+        "resumed_phases_s": resumed_phases,
+        "resumed_fixed_s": _fixed(resumed_phases),
     }
+
+
+def _fixed(parts: dict[str, float]) -> float | None:
+    """The session's wall time outside its units: start, planning and cluster start, end."""
+    if not parts:
+        return None
+    return round(parts["start"] + parts["plan"] + parts["end"], 2)
 
 
 def _pixels(store: Path) -> int | None:
@@ -337,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{figures['compute_ratio']:.1%}); units finished before the kill and run again: "
             f"{figures['units_redone']}; maps byte-identical: {figures['maps_identical']}"
         )
+        for name in ("full", "resumed"):
+            parts = figures[f"{name}_phases_s"]
+            if parts:
+                print(
+                    f"{name} session, wall s: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+                    + f" (outside the units: {_fixed(parts):.1f} s)"
+                )
         print(f"resumed/full cost ratio: {figures['wall_ratio']:.3f}")
         ok, line = verdict(figures, args.max_ratio)
         figures["verdict"] = line

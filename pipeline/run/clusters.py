@@ -110,6 +110,11 @@ class QuickExit(WorkerPlugin):
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
+#: The same for ``dask worker`` in a pod, as dask reads it from the environment (one variable
+#: per key would be lower-cased by dask; a dict is merged into the nanny's other defaults).
+WORKER_POD_ENV: dict[str, str] = {
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": "{'MALLOC_TRIM_THRESHOLD_': None}",
+}
 
 
 # --- kubernetes ----------------------------------------------------------------------------------
@@ -179,6 +184,10 @@ def kubernetes_cluster_spec(
             pod["serviceAccountName"] = k8s.service_account
         for container in pod["containers"]:
             container["imagePullPolicy"] = k8s.image_pull_policy
+            if role == "worker":
+                container.setdefault("env", []).extend(
+                    {"name": k, "value": v} for k, v in WORKER_POD_ENV.items()
+                )
             if k8s.credentials_secret:
                 container["envFrom"] = [{"secretRef": {"name": k8s.credentials_secret}}]
             if role == "scheduler":

@@ -1603,6 +1603,7 @@ def _summary(
     throughput = {
         name: {
             "pixels": o.pixels,
+            "seconds": round(o.seconds, 3),  # the time the rates are taken over
             "pixels_per_second": round(o.pixels / o.seconds, 1) if o.seconds and o.pixels else 0,
             "units_per_second": round(o.ran / o.seconds, 3) if o.seconds and o.ran else 0,
             "unit_seconds": round(o.unit_seconds, 3),

@@ -4,6 +4,7 @@ settings, quick exit and warm-up)."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from pipeline.manifest import ComputeSpec
 from pipeline.run import clusters
 from pipeline.run.clusters import (
     SKOPS,
+    WORKER_POD_ENV,
     ClusterStarter,
     QuickExit,
     k8s_quantity,
@@ -71,9 +73,10 @@ def test_the_dask_cluster_spec_follows_the_compute_section() -> None:
         "limits": {"memory": "6Gi"},
     }
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-    assert {e["name"]: e["value"] for e in container["env"]} == env
+    assert {e["name"]: e["value"] for e in container["env"]} == {**env, **WORKER_POD_ENV}
     assert worker["spec"]["serviceAccountName"] == "sitsflow-runner"
     (scheduler,) = containers(spec, "scheduler")
+    assert {e["name"]: e["value"] for e in scheduler["env"]} == env
     assert scheduler["resources"]["limits"] == {"memory": "3Gi"}
     assert scheduler["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
     # A manifest the API server accepts: plain YAML-serializable data.
@@ -221,3 +224,26 @@ def test_the_warm_up_follows_the_stages_and_the_model() -> None:
     assert SKOPS in predict
     assert SKOPS not in stage_modules(["train", "predict", "validate"], model_kind="torch")
     assert stage_modules(["discover"]) == ()
+
+
+@pytest.mark.parametrize("in_pod_env", [False, True])
+def test_a_pod_worker_starts_without_the_nanny_malloc_setting(
+    in_pod_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dask worker`` as the pods run it, with and without the worker container's env: the
+    nanny's MALLOC_TRIM_THRESHOLD_ goes, its other settings stay."""
+    from distributed import Client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    if in_pod_env:
+        for name, value in WORKER_POD_ENV.items():
+            monkeypatch.setenv(name, value)
+    with dask_cluster(n_workers=1) as cluster, Client(cluster.address, timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        # os.getenv travels by reference: it runs in the worker (a test function would not).
+        seen = {
+            name: next(iter(client.run(functools.partial(os.getenv, name)).values()))
+            for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+        }
+    assert seen["OMP_NUM_THREADS"] == "1"
+    assert seen["MALLOC_TRIM_THRESHOLD_"] == (None if in_pod_env else "65536")

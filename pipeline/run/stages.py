@@ -133,6 +133,11 @@ def part_name(key: str) -> str:
     return f"samples/parts/{key}.npy"
 
 
+def _pixel_array(values: Sequence[int]) -> np.ndarray:
+    """Pixel rows or columns as one array: hashed as bytes, not number by number."""
+    return np.asarray(values, dtype=np.int64)
+
+
 def sample_units(
     tasks: list[tuple[str | None, ExtractTask]],
     cube_digests: dict[tuple[str | None, Window], str],
@@ -151,8 +156,8 @@ def sample_units(
                     "samples",
                     cube_digests[(tile, task.window)],
                     task.variables,
-                    task.rows,
-                    task.cols,
+                    _pixel_array(task.rows),
+                    _pixel_array(task.cols),
                 ),
                 payload=(index, key),
                 pixels=len(task.rows),
@@ -176,7 +181,14 @@ def cog_sample_units(
             Unit(
                 "samples",
                 key,
-                digest("samples", "imagery", identities[tile], task.windows, task.rows, task.cols),
+                digest(
+                    "samples",
+                    "imagery",
+                    identities[tile],
+                    task.windows,
+                    _pixel_array(task.rows),
+                    _pixel_array(task.cols),
+                ),
                 payload=(index, key),
                 pixels=len(task.rows),
             )

@@ -259,14 +259,17 @@ def reference_windows(spec: ReferenceSpec, season: PeriodSpec) -> list[tuple[dat
 
 def _burn(frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, int]:
     """The id raster and the number of pixels left out because several features cover them."""
-    shapes = list(zip(frame.geometry, (int(i) for i in ids), strict=True))
-    if not shapes:
+    if not len(frame):
         return np.full(grid.shape, -1, dtype=np.int32), 0
+    # The GeoJSON mappings built once for both rasterizations: rasterio builds them coordinate
+    # by coordinate in Python (two fifths of the planning time of a large reference).
+    geometries = [geometry.__geo_interface__ for geometry in frame.geometry]
+    shapes = list(zip(geometries, (int(i) for i in ids), strict=True))
     polygon_ids = rio_features.rasterize(
         shapes, out_shape=grid.shape, transform=grid.affine, fill=-1, dtype="int32"
     )
     cover = rio_features.rasterize(
-        ((geom, 1) for geom in frame.geometry),
+        ((geom, 1) for geom in geometries),
         out_shape=grid.shape,
         transform=grid.affine,
         fill=0,

@@ -70,20 +70,16 @@ def renamed_to_run(table: SampleTable, names: list[str]) -> SampleTable:
     short: dict[str, list[str]] = {}
     for s in series:
         short.setdefault(s.split("_", 1)[-1].lower(), []).append(s)
+
+    def run_name(band: str) -> str:
+        one = short.get(band.lower(), [])
+        return by_name.get(band.lower()) or (one[0] if len(one) == 1 else band)
+
     renamed = []
     for feature in table.feature_names:
         match = FEATURE_NAME.match(feature)
-        if match is None:
-            renamed.append(feature)
-            continue
-        band = match["band"].lower()
-        target = by_name.get(band) or (short[band][0] if len(short.get(band, [])) == 1 else None)
-        renamed.append(f"{target}_{match['time']}" if target else feature)
-    bands = []
-    for band in table.bands:
-        lower = band.lower()
-        one = short.get(lower, [])
-        bands.append(by_name.get(lower) or (one[0] if len(one) == 1 else band))
+        renamed.append(f"{run_name(match['band'])}_{match['time']}" if match else feature)
+    bands = [run_name(band) for band in table.bands]
     return replace(table, feature_names=tuple(renamed), bands=tuple(bands))
 
 

@@ -99,34 +99,6 @@ def _write_cog(
     return destination
 
 
-def zarr_to_cog(
-    store: str,
-    variable: str,
-    grid: GridSpec,
-    destination: Path,
-    *,
-    nodata: float,
-    overview_resampling: str,
-    block: int = 512,
-) -> Path:
-    """Write ``variable`` of ``store`` as a COG at ``destination`` (atomically)."""
-    array = _array(store, variable)
-
-    def fill(window: Window) -> np.ndarray:
-        rows, cols = window.slices
-        return np.asarray(array[rows, cols])
-
-    return _write_cog(
-        destination,
-        grid,
-        np.dtype(array.dtype),
-        fill,
-        nodata=nodata,
-        overview_resampling=overview_resampling,
-        block=block,
-    )
-
-
 def _intersection(a: Window, b: Window) -> Window | None:
     row0, col0 = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
     row1 = min(a.row_off + a.height, b.row_off + b.height)
@@ -180,12 +152,16 @@ def tiles_to_cog(
 ) -> Path:
     """Mosaic ``variable`` of each tile's map store (``(store, tile grid)``, in tile order)
     onto ``grid`` as one COG. Tiles on ``grid``'s lattice are copied; others are resampled
-    (nearest neighbour) block by block."""
+    (nearest neighbour) block by block. A single tile that is the grid (a single-grid run) is
+    read straight through."""
     arrays = [(_array(store, variable), tile) for store, tile in sources]
     dtype = np.dtype(arrays[0][0].dtype)
     offsets = [aligned_offset(grid, tile) for _, tile in arrays]
 
     def fill(window: Window) -> np.ndarray:
+        if len(arrays) == 1 and arrays[0][1] == grid:
+            rows, cols = window.slices
+            return np.asarray(arrays[0][0][rows, cols])
         out = np.full((window.height, window.width), nodata, dtype=dtype)
         for (array, tile), offset in zip(arrays, offsets, strict=True):
             if offset is None:

@@ -133,7 +133,10 @@ class RunPlan:
     store: RunStore
     layout: RunLayout
     """Names relative to the run store (``layout.relative`` turns them into store names)."""
-    tiles: tuple[TilePlan, ...]
+    maps: tuple[PeriodMaps, ...]
+    """Every mapped period: spec.period first (the run's main maps), then spec.also_map."""
+    sources: tuple[SampleSource, ...]
+    """Where the samples are read: per tile (and per sample window)."""
     items: dict[str, tuple[list[pystac.Item], str]]
     """Per sensor profile: the items used and their discovery fingerprint."""
     reference: ReferencePolygons
@@ -144,19 +147,27 @@ class RunPlan:
     units: dict[str, list[Unit]]
     digests: dict[str, str]
     work: WorkEstimate
-    mosaic: GridSpec
-    """The grid of the final maps: the only tile's grid, or the mosaic of every tile."""
     regions: RegionPlan | None = None
-    maps: tuple[PeriodMaps, ...] = ()
-    """Every mapped period: spec.period first, then spec.also_map."""
-    sources: tuple[SampleSource, ...] = ()
-    windowed: bool = False
-    """The samples carry their own windows (spec.reference.start_field)."""
+
+    @property
+    def tiles(self) -> tuple[TilePlan, ...]:
+        """The tiles of spec.period (samples, regions and validation are on these)."""
+        return self.maps[0].tiles
+
+    @property
+    def mosaic(self) -> GridSpec:
+        """The grid of the final maps: the only tile's grid, or the mosaic of every tile."""
+        return self.maps[0].mosaic
 
     @property
     def map_tiles(self) -> tuple[TilePlan, ...]:
         """The tiles of every mapped period, in unit payload order."""
-        return tuple(t for m in self.maps for t in m.tiles) if self.maps else self.tiles
+        return tuple(t for m in self.maps for t in m.tiles)
+
+    @property
+    def windowed(self) -> bool:
+        """The samples carry their own windows (spec.reference.start_field)."""
+        return any(s.window is not None for s in self.sources)
 
     @property
     def cube(self) -> CubePlan:
@@ -787,7 +798,6 @@ def plan_run(
                 period, period_name, period_layout, planned_tiles, grid, tuple(map_units), catalog
             )
         )
-    mosaic_grid_ = maps[0].mosaic
     mosaic = list(maps[0].map_units)
     validate = Unit(
         "validate",
@@ -839,7 +849,8 @@ def plan_run(
         manifest,
         store,
         layout,
-        tiles,
+        tuple(maps),
+        tuple(references),
         items,
         references[0].reference,
         pixels,
@@ -847,11 +858,7 @@ def plan_run(
         units,
         digests,
         work,
-        mosaic_grid_,
         regions,
-        tuple(maps),
-        tuple(references),
-        windowed,
     )
 
 

@@ -138,63 +138,63 @@ def _pixel_array(values: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+def _sample_part_units(
+    tasks: Sequence[tuple[str | None, Any]],
+    first_window: Any,
+    source: Any,
+    table_parts: Any,
+) -> tuple[list[Unit], Unit]:
+    """One unit per chunk holding sample pixels, keyed by its tile and ``first_window(task)``,
+    its digest made of ``source(tile, task)`` (what its values are read from) and its pixels;
+    then the unit that assembles the table."""
+    parts = []
+    for index, (tile, task) in enumerate(tasks):
+        key = f"part-{tile_prefix(tile)}{window_key(first_window(task))}"
+        parts.append(
+            Unit(
+                "samples",
+                key,
+                digest(
+                    "samples",
+                    *source(tile, task),
+                    _pixel_array(task.rows),
+                    _pixel_array(task.cols),
+                ),
+                payload=(index, key),
+                pixels=len(task.rows),
+            )
+        )
+    table = Unit("samples", "table", digest("samples", [u.digest for u in parts], table_parts))
+    return parts, table
+
+
 def sample_units(
     tasks: list[tuple[str | None, ExtractTask]],
     cube_digests: dict[tuple[str | None, Window], str],
     table_parts: Any,
 ) -> tuple[list[Unit], Unit]:
-    """One unit per chunk holding sample pixels (``tasks``: per task, its tile), then the unit
-    that assembles the table."""
-    parts = []
-    for index, (tile, task) in enumerate(tasks):
-        key = f"part-{tile_prefix(tile)}{window_key(task.window)}"
-        parts.append(
-            Unit(
-                "samples",
-                key,
-                digest(
-                    "samples",
-                    cube_digests[(tile, task.window)],
-                    task.variables,
-                    _pixel_array(task.rows),
-                    _pixel_array(task.cols),
-                ),
-                payload=(index, key),
-                pixels=len(task.rows),
-            )
-        )
-    table = Unit("samples", "table", digest("samples", [u.digest for u in parts], table_parts))
-    return parts, table
+    """The samples units of samples read from the cube (``tasks``: per task, its tile): each
+    depends on the cube chunk it reads."""
+    return _sample_part_units(
+        tasks,
+        lambda task: task.window,
+        lambda tile, task: (cube_digests[(tile, task.window)], task.variables),
+        table_parts,
+    )
 
 
 def cog_sample_units(
     tasks: list[tuple[str | None, Any]], cubes: dict[str | None, CubePlan], table_parts: Any
 ) -> tuple[list[Unit], Unit]:
-    """The samples units of an extraction run: one per chunk holding samples, read straight
-    from the imagery (``CogExtractTask``), then the unit that assembles the table."""
+    """The samples units of samples read straight from the imagery (``CogExtractTask``: an
+    extraction run, or samples with their own windows; ``cubes``: the plan of each group)."""
     identities = {key: cube_identity(plan) for key, plan in cubes.items()}
-    parts = []
-    for index, (tile, task) in enumerate(tasks):
-        first = task.windows[0]
-        key = f"part-{tile_prefix(tile)}{window_key(first)}"
-        parts.append(
-            Unit(
-                "samples",
-                key,
-                digest(
-                    "samples",
-                    "imagery",
-                    identities[tile],
-                    task.windows,
-                    _pixel_array(task.rows),
-                    _pixel_array(task.cols),
-                ),
-                payload=(index, key),
-                pixels=len(task.rows),
-            )
-        )
-    table = Unit("samples", "table", digest("samples", [u.digest for u in parts], table_parts))
-    return parts, table
+    return _sample_part_units(
+        tasks,
+        lambda task: task.windows[0],
+        lambda tile, task: ("imagery", identities[tile], task.windows),
+        table_parts,
+    )
 
 
 def extract_unit(context: ExtractContext, payload: tuple[int, str]) -> dict[str, Any]:
@@ -497,28 +497,18 @@ def catalog_unit(context: CatalogContext, _payload: Any) -> dict[str, Any]:
 
 
 def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
-    from pipeline.predict.outputs import tiles_to_cog, zarr_to_cog
+    from pipeline.predict.outputs import tiles_to_cog
 
     store = RunStore(context.root)
     with store.publish(item.name) as target:
-        if len(context.tiles) == 1 and context.tiles[0][1] == context.grid:
-            zarr_to_cog(
-                context.tiles[0][0],
-                item.variable,
-                context.grid,
-                target,
-                nodata=item.nodata,
-                overview_resampling=item.resampling,
-            )
-        else:
-            tiles_to_cog(
-                context.tiles,
-                item.variable,
-                context.grid,
-                target,
-                nodata=item.nodata,
-                overview_resampling=item.resampling,
-            )
+        tiles_to_cog(
+            context.tiles,
+            item.variable,
+            context.grid,
+            target,
+            nodata=item.nodata,
+            overview_resampling=item.resampling,
+        )
         size = target.stat().st_size
     return {"bytes": int(size), "path": item.name}
 

@@ -4,7 +4,6 @@ multi-process dask cluster."""
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterator
 from datetime import date
@@ -28,6 +27,7 @@ from pipeline.errors import ManifestError
 from pipeline.grid import Tile
 from pipeline.model import GridSpec, Window, day_number
 from tests.cube.synthetic import Series, expected_valid, make_series
+from tests.servers.s3 import S3Server, s3_bucket_in_environment
 
 REPO = Path(__file__).resolve().parents[2]
 START, END = date(2021, 1, 1), date(2021, 4, 30)
@@ -205,24 +205,18 @@ def test_pixels_owned_by_another_tile_are_left_out(
 # --- local disk and S3, built by a multi-process dask cluster ----------------------------------
 
 
+CUBE_BUCKET = "sitsflow-cube-test"
+
+
 @pytest.fixture(scope="module")
-def s3_env() -> Iterator[object]:
-    from tests.servers.s3 import moto_s3_server
-
-    with moto_s3_server() as server:
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)  # what worker processes get from their environment
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+def s3_env() -> Iterator[S3Server]:
+    """A moto S3 server with the test bucket, its settings in the environment (what worker
+    processes get from theirs)."""
+    with s3_bucket_in_environment(CUBE_BUCKET) as server:
+        yield server
 
 
-def _upload(series: Series, server: object, bucket: str) -> Series:
+def _upload(series: Series, server: S3Server, bucket: str) -> Series:
     """The same COGs in a bucket; acquisitions point to s3:// (read through GDAL's /vsis3/)."""
     from dataclasses import replace
 
@@ -230,7 +224,7 @@ def _upload(series: Series, server: object, bucket: str) -> Series:
 
     from pipeline.model import AssetRef
 
-    client = boto3.client("s3", endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
+    client = boto3.client("s3", endpoint_url=server.endpoint_url)
     acquisitions = []
     for acquisition in series.acquisitions:
         assets = {}
@@ -246,18 +240,16 @@ def _upload(series: Series, server: object, bucket: str) -> Series:
 @pytest.mark.slow
 def test_same_cube_on_local_disk_and_on_s3_built_by_a_dask_cluster(
     two_sensors: tuple[Series, Series],
-    s3_env: object,
+    s3_env: S3Server,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import boto3
     from distributed import Client
 
     from tests.servers.dask_cluster import dask_cluster
     from tests.servers.s3 import SECRET_KEY
 
-    bucket = "sitsflow-cube-test"
-    boto3.client("s3", endpoint_url=s3_env.endpoint_url).create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    bucket = CUBE_BUCKET
     # One sensor (the multi-sensor cube is tested locally), chunks of 48 px: 4 windows, each
     # read from S3 by the worker that builds it.
     local_plan = _plan(two_sensors[:1], user_functions=[f"{UF}:red_edge_like"], chunk_size=48)
@@ -267,7 +259,7 @@ def test_same_cube_on_local_disk_and_on_s3_built_by_a_dask_cluster(
     _build_local(local_plan, local)
 
     remote = f"s3://{bucket}/cubes/tile.zarr"
-    options = {"client_kwargs": {"endpoint_url": s3_env.endpoint_url}}  # type: ignore[attr-defined]
+    options = {"client_kwargs": {"endpoint_url": s3_env.endpoint_url}}
     create_cube_store(remote_plan, remote, options)
     tasks = [CubeChunkTask(remote_plan, w, remote, options) for w in remote_plan.windows]
     assert SECRET_KEY.encode() not in pickle.dumps(tasks)  # credentials stay in the environment

@@ -103,16 +103,6 @@ def labelled_pixels(
     return out
 
 
-def _in_window(pixels: pd.DataFrame, window: Window) -> pd.Series:
-    rows_s, cols_s = window.slices
-    return (
-        (pixels["row"] >= rows_s.start)
-        & (pixels["row"] < rows_s.stop)
-        & (pixels["col"] >= cols_s.start)
-        & (pixels["col"] < cols_s.stop)
-    )
-
-
 def plan_extraction(
     pixels: pd.DataFrame,
     windows: Sequence[Window],
@@ -120,21 +110,71 @@ def plan_extraction(
     variables: Sequence[tuple[str, str]],
 ) -> list[ExtractTask]:
     """One task per chunk that holds sample pixels; pixel order inside a task is preserved."""
+    rows, cols = pixels["row"].to_numpy(), pixels["col"].to_numpy()
     tasks = []
-    for window in windows:
-        inside = _in_window(pixels, window)
-        if inside.any():
-            chosen = pixels[inside]
+    for window, chosen in _pixels_by_window(rows, cols, windows):
+        if chosen.size:
             tasks.append(
                 ExtractTask(
                     store=store,
                     variables=tuple(variables),
                     window=window,
-                    rows=tuple(int(r) for r in chosen["row"]),
-                    cols=tuple(int(c) for c in chosen["col"]),
+                    rows=tuple(rows[chosen].tolist()),
+                    cols=tuple(cols[chosen].tolist()),
                 )
             )
     return tasks
+
+
+def _pixels_by_window(
+    rows: np.ndarray, cols: np.ndarray, windows: Sequence[Window]
+) -> list[tuple[Window, np.ndarray]]:
+    """Each window with the positions (ascending) of the pixels inside it.
+
+    Windows laid out as a grid (a cube's chunks) are found by sorting the pixels once; other
+    layouts test every pixel against every window (a national sample table has millions of
+    pixels and a tile hundreds of chunks: the sort is what keeps planning short).
+    """
+    row_starts = np.unique([w.row_off for w in windows])
+    col_starts = np.unique([w.col_off for w in windows])
+    if not _grid_like(windows, row_starts, col_starts):
+        return [(w, np.flatnonzero(_in_window_arrays(rows, cols, w))) for w in windows]
+    r = np.searchsorted(row_starts, rows, side="right") - 1
+    c = np.searchsorted(col_starts, cols, side="right") - 1
+    key = np.where((r >= 0) & (c >= 0), r * len(col_starts) + c, -1)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    out = []
+    for w in windows:
+        k = int(np.searchsorted(row_starts, w.row_off)) * len(col_starts) + int(
+            np.searchsorted(col_starts, w.col_off)
+        )
+        lo, hi = np.searchsorted(ordered, [k, k + 1])
+        chosen = order[lo:hi]
+        out.append((w, chosen[_in_window_arrays(rows[chosen], cols[chosen], w)]))
+    return out
+
+
+def _grid_like(windows: Sequence[Window], row_starts: np.ndarray, col_starts: np.ndarray) -> bool:
+    """No window has another window's first row (column) strictly inside its rows (columns)."""
+    for w in windows:
+        r = np.searchsorted(row_starts, w.row_off, side="right")
+        c = np.searchsorted(col_starts, w.col_off, side="right")
+        if r < len(row_starts) and row_starts[r] < w.row_off + w.height:
+            return False
+        if c < len(col_starts) and col_starts[c] < w.col_off + w.width:
+            return False
+    return True
+
+
+def _in_window_arrays(rows: np.ndarray, cols: np.ndarray, window: Window) -> np.ndarray:
+    rows_s, cols_s = window.slices
+    return (
+        (rows >= rows_s.start)
+        & (rows < rows_s.stop)
+        & (cols >= cols_s.start)
+        & (cols < cols_s.stop)
+    )
 
 
 def extract_chunk(task: ExtractTask) -> np.ndarray:

@@ -199,3 +199,50 @@ def test_cogs_on_a_dask_cluster(demo: RunPlan, samples: pd.DataFrame, client: Cl
     ran_on = {record["worker"] for record in stream.data}
     assert len(stream.data) == len(plan_cog_extraction(samples, demo.cube))
     assert ran_on and ran_on <= set(client.scheduler_info()["workers"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 90),
+    width=st.integers(1, 90),
+    size=st.integers(4, 40),
+    keep=st.integers(0, 2**31 - 1),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_plan_extraction_groups_pixels_by_chunk(
+    height: int, width: int, size: int, keep: int, seed: int
+) -> None:
+    """The sorted grouping gives, for each chunk, exactly the pixels inside it, in table order
+    (chunks missing from the list, e.g. not owned, and pixels off the grid are left out)."""
+    from pipeline.model import Window
+    from pipeline.samples.extract import plan_extraction
+
+    rng = np.random.default_rng(seed)
+    windows = GridSpec("EPSG:32633", (10.0, 0, 0, 0, -10.0, 0), width, height).chunks(size)
+    windows = [w for i, w in enumerate(windows) if (keep >> (i % 31)) & 1]
+    pixels = pd.DataFrame(
+        {"row": rng.integers(-3, height + 3, 400), "col": rng.integers(-3, width + 3, 400)}
+    )
+    tasks = plan_extraction(pixels, windows, "cube.zarr", [("s2_ndvi", "s2_time")])
+    expected = []
+    for w in windows:
+        rows, cols = w.slices
+        inside = pixels[
+            pixels["row"].between(rows.start, rows.stop - 1)
+            & pixels["col"].between(cols.start, cols.stop - 1)
+        ]
+        if len(inside):
+            expected.append((w, tuple(inside["row"]), tuple(inside["col"])))
+    assert [(t.window, t.rows, t.cols) for t in tasks] == expected
+    # A layout that is not a grid (a window starting inside another's rows) takes the slow path.
+    odd = [Window(0, 0, 10, 10), Window(5, 10, 10, 10), Window(10, 0, 10, 10)]
+    tasks = plan_extraction(pixels, odd, "cube.zarr", [("s2_ndvi", "s2_time")])
+    for task in tasks:
+        rows, cols = task.window.slices
+        assert all(rows.start <= r < rows.stop for r in task.rows)
+        assert all(cols.start <= c < cols.stop for c in task.cols)
+    assert sum(len(t.rows) for t in tasks) == sum(
+        int(((pixels["row"] >= w.row_off) & (pixels["row"] < w.row_off + w.height)
+             & (pixels["col"] >= w.col_off) & (pixels["col"] < w.col_off + w.width)).sum())
+        for w in odd
+    )  # fmt: skip

@@ -217,3 +217,27 @@ def test_reference_in_another_crs_is_reprojected(tmp_path: Path) -> None:
     ).to_crs("EPSG:4326")
     reference = load_reference(_spec(_write(tmp_path, frame)), SMALL)
     assert (reference.polygon_ids == 0).sum() == 16
+
+
+def _plain(value: object) -> object:
+    """Tuples and lists alike, for comparing GeoJSON mappings."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def test_geojson_mappings_equal_shapely_s() -> None:
+    """The array-built mappings rasterize uses are shapely's own, coordinate for coordinate."""
+    from shapely.geometry import MultiPoint, MultiPolygon
+
+    from pipeline.samples.reference import geojson_mappings
+
+    frame = gpd.read_file(DEMO_GPKG)
+    holed = box(0, 0, 10, 10).difference(box(2, 2, 4, 4))
+    several = MultiPolygon([box(20, 0, 21, 1), box(30, 0, 32, 2).difference(box(30.5, 0.5, 31, 1))])
+    mixed = [holed, Point(3, 3), several, MultiPoint([(1, 1), (2, 2)]), box(40, 40, 41, 41)]
+    for geometries in (frame.geometry.to_numpy(), np.array(mixed, dtype=object)):
+        expected = [g.__geo_interface__ for g in geometries]
+        assert _plain(geojson_mappings(geometries)) == _plain(expected)

@@ -13,11 +13,12 @@ types it is allowed to, unlike a pickle) or ``model.joblib`` when skops cannot s
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import pickle
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,44 @@ def build_estimator(spec: ModelSpec, seed: int, task: Task = "classification") -
     return estimator
 
 
+def _final_step(estimator: Any) -> Any:
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _parallel_on_the_cluster(estimator: Any, fixed: dict[str, Any] | None = None) -> Iterator[None]:
+    """Inside a dask worker (a run's train unit), the joblib-parallel part of ``fit`` (a forest's
+    trees, a grid search's folds) runs as tasks on every worker of the cluster, not in the one
+    thread the unit holds: a run trains in the time of its cluster, not of one core.
+
+    The result is the same model: scikit-learn draws each tree's seed (and each fold) before it
+    dispatches the work, so where it runs does not change a number. ``n_jobs`` is put back
+    after the fit, so the saved model predicts as configured. An ``n_jobs`` the user set (in
+    ``fixed``) is kept, and so is a fit outside a worker.
+    """
+    takes_jobs = hasattr(estimator, "get_params") and "n_jobs" in estimator.get_params(deep=False)
+    if not takes_jobs or "n_jobs" in (fixed or {}) or not _in_dask_worker():
+        yield
+        return
+    configured = estimator.get_params(deep=False)["n_jobs"]
+    estimator.set_params(n_jobs=-1)
+    try:
+        with joblib.parallel_config(backend="dask"):
+            yield
+    finally:
+        estimator.set_params(n_jobs=configured)
+
+
 def _param_grid(spec: ModelSpec, estimator: Any, grid: GridSearchSpec) -> dict[str, list[Any]]:
     """The grid with the estimator's step prefix; unknown parameter names are refused."""
     prefix = f"{MODEL_STEP}__" if isinstance(estimator, Pipeline) else ""
@@ -222,7 +261,7 @@ def _grid_search(
     search = GridSearchCV(
         estimator, param_grid, scoring=scoring, cv=_folds(grid, task, groups, seed), refit=True
     )
-    with warnings.catch_warnings():
+    with _parallel_on_the_cluster(search), warnings.catch_warnings():
         # StratifiedGroupKFold warns when a class has fewer polygons than folds; the record below
         # keeps the per-candidate scores, which show the consequence.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -275,7 +314,8 @@ def train(
                 spec, spec.grid_search, estimator, features, labels, groups, seed, task
             )
         else:
-            estimator.fit(features, labels)
+            with _parallel_on_the_cluster(_final_step(estimator), spec.params):
+                estimator.fit(features, labels)
     except ValueError as exc:
         raise ModelError(
             f"{spec.estimator} could not be trained: {exc}",

@@ -490,6 +490,7 @@ def profile_chunk(meta: dict[str, Any], out: Path) -> dict[str, tuple[float, flo
         "read_sensor": "read + decode + mask",
         "gapfill_bands": "gap-fill (4 bands)",
         "compute_indices": "NDVI",
+        "quantize": "int16 encoding",
         "write_region": "Zarr region write (LZ4)",
         "mark_chunk_done": "Zarr region write (LZ4)",
     }

@@ -1146,6 +1146,15 @@ class OutputsSpec(_Strict):
         description="Folder of the accuracy report inside the run store.",
         min_length=1,
     )
+    cube_encoding: Literal["int16", "float32"] = Field(
+        "int16",
+        description="How the cube stores its time series. int16: scaled integers, reflectance "
+        "bands, NDVI and NDWI in steps of 1e-4, bands in dB in steps of 0.01 (brightness in the "
+        "step of its bands), -32768 for no value; other bands and user features stay float32. "
+        "Half the bytes of float32 to write and store; 1e-4 reflectance is below the sensors' "
+        "radiometric precision. Samples, maps and the streamed path all see the stored values. "
+        "float32: every time series as float32.",
+    )
 
     @field_validator("store")
     @classmethod

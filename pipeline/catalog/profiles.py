@@ -309,8 +309,22 @@ SENTINEL1 = SensorProfile(
     title="Sentinel-1 IW backscatter VV/VH (RTC or calibrated GRD, linear power)",
     collections=("sentinel-1-rtc", "sentinel-1-grd", "S1_RTC_GEODES"),
     bands=(
-        BandRead("vv", asset="vv", asset_keys=("vv", "VV"), resolution=10, sensor_band="VV"),
-        BandRead("vh", asset="vh", asset_keys=("vh", "VH"), resolution=10, sensor_band="VH"),
+        BandRead(
+            "vv",
+            asset="vv",
+            asset_keys=("vv", "VV"),
+            resolution=10,
+            sensor_band="VV",
+            reflectance=False,
+        ),
+        BandRead(
+            "vh",
+            asset="vh",
+            asset_keys=("vh", "VH"),
+            resolution=10,
+            sensor_band="VH",
+            reflectance=False,
+        ),
     ),
     masks=(),
     series=(

@@ -62,6 +62,10 @@ class BandRead:
     common_name: str | None = None  # STAC eo common name, e.g. "red"
     to_db: bool = False
     resampling: str = "bilinear"  # onto another grid; "nearest" for categorical bands
+    reflectance: bool = True
+    """Physical values of a reflectance's range (|value| < 3.2767): the int16 cube encoding
+    stores them in steps of 1e-4. False for other quantities (linear backscatter), stored as
+    float32; a band in dB (``to_db``) is stored in steps of 0.01 either way."""
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -1,8 +1,10 @@
-"""Building one cube chunk: read -> mask -> gap-fill -> features -> region write.
+"""Building one cube chunk: read -> mask -> gap-fill -> features -> encode -> region write.
 
 ``compute_window`` is the whole computation of one window, in memory; ``build_chunk`` (what a
 dask worker runs) writes its result to the cube store, and ``stream_features`` hands it straight
 to prediction or extraction without any cube (the streamed path: same function, same numbers).
+With the int16 encoding, ``compute_window`` quantizes every encoded series once: the codes go to
+the store and the series hold their decoded values, which is what ``read_features`` returns.
 Task arguments are small and deterministic (the plan and a window); the store's credentials
 come from the worker's environment, never from the task.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from pipeline.cube.encoding import quantize
 from pipeline.cube.features import compute_indices
 from pipeline.cube.gapfill import gapfill_bands
 from pipeline.cube.plan import OWNED_VARIABLE, CubePlan, SensorCube
@@ -225,8 +228,16 @@ def _sensor_series(
 @dataclass(frozen=True)
 class WindowResult:
     arrays: dict[str, np.ndarray]
-    """Every cube variable of the window: time series (D, h, w), counts and ``owned`` (h, w)."""
+    """Every cube variable of the window: time series (D, h, w) float32 as stored and read
+    back (decoded), counts and ``owned`` (h, w)."""
     report: ChunkReport
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    """The int16 codes of the encoded time series (``CubePlan.variable_encodings``)."""
+
+    @property
+    def stored(self) -> dict[str, np.ndarray]:
+        """What the store holds: the codes of encoded series, the other arrays as they are."""
+        return {name: self.codes.get(name, data) for name, data in self.arrays.items()}
 
 
 def compute_window(
@@ -239,23 +250,31 @@ def compute_window(
     """Every cube variable of ``window`` (any window of the grid, chunk-aligned or not).
 
     Pixels the tile does not own are NaN in every series and 0 in the counts and ``owned``.
-    With ``buffers``, the arrays of the time series are those buffers (valid until they are
-    taken again: see ``ChunkBuffers``); without, new arrays.
+    Series the plan encodes as int16 are quantized: their codes are in ``codes`` and the series
+    hold the decoded values. With ``buffers``, the arrays of the time series and their codes are
+    those buffers (valid until they are taken again: see ``ChunkBuffers``); without, new arrays.
     """
     reader = reader or RasterioReader()
     grid = plan.grid.window_grid(window)
     owned = plan.owned(window)
+    encodings = plan.variable_encodings
     arrays: dict[str, np.ndarray] = {}
+    codes: dict[str, np.ndarray] = {}
     valid_total = 0
     observations = 0
     never_valid = np.zeros(grid.shape, dtype=bool)
     for sensor in plan.sensors:
         series, count, valid = _sensor_series(sensor, grid, reader, buffers)
         for name, data in series.items():
+            variable = f"{sensor.profile.name}_{name}"
             out = np.ascontiguousarray(data, dtype=np.float32)
             if not owned.all():
                 out[:, ~owned] = np.nan
-            arrays[f"{sensor.profile.name}_{name}"] = out
+            encoding = encodings[variable]
+            if encoding is not None:
+                target = _code_array(buffers, variable, out.shape)
+                codes[variable] = quantize(out, encoding, out=target)
+            arrays[variable] = out
         count = np.where(owned, count, 0).astype(np.uint16)
         arrays[sensor.valid_count_variable] = count
         valid_total += int(valid[:, owned].sum())
@@ -269,7 +288,13 @@ def compute_window(
         valid_fraction=valid_total / observations if observations else 0.0,
         never_valid_pixels=int(never_valid.sum()),
     )
-    return WindowResult(arrays, report)
+    return WindowResult(arrays, report, codes)
+
+
+def _code_array(buffers: ChunkBuffers | None, variable: str, shape: tuple[int, ...]) -> np.ndarray:
+    if buffers is None:
+        return np.empty(shape, dtype=np.int16)
+    return buffers.take(f"codes/{variable}", shape, np.int16)
 
 
 def build_chunk(task: CubeChunkTask, reader: Reader | None = None) -> ChunkReport:
@@ -278,7 +303,7 @@ def build_chunk(task: CubeChunkTask, reader: Reader | None = None) -> ChunkRepor
     The chunk's arrays are this thread's ``ChunkBuffers``, reused by its next chunk.
     """
     result = compute_window(task.plan, task.window, reader, buffers=thread_buffers())
-    write_region(task.store, task.window, result.arrays, task.storage_options)
+    write_region(task.store, task.window, result.stored, task.storage_options)
     mark_chunk_done(task.store, task.plan.chunk_size, task.window, task.storage_options)
     return result.report
 

@@ -9,6 +9,9 @@ names them by position in the season instead, ``<sensor>_<variable>_t<NN>`` (the
 the grid, as sample tables name them), so that one model reads the same features in every
 period.
 
+The plan also decides how each series is stored (``CubePlan.encoding``: scaled int16 codes or
+float32, ``pipeline.cube.encoding``), so the encoding is part of the cube's identity.
+
 Several tiles: one plan (and one cube) per tile, each knowing every tile of the run so that its
 pixels owned by another tile are left out (``owned`` is 0, features NaN) and chunks it owns no
 pixel of are not built at all.
@@ -24,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.catalog.sensors import SensorProfile
+from pipeline.cube.encoding import VariableEncoding, check_cube_encoding, series_encodings
 from pipeline.cube.features import default_indices
 from pipeline.cube.userfeatures import probe_user_features
 from pipeline.grid import Tile, ownership_mask
@@ -62,6 +66,11 @@ class SensorCube:
     def valid_count_variable(self) -> str:
         return f"{self.profile.name}_valid_count"
 
+    def encodings(self, encoding: str) -> dict[str, VariableEncoding | None]:
+        """Variable -> its int16 storage under the cube ``encoding`` (None: float32)."""
+        chosen = series_encodings(self.profile.bands, self.indices, self.user_features, encoding)
+        return dict(zip(self.variables, chosen, strict=True))
+
 
 @dataclass(frozen=True)
 class CubePlan:
@@ -74,6 +83,20 @@ class CubePlan:
     """Every tile of the run (for ownership); empty for a single-grid run."""
     season_names: bool = False
     """Feature names by position in the season (``t<NN>``) rather than by date."""
+    encoding: str = "int16"
+    """Storage of the time series (``spec.outputs.cube_encoding``): ``int16`` (scaled codes,
+    see ``pipeline.cube.encoding``) or ``float32``. Every path returns the stored values."""
+
+    def __post_init__(self) -> None:
+        check_cube_encoding(self.encoding)
+
+    @property
+    def variable_encodings(self) -> dict[str, VariableEncoding | None]:
+        """Time-series variable -> its int16 storage (None: float32), in feature order."""
+        out: dict[str, VariableEncoding | None] = {}
+        for sensor in self.sensors:
+            out.update(sensor.encodings(self.encoding))
+        return out
 
     @property
     def all_windows(self) -> list[Window]:
@@ -110,13 +133,15 @@ class CubePlan:
         return [(v, s.time_dim) for s in self.sensors for v in s.variables]
 
     def bytes_per_chunk(self) -> int:
-        """Rough peak memory of one chunk build: inputs, gap-filled outputs and temporaries."""
+        """Rough peak memory of one chunk build: inputs, gap-filled outputs, temporaries and
+        the int16 codes written."""
         pixels = self.chunk_size * self.chunk_size
         total = 0
         for s in self.sensors:
             n_in = len(s.acquisitions) * (len(s.profile.bands) + 1)
             n_out = len(s.dates) * len(s.variables)
-            total += 4 * pixels * (n_in + 2 * n_out)
+            n_codes = len(s.dates) * sum(e is not None for e in s.encodings(self.encoding).values())
+            total += 4 * pixels * (n_in + 2 * n_out) + 2 * pixels * n_codes
         return total
 
 
@@ -139,8 +164,10 @@ def plan_cube(
     tile: Tile | None = None,
     tiles: Sequence[Tile] = (),
     season_names: bool = False,
+    encoding: str = "int16",
 ) -> CubePlan:
     """The cube of ``grid``. ``indices`` None: each sensor gets the defaults its bands allow.
+    ``encoding``: how its time series are stored (``CubePlan.encoding``).
 
     User functions are imported and run on a small synthetic series here, to learn their
     feature names (a broken function fails the plan, before anything is written).
@@ -172,6 +199,7 @@ def plan_cube(
         tile=tile,
         tiles=tuple(tiles),
         season_names=season_names,
+        encoding=encoding,
     )
 
 
@@ -185,6 +213,7 @@ def plan_tile_cubes(
     *,
     user_functions: Sequence[str] = (),
     season_names: bool = False,
+    encoding: str = "int16",
 ) -> list[CubePlan]:
     """One plan per tile, each with the acquisitions that meet the tile (a tile may have fewer
     dates than its neighbours) and the ownership of its pixels among all the tiles."""
@@ -206,6 +235,7 @@ def plan_tile_cubes(
                 tile=tile,
                 tiles=ordered,
                 season_names=season_names,
+                encoding=encoding,
             )
         )
     return plans

@@ -4,8 +4,10 @@ with CF/geospatial metadata, written chunk by chunk.
 Layout (docs/cube.md): time-series variables (``<sensor>_time``, y, x) in chunks of
 (all dates, chunk_size, chunk_size), so that both extraction (a few pixels, every date) and
 prediction (a window, every feature) read whole chunks; ``<sensor>_valid_count`` and ``owned``
-(y, x); ``chunk_done`` (chunk row, chunk column), 1 once a window is written. Values are
-compressed with Blosc/LZ4 (level 1) and byte shuffle (fast enough not to dominate a build; see
+(y, x); ``chunk_done`` (chunk row, chunk column), 1 once a window is written. Time series are
+int16 codes with CF ``scale_factor`` and ``_FillValue`` (the default encoding,
+``pipeline.cube.encoding``) or float32 (``CubePlan.encoding``). Values are compressed with
+Blosc/LZ4 (level 1) and byte shuffle (fast enough not to dominate a build; see
 docs/benchmarks.md).
 
 ``create_cube_store`` writes the metadata and coordinates once; ``write_region`` then fills one
@@ -29,6 +31,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from pipeline.cube.encoding import VariableEncoding, decode
 from pipeline.cube.plan import OWNED_VARIABLE, CubePlan
 from pipeline.model import GridSpec, Window
 
@@ -46,6 +49,7 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
     size = plan.chunk_size
     coords: dict[str, Any] = _spatial_coords(grid)
     data_vars: dict[str, Any] = {}
+    encodings = plan.variable_encodings
     for sensor in plan.sensors:
         times = pd.DatetimeIndex([pd.Timestamp(d) for d in sensor.dates])
         coords[sensor.time_dim] = (sensor.time_dim, times.values.astype("datetime64[ns]"))
@@ -55,8 +59,8 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
                 (sensor.time_dim, "y", "x"),
                 da.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
                         chunks=(n, size, size)),
-                {"sensor": sensor.profile.name, "feature": short, "long_name": variable,
-                 "_FillValue": np.float32(np.nan)},
+                {"sensor": sensor.profile.name, "feature": short, "long_name": variable},
+                _storage(encodings[variable]),
             )  # fmt: skip
         data_vars[sensor.valid_count_variable] = (
             ("y", "x"),
@@ -84,9 +88,23 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
             "feature_names": plan.feature_names,
             "chunk_size": size,
             "tile": plan.tile.id if plan.tile is not None else "",
+            "cube_encoding": plan.encoding,
         }
     )
     return ds
+
+
+def _storage(encoding: VariableEncoding | None) -> dict[str, Any]:
+    """The xarray encoding of a time series: int16 codes with CF scale_factor and _FillValue
+    (the Zarr fill value too: a chunk never written reads as NaN), or float32 with NaN."""
+    if encoding is None:
+        return {"fill_value": np.float32(np.nan)}
+    return {
+        "dtype": encoding.dtype,
+        "scale_factor": encoding.step,
+        "_FillValue": np.int16(encoding.fill_value),
+        "fill_value": np.int16(encoding.fill_value),
+    }
 
 
 def write_template(
@@ -95,15 +113,18 @@ def write_template(
     """Write a lazy dataset's metadata and coordinates as a Zarr v3 store; no data chunk is written.
 
     Each variable lists ``spatial_ref`` in its CF ``coordinates`` so that a plain
-    ``xarray.open_zarr`` brings the CRS back (rioxarray's ``.rio.crs`` then works).
+    ``xarray.open_zarr`` brings the CRS back (rioxarray's ``.rio.crs`` then works). The Zarr
+    fill value is the variable's ``_FillValue`` attribute, or its encoding's ``fill_value``
+    (kept as given), else 0.
     """
     for name, variable in template.data_vars.items():
         if name == "spatial_ref":
             continue
+        fill = variable.attrs.pop("_FillValue", variable.dtype.type(0))
+        variable.encoding.setdefault("fill_value", fill)
         variable.encoding.update(
             {
                 "chunks": variable.data.chunksize,
-                "fill_value": variable.attrs.pop("_FillValue", variable.dtype.type(0)),
                 "coordinates": "spatial_ref",
                 "compressors": [COMPRESSOR],
             }
@@ -145,6 +166,11 @@ def write_region(
     for name, values in arrays.items():
         target = group[name]
         assert isinstance(target, zarr.Array)
+        if target.dtype == np.int16 and values.dtype != np.int16:
+            raise ValueError(
+                f"{name} is stored as int16 codes but got {values.dtype} values; write the "
+                "codes (WindowResult.stored, or pipeline.cube.encoding.encode)"
+            )
         # Every chunk is stored, even one that is all fill value: zarr would otherwise compare
         # each chunk with the fill value first (NaN-aware array_equal: several passes and
         # temporaries the size of the chunk, 10 % of a cube chunk's CPU).
@@ -182,12 +208,31 @@ def read_features(
     window: Window,
     storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """The feature stack of ``window``: (n_features, h, w) float32, in feature order."""
+    """The feature stack of ``window``: (n_features, h, w) float32, in feature order.
+
+    int16 variables are decoded (``pipeline.cube.encoding.decode``: NaN for the fill value),
+    float ones read as they are.
+    """
     group = _open(path, "r", storage_options)
     rows, cols = window.slices
-    parts = []
+    arrays = []
     for name, _time_dim in plan_variables:
         array = group[name]
         assert isinstance(array, zarr.Array)
-        parts.append(np.asarray(array[:, rows, cols], dtype=np.float32))
-    return np.concatenate(parts, axis=0)
+        arrays.append(array)
+    stack: np.ndarray | None = None
+    start = 0
+    for array in arrays:
+        values = np.asarray(array[:, rows, cols])
+        if stack is None:  # one array for all features (no concatenation of the parts)
+            n_features = sum(a.shape[0] for a in arrays)
+            stack = np.empty((n_features, *values.shape[1:]), dtype=np.float32)
+        target = stack[start : start + values.shape[0]]
+        if values.dtype == np.int16:
+            decode(values, VariableEncoding.from_attributes(array.attrs), out=target)
+        else:
+            target[...] = values
+        start += values.shape[0]
+    if stack is None:
+        raise ValueError("read_features needs at least one variable")
+    return stack

@@ -453,6 +453,7 @@ def _plan_tiles(
         "chunk_size": spec.compute.chunk_size,
         "user_functions": spec.features.user_functions,
         "season_names": seasonal,
+        "encoding": spec.outputs.cube_encoding,
     }
     cubes: list[tuple[str | None, CubePlan]]
     if len(tiles) == 1:
@@ -544,6 +545,7 @@ def _window_cube(
         tile=tile.cube.tile,
         tiles=tile.cube.tiles,
         season_names=True,
+        encoding=spec.outputs.cube_encoding,
     )
 
 

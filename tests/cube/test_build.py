@@ -21,6 +21,7 @@ from pipeline.cube.build import (
     compute_window,
     stream_features,
 )
+from pipeline.cube.encoding import VariableEncoding, decode, encode
 from pipeline.cube.plan import CubePlan, plan_cube
 from pipeline.cube.store import create_cube_store, finished_windows, read_features
 from pipeline.errors import ManifestError
@@ -67,9 +68,10 @@ def _build_local(plan: CubePlan, store: Path) -> None:
 def test_gap_filled_values_equal_np_interp_on_the_valid_dates(
     two_sensors: tuple[Series, Series],
 ) -> None:
-    """Each pixel's series is np.interp over its clear dates (SCL at 20 m, nearest), ends held."""
+    """Each pixel's series is np.interp over its clear dates (SCL at 20 m, nearest), ends held
+    (the float32 cube: the arithmetic itself; the int16 cube is that cube quantized, below)."""
     s2 = two_sensors[0]
-    plan = _plan((s2,), indices=["ndvi"])
+    plan = _plan((s2,), indices=["ndvi"], encoding="float32")
     arrays = compute_window(plan, Window(0, 0, 96, 96)).arrays
     valid = expected_valid(s2)
     days = np.array([day_number(a.datetime) for a in s2.acquisitions])
@@ -84,6 +86,33 @@ def test_gap_filled_values_equal_np_interp_on_the_valid_dates(
         assert arrays["s2_valid_count"][r, c] == ok.sum()
         red, nir = arrays["s2_red"][:, r, c], arrays["s2_nir"][:, r, c]
         np.testing.assert_allclose(arrays["s2_ndvi"][:, r, c], (nir - red) / (nir + red), 1e-5)
+
+
+def test_the_int16_cube_is_the_float32_cube_quantized(two_sensors: tuple[Series, Series]) -> None:
+    """Every encoded series is the float32 one rounded to its step (codes and decoded values),
+    within half a step of it; float32 series, counts and ``owned`` are unchanged."""
+    functions = [f"{UF}:red_edge_like"]
+    exact = _plan(two_sensors, user_functions=functions, encoding="float32")
+    coded = _plan(two_sensors, user_functions=functions)
+    window = Window(0, 0, 96, 96)
+    reference = compute_window(exact, window).arrays
+    result = compute_window(coded, window)
+    encodings = coded.variable_encodings
+    assert encodings["s2_red"] == VariableEncoding("int16", 1e-4)
+    assert encodings["l8_ndvi"] == VariableEncoding("int16", 1e-4)
+    assert encodings["s2_nir_minus_red"] is None  # a user feature
+    assert set(result.codes) == {v for v, e in encodings.items() if e is not None}
+    for name, expected in reference.items():
+        got = result.arrays[name]
+        encoding = encodings.get(name)
+        if encoding is None:
+            np.testing.assert_array_equal(got, expected, err_msg=name)
+            continue
+        np.testing.assert_array_equal(result.codes[name], encode(expected, encoding), name)
+        np.testing.assert_array_equal(got, decode(result.codes[name], encoding), name)
+        assert result.stored[name] is result.codes[name]
+        # Half a step, and the float32 rounding of the decoded value.
+        np.testing.assert_allclose(got, expected, rtol=2**-22, atol=5e-5, err_msg=name)
 
 
 def test_multi_sensor_cube_names_and_date_grids(
@@ -108,7 +137,9 @@ def test_multi_sensor_cube_names_and_date_grids(
 
 
 def test_user_functions_add_named_features(two_sensors: tuple[Series, Series]) -> None:
-    plan = _plan(two_sensors[:1], indices=[], user_functions=[f"{UF}:red_edge_like"])
+    plan = _plan(
+        two_sensors[:1], indices=[], user_functions=[f"{UF}:red_edge_like"], encoding="float32"
+    )
     assert plan.sensors[0].variables[-2:] == ("s2_nir_minus_red", "s2_green_share")
     check_user_features(plan)
     arrays = compute_window(plan, Window(0, 0, 16, 16)).arrays
@@ -162,10 +193,11 @@ def test_region_writes_are_idempotent_and_finished_chunks_are_listed(
     assert np.isnan(read_features(str(store), variables, rest[0])).all()
 
 
+@pytest.mark.parametrize("encoding", ["int16", "float32"])
 def test_streamed_path_equals_the_stored_path(
-    two_sensors: tuple[Series, Series], tmp_path: Path
+    two_sensors: tuple[Series, Series], tmp_path: Path, encoding: str
 ) -> None:
-    plan = _plan(two_sensors, user_functions=[f"{UF}:red_edge_like"])
+    plan = _plan(two_sensors, user_functions=[f"{UF}:red_edge_like"], encoding=encoding)
     store = tmp_path / "cube.zarr"
     _build_local(plan, store)
     variables = plan.time_series_variables

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from rasterio.windows import Window
 
+from pipeline.cube.encoding import VariableEncoding, quantize
 from pipeline.cube.gapfill import GapFilled, gapfill
 
 NAN = np.nan
@@ -393,10 +394,14 @@ def test_real_cloudy_pixels_match_hand_computation(
     out = gapfill(ndvi * np.float32(1e-4), valid, days, TARGETS)
     assert out.values.shape == (TARGETS.size, len(PIXELS))
     np.testing.assert_array_equal(out.valid_count, valid.sum(axis=0))
+    # As the int16 cube stores them (steps of 1e-4): within half a step of the hand value.
+    stored = out.values.copy()
+    quantize(stored, VariableEncoding("int16", 1e-4))
     for pixel, target, expected in EXPECTED:
         p = PIXELS.index(pixel)
         (k,) = np.flatnonzero(target == TARGETS)
         assert out.values[k, p] == pytest.approx(expected * 1e-4, rel=1e-6), (pixel, target)
+        assert abs(stored[k, p] - expected * 1e-4) <= 5e-5 + 1e-7, (pixel, target)
     # Cloud-free output: NDVI inside the range the clear acquisitions span, nowhere NaN.
     assert not np.isnan(out.values).any()
     for p in range(len(PIXELS)):

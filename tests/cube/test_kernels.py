@@ -103,15 +103,20 @@ def test_chunks_built_one_after_another_in_the_same_buffers(tmp_path: Path) -> N
     )
     buffers = ChunkBuffers()
     first, second = plan.windows[0], plan.windows[3]
-    fresh = {w: compute_window(plan, w).arrays for w in (first, second)}
-    reused = compute_window(plan, first, buffers=buffers).arrays
-    for name, expected in fresh[first].items():
-        np.testing.assert_array_equal(reused[name], expected, err_msg=name)
-    kept = reused["s2_red"]
-    again = compute_window(plan, second, buffers=buffers).arrays
-    assert np.shares_memory(again["s2_red"], kept)  # the same memory, refilled
-    for name, expected in fresh[second].items():
-        np.testing.assert_array_equal(again[name], expected, err_msg=name)
+    fresh = {w: compute_window(plan, w) for w in (first, second)}
+    reused = compute_window(plan, first, buffers=buffers)
+    for name, expected in fresh[first].stored.items():  # int16 codes and the other arrays
+        np.testing.assert_array_equal(reused.stored[name], expected, err_msg=name)
+    for name, expected in fresh[first].arrays.items():
+        np.testing.assert_array_equal(reused.arrays[name], expected, err_msg=name)
+    kept, kept_codes = reused.arrays["s2_red"], reused.codes["s2_red"]
+    again = compute_window(plan, second, buffers=buffers)
+    assert np.shares_memory(again.arrays["s2_red"], kept)  # the same memory, refilled
+    assert np.shares_memory(again.codes["s2_red"], kept_codes)
+    for name, expected in fresh[second].stored.items():
+        np.testing.assert_array_equal(again.stored[name], expected, err_msg=name)
+    for name, expected in fresh[second].arrays.items():
+        np.testing.assert_array_equal(again.arrays[name], expected, err_msg=name)
     # A smaller window (a tile's edge) takes part of the same buffer.
     edge = compute_window(plan, Window(0, 0, 16, 8), buffers=buffers).arrays
-    np.testing.assert_array_equal(edge["s2_ndvi"], fresh[first]["s2_ndvi"][:, :16, :8])
+    np.testing.assert_array_equal(edge["s2_ndvi"], fresh[first].arrays["s2_ndvi"][:, :16, :8])

@@ -53,7 +53,7 @@ def test_cube_pixels_match_the_source_after_the_store_round_trip(tmp_path: Path)
     store = str(tmp_path / "cube.zarr")
     create_cube_store(plan, store)
     for window in plan.windows:
-        write_region(store, window, compute_window(plan, window).arrays)
+        write_region(store, window, compute_window(plan, window).stored)
     cube = xr.open_zarr(store)
     assert cube.rio.crs.to_string() == EPSG
     assert tuple(cube.rio.transform())[:6] == series.grid.transform

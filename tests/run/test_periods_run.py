@@ -95,7 +95,8 @@ def test_window_features_equal_the_cube_of_the_same_period(run: dict[str, Any]) 
         (store / "cube.zarr", TRAIN_WINDOW),
         (store / "periods" / "2016" / "cube.zarr", VALIDATION_WINDOW),
     ):
-        values = xr.open_zarr(cube)["s2_ndvi"].to_numpy()
+        # int16 codes: xarray decodes them in float64; their float32 rounding is what we read.
+        values = xr.open_zarr(cube)["s2_ndvi"].to_numpy().astype(np.float32)
         rows = samples[samples["window"] == window]
         stored = values[:, rows["row"].to_numpy(), rows["col"].to_numpy()].T
         np.testing.assert_array_equal(rows[features].to_numpy(), stored)

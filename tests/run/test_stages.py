@@ -16,12 +16,12 @@ GRID = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 64, 
 PROFILE = SensorProfile("s2", (BandRead("ndvi", "ndvi"),), (), 10)
 
 
-def plan(href: str, chunk: int = 32) -> object:
+def plan(href: str, chunk: int = 32, encoding: str = "int16") -> object:
     acquisition = Acquisition(
         "item-1", "s2", datetime(2017, 5, 1, tzinfo=UTC), {"ndvi": AssetRef(href)}, GRID
     )
     return plan_cube(GRID, [(PROFILE, [acquisition])], date(2017, 1, 1), date(2017, 12, 31),
-                     [], chunk)  # fmt: skip
+                     [], chunk, encoding=encoding)  # fmt: skip
 
 
 def cube_digests(cube: object) -> list[str]:
@@ -43,6 +43,13 @@ def test_chunking_changes_every_cube_unit() -> None:
     large = cube_digests(plan("/data/a.tif", 64))
     assert len(small) == 4 and len(large) == 1
     assert not set(small) & set(large)
+
+
+def test_the_cube_encoding_changes_every_cube_unit() -> None:
+    coded = cube_digests(plan("/data/a.tif"))
+    floats = cube_digests(plan("/data/a.tif", encoding="float32"))
+    assert len(coded) == len(floats) == 4
+    assert not set(coded) & set(floats)
 
 
 def test_leftovers_of_killed_writers_are_removed(tmp_path: Path) -> None:

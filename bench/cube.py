@@ -296,7 +296,11 @@ WORKER_ENV = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None
 
 
 def _warm_imports() -> None:
-    import pipeline.cube.build  # noqa: F401  (every path pays its imports before the clock)
+    # Every path pays its imports before the clock; sitsflow's worker warm-up also loads its
+    # compiled kernels (a run does it while the driver plans: pipeline.run.clusters).
+    from pipeline.cube.build import load_kernels
+
+    load_kernels()
 
 
 # --- naive: stackstac + xarray -----------------------------------------------------------------

@@ -246,6 +246,7 @@ def compute_window(
     reader: Reader | None = None,
     *,
     buffers: ChunkBuffers | None = None,
+    decoded: bool = True,
 ) -> WindowResult:
     """Every cube variable of ``window`` (any window of the grid, chunk-aligned or not).
 
@@ -253,6 +254,8 @@ def compute_window(
     Series the plan encodes as int16 are quantized: their codes are in ``codes`` and the series
     hold the decoded values. With ``buffers``, the arrays of the time series and their codes are
     those buffers (valid until they are taken again: see ``ChunkBuffers``); without, new arrays.
+    ``decoded=False`` (a chunk only written to the store) leaves the encoded series unquantized:
+    only ``codes`` (and ``stored``) are then what a reader gets.
     """
     reader = reader or RasterioReader()
     grid = plan.grid.window_grid(window)
@@ -273,7 +276,7 @@ def compute_window(
             encoding = encodings[variable]
             if encoding is not None:
                 target = _code_array(buffers, variable, out.shape)
-                codes[variable] = quantize(out, encoding, out=target)
+                codes[variable] = quantize(out, encoding, out=target, write_back=decoded)
             arrays[variable] = out
         count = np.where(owned, count, 0).astype(np.uint16)
         arrays[sensor.valid_count_variable] = count
@@ -302,10 +305,29 @@ def build_chunk(task: CubeChunkTask, reader: Reader | None = None) -> ChunkRepor
 
     The chunk's arrays are this thread's ``ChunkBuffers``, reused by its next chunk.
     """
-    result = compute_window(task.plan, task.window, reader, buffers=thread_buffers())
+    result = compute_window(task.plan, task.window, reader, buffers=thread_buffers(), decoded=False)
     write_region(task.store, task.window, result.stored, task.storage_options)
     mark_chunk_done(task.store, task.plan.chunk_size, task.window, task.storage_options)
     return result.report
+
+
+def load_kernels() -> None:
+    """Load every compiled kernel of a chunk build (from numba's cache, else compiling it):
+    0.7 CPU s per process that a worker's warm-up pays while the driver plans, not its first
+    chunk. Each kernel runs once on a few values of the types a build uses."""
+    from pipeline.cube.encoding import VariableEncoding, decode
+    from pipeline.cube.read import _nodata_to_nan
+
+    values = np.ones((2, 1, 2, 2), dtype=np.float32)
+    gapfill_bands(values, np.ones((2, 2, 2), dtype=bool), np.array([0.0, 1.0]), np.array([0.5]),
+                  valid_is_finite=True)  # fmt: skip
+    band = np.ones((1, 2, 2), dtype=np.float32)
+    compute_indices({"red": band, "nir": band, "green": band}, ("ndvi", "brightness"))
+    step = VariableEncoding("int16", 1e-4)
+    decode(quantize(band.copy(), step), step)
+    _nodata_to_nan(band[0], np.float32(0))
+    _and_finite(np.ones(4, dtype=bool), band.reshape(-1))
+    _apply_table(band.reshape(-1), np.zeros(65536, dtype=bool), np.ones(4, dtype=bool))
 
 
 def stream_features(plan: CubePlan, window: Window, reader: Reader | None = None) -> np.ndarray:

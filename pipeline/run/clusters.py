@@ -207,11 +207,14 @@ def _quiet_distributed() -> None:
 
 
 @contextlib.contextmanager
-def open_client(compute: ComputeSpec, *, run: str = "run") -> Iterator[Client]:
+def open_client(
+    compute: ComputeSpec, *, run: str = "run", workers: int | None = None
+) -> Iterator[Client]:
     """A client on the cluster ``compute`` describes, with the worker settings installed.
 
     A cluster this function starts (local, kubernetes) is closed on exit; an existing
-    scheduler (address) is only disconnected from.
+    scheduler (address) is only disconnected from. ``workers``: a local cluster starts with
+    that many workers instead of ``compute.workers`` (see ``ClusterStarter.grow``).
     """
     _quiet_distributed()
     with contextlib.ExitStack() as stack:
@@ -227,7 +230,7 @@ def open_client(compute: ComputeSpec, *, run: str = "run") -> Iterator[Client]:
             # For the cluster's whole life: adaptive scaling spawns workers later.
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
             local = LocalCluster(
-                n_workers=compute.workers,
+                n_workers=compute.workers if workers is None else workers,
                 threads_per_worker=compute.threads_per_worker,
                 memory_limit=compute.memory_limit,
                 processes=True,
@@ -316,8 +319,9 @@ def worker_capacity(client: Client) -> list[tuple[str, int, int]]:
 # skops.io alone takes 2 s or more: its import scans every scikit-learn estimator; the train,
 # predict and validate units save or load the model with it.
 SKOPS = "skops.io"
+KERNELS = "pipeline.cube.build:load_kernels"
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "cube": ("pipeline.run.stages",),
+    "cube": ("pipeline.run.stages", KERNELS),
     "samples": ("pipeline.run.stages",),
     "train": ("pipeline.run.stages", "pipeline.learn", SKOPS),
     "predict": ("pipeline.run.stages", "pipeline.predict.blockwise", SKOPS),
@@ -338,10 +342,22 @@ def stage_modules(stages: Sequence[str], model_kind: str = "sklearn") -> tuple[s
 
 
 def import_modules(modules: Sequence[str]) -> list[str]:
-    """Import ``modules`` (a worker warming up); return them."""
+    """Import ``modules`` (a worker warming up); return them. ``module:function`` imports the
+    module and calls the function (e.g. loading compiled kernels)."""
     for name in modules:
-        importlib.import_module(name)
+        module, _, function = name.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
     return list(modules)
+
+
+ALL_STAGES = tuple(STAGE_MODULES)
+
+
+def starts_early(compute: ComputeSpec) -> bool:
+    """Whether a run starts one worker of its local cluster before planning (``grow``)."""
+    return compute.cluster == "local" and compute.adaptive is None and compute.workers > 1
 
 
 class ClusterStarter:
@@ -350,6 +366,12 @@ class ClusterStarter:
     Starting a cluster (spawning workers, scheduling pods) and importing what the units need
     on each worker take seconds to minutes; they overlap with the driver's own work. ``client()``
     waits for it and raises what the start raised.
+
+    ``workers=1`` starts a local cluster with one worker, which imports the modules of every
+    stage while the driver plans on the other core; ``grow`` then starts the rest once
+    planning is done. Starting them all at once made planning two to three times slower on two
+    cores (three busy processes); with one, the first units run as soon as the plan is ready
+    and the other workers' start-up overlaps with them.
     """
 
     def __init__(
@@ -359,39 +381,84 @@ class ClusterStarter:
         stages: Sequence[str] = (),
         *,
         model_kind: str = "sklearn",
+        workers: int | None = None,
     ) -> None:
         self._compute = compute
         self._run = run
+        self._model_kind = model_kind
+        self._workers = workers
         self.modules = stage_modules(stages, model_kind)
         """The modules every worker imports before its first unit."""
         self._stack = contextlib.ExitStack()
         self._client: Client | None = None
         self._error: BaseException | None = None
         self._warm_up: list[Any] = []
-        self._thread = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
-        self._thread.start()
+        self._warmed: set[str] = set()
+        self._growing: threading.Thread | None = None
+        self._started = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
+        self._started.start()
 
     def _start(self) -> None:
         try:
-            client = self._stack.enter_context(open_client(self._compute, run=self._run))
-            if self.modules:
-                workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-                self._warm_up = [
-                    client.submit(import_modules, list(self.modules), workers=[w], pure=False)
-                    for w in workers
-                ]
+            client = self._stack.enter_context(
+                open_client(self._compute, run=self._run, workers=self._workers)
+            )
+            self._warm(client)
             self._client = client
         except BaseException as exc:  # handed to the thread that asks for the client
             self._error = exc
 
+    def _warm(self, client: Client) -> None:
+        """Every worker not warmed yet imports ``modules`` before its first unit."""
+        if not self.modules:
+            return
+        workers = [
+            w
+            for w in client.scheduler_info(n_workers=-1).get("workers", {})
+            if w not in self._warmed
+        ]
+        self._warm_up += [
+            client.submit(import_modules, list(self.modules), workers=[w], pure=False)
+            for w in workers
+        ]
+        self._warmed.update(workers)
+
+    def grow(self, stages: Sequence[str]) -> None:
+        """Planning is done and ``stages`` have work: start the remaining workers in the
+        background (``client()`` does not wait for them: units start on the first worker);
+        they import what those stages need."""
+
+        def grow() -> None:
+            self._started.join()
+            if self._error is not None or self._client is None:
+                return
+            client = self._client
+            try:
+                self.modules = stage_modules(stages, self._model_kind)
+                if self._workers is not None and self._workers < self._compute.workers:
+                    client.cluster.scale(self._compute.workers)  # type: ignore[union-attr]
+                    client.wait_for_workers(
+                        self._compute.workers, timeout=self._compute.connect_timeout_s
+                    )
+                self._warm(client)
+            except Exception as exc:  # the run goes on with the workers it has
+                logging.getLogger(__name__).warning(
+                    "could not start the cluster's other workers: %s", exc
+                )
+
+        self._growing = threading.Thread(target=grow, name="sitsflow-cluster-grow", daemon=True)
+        self._growing.start()
+
     def client(self) -> Client:
-        self._thread.join()
+        self._started.join()
         if self._error is not None:
             raise self._error
         assert self._client is not None
         return self._client
 
     def close(self) -> None:
-        self._thread.join()
+        self._started.join()
+        if self._growing is not None:
+            self._growing.join()
         self._warm_up.clear()
         self._stack.close()

@@ -442,7 +442,7 @@ def _progress(log: RunLog) -> Any:
 
 
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
-    from pipeline.run.clusters import ALL_STAGES, ClusterStarter, starts_early
+    from pipeline.run.clusters import ClusterStarter
     from pipeline.run.runner import execute, plan_run
 
     log = _log()
@@ -454,24 +454,12 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         compute, model_kind = manifest.spec.compute, manifest.spec.model.kind
         log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
 
-        if starts_early(compute):
-            # One local worker starts and imports every stage's modules while the driver plans
-            # (planning keeps one core busy); the others start once the work is known.
-            started.append(
-                ClusterStarter(compute, manifest.name, ALL_STAGES, model_kind=model_kind, workers=1)
-            )
-
         def start_cluster(stages: list[str]) -> None:
-            # The inputs checked out and work is left: the (rest of the) cluster starts while
-            # planning ends. Not all of it earlier: on two cores, every worker spawning and
-            # importing during planning took the CPU it needs (planning took two to three times
-            # longer, more than the cluster's start-up it would have hidden).
-            if started:
-                started[0].grow(stages)
-            else:
-                started.append(
-                    ClusterStarter(compute, manifest.name, stages, model_kind=model_kind)
-                )
+            # The inputs checked out and work is left: the cluster starts while planning ends.
+            # Not earlier: on two cores, workers spawning and importing during planning took
+            # the CPU it needs (planning and the runner's imports took two to three times
+            # longer, more than the cluster's start-up they would have hidden).
+            started.append(ClusterStarter(compute, manifest.name, stages, model_kind=model_kind))
 
         plan = plan_run(manifest, resume=resume, on_work_ahead=start_cluster)
         progress = _progress(log)

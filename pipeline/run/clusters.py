@@ -207,14 +207,11 @@ def _quiet_distributed() -> None:
 
 
 @contextlib.contextmanager
-def open_client(
-    compute: ComputeSpec, *, run: str = "run", workers: int | None = None
-) -> Iterator[Client]:
+def open_client(compute: ComputeSpec, *, run: str = "run") -> Iterator[Client]:
     """A client on the cluster ``compute`` describes, with the worker settings installed.
 
     A cluster this function starts (local, kubernetes) is closed on exit; an existing
-    scheduler (address) is only disconnected from. ``workers``: a local cluster starts with
-    that many workers instead of ``compute.workers`` (see ``ClusterStarter.grow``).
+    scheduler (address) is only disconnected from.
     """
     _quiet_distributed()
     with contextlib.ExitStack() as stack:
@@ -230,7 +227,7 @@ def open_client(
             # For the cluster's whole life: adaptive scaling spawns workers later.
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
             local = LocalCluster(
-                n_workers=compute.workers if workers is None else workers,
+                n_workers=compute.workers,
                 threads_per_worker=compute.threads_per_worker,
                 memory_limit=compute.memory_limit,
                 processes=True,
@@ -352,26 +349,12 @@ def import_modules(modules: Sequence[str]) -> list[str]:
     return list(modules)
 
 
-ALL_STAGES = tuple(STAGE_MODULES)
-
-
-def starts_early(compute: ComputeSpec) -> bool:
-    """Whether a run starts one worker of its local cluster before planning (``grow``)."""
-    return compute.cluster == "local" and compute.adaptive is None and compute.workers > 1
-
-
 class ClusterStarter:
     """Starts the cluster in a background thread while the driver goes on planning.
 
     Starting a cluster (spawning workers, scheduling pods) and importing what the units need
     on each worker take seconds to minutes; they overlap with the driver's own work. ``client()``
     waits for it and raises what the start raised.
-
-    ``workers=1`` starts a local cluster with one worker, which imports the modules of every
-    stage while the driver plans on the other core; ``grow`` then starts the rest once
-    planning is done. Starting them all at once made planning two to three times slower on two
-    cores (three busy processes); with one, the first units run as soon as the plan is ready
-    and the other workers' start-up overlaps with them.
     """
 
     def __init__(
@@ -381,84 +364,39 @@ class ClusterStarter:
         stages: Sequence[str] = (),
         *,
         model_kind: str = "sklearn",
-        workers: int | None = None,
     ) -> None:
         self._compute = compute
         self._run = run
-        self._model_kind = model_kind
-        self._workers = workers
         self.modules = stage_modules(stages, model_kind)
         """The modules every worker imports before its first unit."""
         self._stack = contextlib.ExitStack()
         self._client: Client | None = None
         self._error: BaseException | None = None
         self._warm_up: list[Any] = []
-        self._warmed: set[str] = set()
-        self._growing: threading.Thread | None = None
-        self._started = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
-        self._started.start()
+        self._thread = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
+        self._thread.start()
 
     def _start(self) -> None:
         try:
-            client = self._stack.enter_context(
-                open_client(self._compute, run=self._run, workers=self._workers)
-            )
-            self._warm(client)
+            client = self._stack.enter_context(open_client(self._compute, run=self._run))
+            if self.modules:
+                workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
+                self._warm_up = [
+                    client.submit(import_modules, list(self.modules), workers=[w], pure=False)
+                    for w in workers
+                ]
             self._client = client
         except BaseException as exc:  # handed to the thread that asks for the client
             self._error = exc
 
-    def _warm(self, client: Client) -> None:
-        """Every worker not warmed yet imports ``modules`` before its first unit."""
-        if not self.modules:
-            return
-        workers = [
-            w
-            for w in client.scheduler_info(n_workers=-1).get("workers", {})
-            if w not in self._warmed
-        ]
-        self._warm_up += [
-            client.submit(import_modules, list(self.modules), workers=[w], pure=False)
-            for w in workers
-        ]
-        self._warmed.update(workers)
-
-    def grow(self, stages: Sequence[str]) -> None:
-        """Planning is done and ``stages`` have work: start the remaining workers in the
-        background (``client()`` does not wait for them: units start on the first worker);
-        they import what those stages need."""
-
-        def grow() -> None:
-            self._started.join()
-            if self._error is not None or self._client is None:
-                return
-            client = self._client
-            try:
-                self.modules = stage_modules(stages, self._model_kind)
-                if self._workers is not None and self._workers < self._compute.workers:
-                    client.cluster.scale(self._compute.workers)  # type: ignore[union-attr]
-                    client.wait_for_workers(
-                        self._compute.workers, timeout=self._compute.connect_timeout_s
-                    )
-                self._warm(client)
-            except Exception as exc:  # the run goes on with the workers it has
-                logging.getLogger(__name__).warning(
-                    "could not start the cluster's other workers: %s", exc
-                )
-
-        self._growing = threading.Thread(target=grow, name="sitsflow-cluster-grow", daemon=True)
-        self._growing.start()
-
     def client(self) -> Client:
-        self._started.join()
+        self._thread.join()
         if self._error is not None:
             raise self._error
         assert self._client is not None
         return self._client
 
     def close(self) -> None:
-        self._started.join()
-        if self._growing is not None:
-            self._growing.join()
+        self._thread.join()
         self._warm_up.clear()
         self._stack.close()

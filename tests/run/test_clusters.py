@@ -247,27 +247,3 @@ def test_a_pod_worker_starts_without_the_nanny_malloc_setting(
         }
     assert seen["OMP_NUM_THREADS"] == "1"
     assert seen["MALLOC_TRIM_THRESHOLD_"] == (None if in_pod_env else "65536")
-
-
-def test_a_local_cluster_starts_one_worker_early_and_grows_after_planning() -> None:
-    """The run's early start: one worker while the driver plans, every worker once the work is
-    known; the client is handed out without waiting for the others (units start on the first)."""
-    compute = ComputeSpec(workers=2, dashboard_port=0, memory_limit="1GiB")
-    assert clusters.starts_early(compute)
-    assert not clusters.starts_early(ComputeSpec(workers=1))
-    assert not clusters.starts_early(ComputeSpec(cluster="address", address="tcp://127.0.0.1:1"))
-    starter = ClusterStarter(compute, "test", clusters.ALL_STAGES, workers=1)
-    try:
-        client = starter.client()
-        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
-        assert SKOPS in starter.modules  # the early worker imports every stage's modules
-        starter.grow(["cube"])
-        assert len(starter.client().scheduler_info(n_workers=-1)["workers"]) >= 1
-        client.wait_for_workers(2, timeout=120)
-        starter._growing.join(timeout=120)  # type: ignore[union-attr]
-        futures = list(starter._warm_up)
-        assert len(futures) == 2  # each worker warmed once
-        results = [f.result(timeout=120) for f in futures]
-        assert SKOPS in results[0] and results[1] == ["pipeline.run.stages", clusters.KERNELS]
-    finally:
-        starter.close()

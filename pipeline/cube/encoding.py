@@ -64,11 +64,6 @@ class VariableEncoding:
         """The step as the decoding multiplies by it."""
         return np.float32(self.scale_factor)
 
-    @property
-    def attributes(self) -> dict[str, Any]:
-        """CF attributes of the stored variable (xarray decodes with them)."""
-        return {"scale_factor": float(self.step), "_FillValue": self.fill_value}
-
     @classmethod
     def from_attributes(cls, attributes: Mapping[str, Any]) -> VariableEncoding:
         """The encoding of a stored int16 variable, from its CF attributes."""

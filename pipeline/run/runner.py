@@ -52,8 +52,9 @@ from pipeline.run.executor import Executor, StageOutcome, StageWork
 from pipeline.run.layout import RunLayout
 from pipeline.run.lock import StoreLock, check_free
 from pipeline.run.monitor import MemoryMonitor
+from pipeline.run.plan_cache import PlanCache, cached_burn, code_digest
 from pipeline.run.progress import Progress
-from pipeline.run.units import Ledger, Record, Unit
+from pipeline.run.units import Ledger, Record, Unit, canonical, content_hash
 from pipeline.samples.extract import (
     CogExtractTask,
     ExtractTask,
@@ -62,7 +63,9 @@ from pipeline.samples.extract import (
     plan_extraction,
 )
 from pipeline.samples.reference import (
+    Burn,
     ReferencePolygons,
+    burn_features,
     load_reference,
     reference_windows,
     window_name,
@@ -148,6 +151,8 @@ class RunPlan:
     digests: dict[str, str]
     work: WorkEstimate
     regions: RegionPlan | None = None
+    cache: PlanCache | None = None
+    """What planning computed afresh, written to the store by ``execute`` (see plan_cache)."""
 
     @property
     def tiles(self) -> tuple[TilePlan, ...]:
@@ -367,6 +372,37 @@ def _sample_pixels(
 _PIXEL_COLUMNS = ["row", "col", "polygon_id", "label", "value", "group", "region", "split"]
 
 
+def _cached_sample_pixels(
+    cache: PlanCache,
+    manifest: RunManifest,
+    references: Sequence[SampleSource],
+    regions: RegionPlan | None,
+) -> tuple[pd.DataFrame, Any]:
+    """``_sample_pixels`` kept in the plan cache, with the canonical form of the columns
+    that make the samples' digest (hashing 10^6 rows is itself a planning cost)."""
+    spec = manifest.spec
+    name = "pixels-" + content_hash(
+        code_digest(),
+        spec.task,
+        spec.sampling,
+        [
+            (s.tile.key, s.window, s.tile.cube.grid, s.reference.target, s.reference.polygon_ids)
+            for s in references
+        ],
+        references[0].reference.table,
+        None if regions is None else (regions.names, regions.polygon_region),
+    )
+    kept = cache.frame(name)
+    if kept is not None:
+        return kept
+    pixels = _sample_pixels(manifest, references, regions)
+    columns = ["tile", "window", *_PIXEL_COLUMNS]
+    columns += [st.split_column(r) for r in range(1, spec.sampling.runs)]
+    identity = canonical(st.frame_for_digest(pixels, columns))
+    cache.put_frame(name, pixels, identity)
+    return pixels, identity
+
+
 @dataclass(frozen=True)
 class RegionPlan:
     """The run's regions: those covering a pixel of some tile, each with its own model."""
@@ -554,6 +590,7 @@ def _tile_references(
     tiles: tuple[TilePlan, ...],
     windows: Sequence[tuple[Any, Any]],
     sensors: list[tuple[SensorProfile, list[Acquisition]]],
+    burn: Burn | None = None,
 ) -> list[SampleSource]:
     """The reference burnt onto each tile's grid (once per sample window, with windows), on
     the pixels the tile owns only, with the cube plan the samples are read on."""
@@ -561,7 +598,8 @@ def _tile_references(
     season = spec.period
     if not windows and tiles[0].key is None:
         tile = tiles[0]
-        return [SampleSource(tile, None, load_reference(spec.reference, tile.cube.grid), tile.cube)]
+        reference = load_reference(spec.reference, tile.cube.grid, burn=burn)
+        return [SampleSource(tile, None, reference, tile.cube)]
     out = []
     first_error: InputDataError | None = None
     for tile in tiles:
@@ -569,7 +607,7 @@ def _tile_references(
             name = None if start is None else window_name(start, end)
             try:
                 reference = load_reference(
-                    spec.reference, tile.cube.grid, season=season, window=name
+                    spec.reference, tile.cube.grid, season=season, window=name, burn=burn
                 )
             except InputDataError as error:  # no polygon on this tile: other tiles may have some
                 first_error = first_error or error
@@ -641,7 +679,10 @@ def plan_run(
         for tile in planned_tiles:
             _check_same_dates(tile.cube, cube, f"{where} ({period.start} .. {period.end})", where)
         further.append((period, period_layout, planned_tiles))
-    references = _tile_references(manifest, tiles, windows, sensors)
+    cache = PlanCache(store)
+    references = _tile_references(
+        manifest, tiles, windows, sensors, burn=cached_burn(cache, burn_features)
+    )
     regions = _plan_regions(spec, tiles, references, store, layout)
     if regions is not None:
         main_keys = {t.key for t in tiles}
@@ -654,7 +695,7 @@ def plan_run(
                     fix="map a spec.period that covers every tile, or narrow spec.area",
                     field="spec.also_map",
                 )
-    pixels = _sample_pixels(manifest, references, regions)
+    pixels, pixels_identity = _cached_sample_pixels(cache, manifest, references, regions)
     # Extraction, and samples with their own windows, read the samples' windows straight from
     # the imagery; the other runs read the cube they build anyway for the map.
     extraction = spec.task == "extraction"
@@ -689,15 +730,7 @@ def plan_run(
         cube_units.extend(units_of_tile)
         by_window.update({(key, u.payload[1]): u.digest for u in units_of_tile})
     table_inputs = (
-        st.frame_for_digest(
-            pixels,
-            [
-                "tile",
-                "window",
-                *_PIXEL_COLUMNS,
-                *(st.split_column(r) for r in range(1, spec.sampling.runs)),
-            ],
-        ),
+        pixels_identity,
         cube.feature_names,
         cube.grid if tiles[0].key is None else tuple(t.cube.grid for t in tiles),
     )
@@ -861,6 +894,7 @@ def plan_run(
         digests,
         work,
         regions,
+        cache,
     )
 
 
@@ -992,6 +1026,8 @@ def _execute(
             files=leftovers,
         )
     store.write_text("state/manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=2))
+    if plan.cache is not None:  # what planning computed afresh, for a later --resume
+        plan.cache.flush()
     record = _Session(plan, session)
     record.update()
     progress.info(

@@ -41,6 +41,8 @@ def canonical(value: Any) -> Any:
     rather than hashed by ``repr``, which could hold memory addresses or hide state."""
     if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, list | tuple):  # first: units hold long tuples of names
+        return [v if type(v) is str else canonical(v) for v in value]
     if isinstance(value, int | np.integer) and not isinstance(value, np.bool_):
         return int(value)
     if isinstance(value, np.bool_):
@@ -73,8 +75,6 @@ def canonical(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         members = [canonical(v) for v in value]
         return sorted(members, key=lambda m: json.dumps(m, sort_keys=True))
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
     if _is_frame(value):
         return _frame(value)
     if callable(value) and hasattr(value, "__qualname__"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -44,6 +44,9 @@ PALETTE = (
 _AREAL = ("Polygon", "MultiPolygon")
 _PUNCTUAL = ("Point", "MultiPoint")
 _POLYGON, _MULTIPOLYGON = int(shapely.GeometryType.POLYGON), int(shapely.GeometryType.MULTIPOLYGON)
+
+Burn = Callable[[gpd.GeoDataFrame, np.ndarray, GridSpec], tuple[np.ndarray, int]]
+"""Features, their ids and a grid -> the id raster and the count of pixels several cover."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,9 @@ def geojson_mappings(geometries: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def _burn(frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, int]:
+def burn_features(
+    frame: gpd.GeoDataFrame, ids: np.ndarray, grid: GridSpec
+) -> tuple[np.ndarray, int]:
     """The id raster and the number of pixels left out because several features cover them."""
     if not len(frame):
         return np.full(grid.shape, -1, dtype=np.int32), 0
@@ -343,11 +348,13 @@ def load_reference(
     *,
     season: PeriodSpec | None = None,
     window: str | None = None,
+    burn: Burn | None = None,
 ) -> ReferencePolygons:
     """Read the reference file, check it, and burn its features onto ``grid``.
 
     With windows (``spec.start_field``; ``season`` is then the run's period), ``window`` picks
-    the window whose features are burnt: the table still lists every feature.
+    the window whose features are burnt: the table still lists every feature. ``burn`` stands
+    in for ``burn_features`` (the run engine passes one that keeps its rasters for a resume).
     """
     frame = _read_reference(spec)
     require_fields(
@@ -410,7 +417,7 @@ def load_reference(
         if window is not None:
             burnt = table["window"].to_numpy() == window
 
-    polygon_ids, shared = _burn(frame[burnt], ids[burnt], grid)
+    polygon_ids, shared = (burn or burn_features)(frame[burnt], ids[burnt], grid)
     present = np.unique(polygon_ids[polygon_ids >= 0])
     if window is not None and present.size == 0:
         return ReferencePolygons(  # this window has no feature here: other windows may

@@ -3,6 +3,7 @@
     python -m bench.cube                 # 2048 x 2048 px, 32 dates (docs/benchmarks.md)
     python -m bench.cube --quick         # 512 x 512 px, 12 dates: a smoke run (seconds)
     python -m bench.cube --only sitsflow,floor --size 4096
+    python -m bench.cube --only floor,writefloor,sitsflow   # what writing the cube costs at best
     python -m bench.cube --profile       # where sitsflow's time goes, phase by phase, one chunk
 
 The data are generated here, seeded: S2-like COGs (DEFLATE, 512 px blocks) of one tile in
@@ -18,6 +19,9 @@ mask (SCL), gap-fill onto a 10-day date grid, NDVI, write. Paths:
   LinearInterpolationTask, NormalizedDifferenceIndexTask, SaveTask) with its EOExecutor on 2
   workers, run in its own interpreter (``--eolearn-python``; its pins conflict with ours).
 * ``floor``: plain rasterio reads of every input pixel once, 2 processes.
+* ``writefloor``: the least any build of this cube does: the floor's reads (windowed, per
+  chunk) plus compressing and writing the cube's own bytes with its codec (sitsflow's int16
+  codes, loaded before the clock), computing nothing. Its speed bounds every path's.
 
 Peak memory per worker is each worker process's peak resident set (getrusage), imports included.
 This module imports only the standard library, numpy and rasterio at the top, so that the
@@ -218,6 +222,75 @@ def run_floor(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _maxrss_mib_noop(_: int) -> float:
     return _maxrss_mib()
+
+
+# --- write floor: read once and write the cube's own bytes, computing nothing ------------------
+
+
+def _read_and_write(
+    job: tuple[dict[str, Any], list[tuple[int, int]], str, str, Any],
+) -> tuple[int, float, float, float]:
+    """Read every input pixel of some 512 px chunks (windowed, as a chunk build does, each file
+    opened once) and write each chunk's cube variables, compressed with the cube's codec, one
+    file each. The variables are sitsflow's own int16 codes of those chunks, loaded from its
+    cube before the clock starts: the same bytes to compress and write, nothing computed."""
+    import numcodecs
+    import zarr
+    from rasterio.windows import Window as RioWindow
+
+    meta, corners, out, cube, barrier = job
+    numcodecs.blosc.use_threads = False  # one thread per worker, as the other paths
+    codec = numcodecs.Blosc("lz4", 1, numcodecs.Blosc.SHUFFLE)  # the cube's (pipeline.cube.store)
+    group = zarr.open_group(cube, mode="r")
+    names = sorted(n for n, a in group.arrays() if a.dtype == np.int16 and a.ndim == 3)
+    codes = {
+        (row, col): [np.asarray(group[n][:, row : row + CHUNK, col : col + CHUNK]) for n in names]
+        for row, col in corners
+    }
+    items = meta["items"]
+    barrier.wait()  # both workers start the clock together
+    cpu, started = _cpu_seconds(), time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        files = [
+            {key: stack.enter_context(rasterio.open(item["assets"][key]["href"]))
+             for key in (*BANDS, "SCL")}
+            for item in items
+        ]  # fmt: skip
+        written = 0
+        for row, col in corners:
+            for opened in files:
+                for band in BANDS:
+                    opened[band].read(1, window=RioWindow(col, row, CHUNK, CHUNK))
+                half = CHUNK // 2
+                opened["SCL"].read(1, window=RioWindow(col // 2, row // 2, half, half))
+            for name, series in zip(names, codes[(row, col)], strict=True):
+                data = codec.encode(series)
+                (Path(out) / f"{name}-{row}-{col}").write_bytes(data)
+                written += len(data)
+    return written, _maxrss_mib(), _cpu_seconds() - cpu, time.perf_counter() - started
+
+
+def run_write_floor(meta: dict[str, Any], out: Path, cube: Path) -> dict[str, Any]:
+    """The least any build of this cube does: the read floor's reads plus compressing and
+    writing the cube's bytes (those of sitsflow's cube at ``cube``, built first if absent)."""
+    import multiprocessing
+
+    if not (cube / "zarr.json").exists():
+        run_sitsflow(meta, cube)
+    size = meta["size"]
+    corners = [(r, c) for r in range(0, size, CHUNK) for c in range(0, size, CHUNK)]
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(WORKERS) as pool:
+        barrier = manager.Barrier(WORKERS)
+        jobs = [(meta, corners[i::WORKERS], str(out), str(cube), barrier) for i in range(WORKERS)]
+        results = list(pool.map(_read_and_write, jobs))
+    return {
+        "seconds": max(r[3] for r in results),
+        "bytes_written": sum(r[0] for r in results),
+        "peak_mib": max(r[1] for r in results),
+        "cpu_seconds": sum(r[2] for r in results),
+    }
 
 
 # --- sitsflow ----------------------------------------------------------------------------------
@@ -675,6 +748,7 @@ def main(argv: list[str] | None = None) -> None:
     pixel_dates = size * size * n_out_dates
     runners = {
         "floor": lambda: run_floor(meta),
+        "writefloor": lambda: run_write_floor(meta, work / "out-writefloor", work / "out-sitsflow"),
         "sitsflow": lambda: run_sitsflow(meta, work / "out-sitsflow"),
         "eolearn": lambda: run_eolearn(meta, work / "out-eolearn", args.eolearn_python),
         "naive": lambda: run_naive(meta, work / "out-naive"),
@@ -710,6 +784,12 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"sitsflow speed / read floor speed: wall {best['floor'] / best['sitsflow']:.2f}, "
             f"CPU {cpu['floor'] / cpu['sitsflow']:.2f}"
+        )
+    if "writefloor" in best and "floor" in best:
+        print(
+            f"write floor speed / read floor speed: wall {best['floor'] / best['writefloor']:.2f}, "
+            f"CPU {cpu['floor'] / cpu['writefloor']:.2f} (what any build that writes this cube "
+            "can reach at best)"
         )
     if "sitsflow" in best and "eolearn" in best:
         print(

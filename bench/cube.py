@@ -242,9 +242,10 @@ def _read_and_write(
     numcodecs.blosc.use_threads = False  # one thread per worker, as the other paths
     codec = numcodecs.Blosc("lz4", 1, numcodecs.Blosc.SHUFFLE)  # the cube's (pipeline.cube.store)
     group = zarr.open_group(cube, mode="r")
-    names = sorted(n for n, a in group.arrays() if a.dtype == np.int16 and a.ndim == 3)
+    arrays = {n: a for n, a in group.arrays() if a.dtype == np.int16 and a.ndim == 3}
+    names = sorted(arrays)
     codes = {
-        (row, col): [np.asarray(group[n][:, row : row + CHUNK, col : col + CHUNK]) for n in names]
+        (row, col): [np.asarray(arrays[n][:, row : row + CHUNK, col : col + CHUNK]) for n in names]
         for row, col in corners
     }
     items = meta["items"]
@@ -270,14 +271,23 @@ def _read_and_write(
     return written, _maxrss_mib(), _cpu_seconds() - cpu, time.perf_counter() - started
 
 
+def _cube_shape(cube: Path) -> tuple[int, ...] | None:
+    import zarr
+
+    try:
+        return tuple(dict(zarr.open_group(cube, mode="r").arrays())["s2_blue"].shape)
+    except Exception:  # absent or unreadable: built again
+        return None
+
+
 def run_write_floor(meta: dict[str, Any], out: Path, cube: Path) -> dict[str, Any]:
     """The least any build of this cube does: the read floor's reads plus compressing and
     writing the cube's bytes (those of sitsflow's cube at ``cube``, built first if absent)."""
     import multiprocessing
 
-    if not (cube / "zarr.json").exists():
-        run_sitsflow(meta, cube)
     size = meta["size"]
+    if _cube_shape(cube) != (len(target_dates()), size, size):  # absent, or of other data
+        run_sitsflow(meta, cube)
     corners = [(r, c) for r in range(0, size, CHUNK) for c in range(0, size, CHUNK)]
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

@@ -39,6 +39,7 @@ from pipeline.storage import RunStore
 FOLDER = "state/plan-cache"
 FORMAT = 1  # bump when an entry's layout changes
 _LOG = logging.getLogger(__name__)
+_BLOSC_MAX = 2**31 - 1 - 16  # Blosc's largest buffer, less its header
 
 
 class PlanCache:
@@ -82,7 +83,12 @@ class PlanCache:
     def put_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
-        self._put(f"{name}.npz", _compress(buffer.getvalue()))
+        try:
+            data = _compress(buffer.getvalue())
+        except ValueError as error:  # over Blosc's 2 GB: planned again on resume, that is all
+            _LOG.warning("plan cache entry %s not kept (%s)", name, error)
+            return
+        self._put(f"{name}.npz", data)
 
     def frame(self, name: str) -> tuple[pd.DataFrame, Any] | None:
         """The table of entry ``name`` and the JSON value kept with it, or None."""
@@ -121,9 +127,15 @@ class PlanCache:
     def flush(self) -> list[str]:
         """Write the entries computed afresh and remove those this plan did not use; return
         the names written. Called by the run once it holds the store's lock."""
-        written = sorted(self.pending)
-        for name in written:
-            self.store.write_bytes(f"{FOLDER}/{name}", self.pending.pop(name))
+        written = []
+        for name in sorted(self.pending):
+            data = self.pending.pop(name)
+            try:
+                self.store.write_bytes(f"{FOLDER}/{name}", data)
+            except OSError as error:  # an optimization: the run goes on without it
+                _LOG.warning("plan cache entry %s not written (%s)", name, error)
+                continue
+            written.append(name)
         for name in self.store.list_names(FOLDER):
             if name not in self.used:
                 self.store.remove(f"{FOLDER}/{name}")
@@ -135,6 +147,8 @@ def _compress(data: bytes) -> bytes:
     # LZ4 (through Blosc): a country-sized tile's id raster is hundreds of MB of int32 runs.
     from numcodecs import Blosc
 
+    if len(data) > _BLOSC_MAX:
+        raise ValueError(f"{len(data)} bytes exceed what one Blosc buffer holds ({_BLOSC_MAX})")
     return bytes(Blosc(cname="lz4", clevel=5, shuffle=Blosc.NOSHUFFLE).encode(data))
 
 

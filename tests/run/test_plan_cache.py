@@ -191,3 +191,31 @@ def test_moving_one_parcel_burns_again(tmp_path: Path) -> None:
     )
     again = plan_run(manifest.model_copy(update={"spec": spec}))
     assert again.cache is not None and (again.cache.hits, again.cache.misses) == (0, 2)
+
+
+def test_an_entry_that_cannot_be_kept_costs_nothing_but_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, frame, ids = RunStore(tmp_path), _parcels(), np.arange(6, dtype=np.int32)
+    monkeypatch.setattr("pipeline.run.plan_cache._BLOSC_MAX", 100)  # a raster too big to pack
+    cache = PlanCache(store)
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.plan_cache"):
+        got, _ = cached_burn(cache, burn_features)(frame, ids, GRID)
+    np.testing.assert_array_equal(got, burn_features(frame, ids, GRID)[0])
+    assert "not kept" in caplog.text and cache.flush() == []
+
+
+def test_a_failed_write_leaves_the_run_going(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, frame, ids = RunStore(tmp_path), _parcels(), np.arange(6, dtype=np.int32)
+    cache = PlanCache(store)
+    cached_burn(cache, burn_features)(frame, ids, GRID)
+
+    def refuse(relative: str, data: bytes) -> None:
+        raise PermissionError(f"read-only: {relative}")
+
+    monkeypatch.setattr(store, "write_bytes", refuse)
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.plan_cache"):
+        assert cache.flush() == []
+    assert "not written" in caplog.text and not cache.pending

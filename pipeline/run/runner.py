@@ -394,13 +394,29 @@ def _cached_sample_pixels(
     )
     kept = cache.frame(name)
     if kept is not None:
-        return kept
-    pixels = _sample_pixels(manifest, references, regions)
+        pixels, extra = kept
+        for said in extra["warnings"]:  # what drawing them warned of, said again
+            warnings.warn(said["message"], _warning_class(said["category"]), stacklevel=3)
+        return pixels, extra["identity"]
+    with warnings.catch_warnings(record=True) as caught:  # "error" filters still raise
+        pixels = _sample_pixels(manifest, references, regions)
+    said = [{"category": w.category.__name__, "message": str(w.message)} for w in caught]
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     columns = ["tile", "window", *_PIXEL_COLUMNS]
     columns += [st.split_column(r) for r in range(1, spec.sampling.runs)]
     identity = canonical(st.frame_for_digest(pixels, columns))
-    cache.put_frame(name, pixels, identity)
+    cache.put_frame(name, pixels, {"identity": identity, "warnings": said})
     return pixels, identity
+
+
+def _warning_class(name: str) -> type[Warning]:
+    import builtins
+
+    import pipeline.warnings as ours
+
+    found = getattr(ours, name, None) or getattr(builtins, name, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pipeline.run.plan_cache import FOLDER, PlanCache, cached_burn, code_digest
 from pipeline.run.runner import plan_run
 from pipeline.samples.reference import burn_features
 from pipeline.storage import RunStore
+from pipeline.warnings import SamplingWarning
 from tests.run.helpers import demo_manifest
 
 Change = Callable[[gpd.GeoDataFrame, np.ndarray, GridSpec], tuple[Any, ...]]
@@ -219,3 +220,35 @@ def test_a_failed_write_leaves_the_run_going(
     with caplog.at_level(logging.WARNING, logger="pipeline.run.plan_cache"):
         assert cache.flush() == []
     assert "not written" in caplog.text and not cache.pending
+
+
+def test_a_resumed_plan_warns_as_the_first_did(tmp_path: Path) -> None:
+    def greedy(spec: dict[str, Any]) -> None:
+        spec["sampling"].update(strategy="per_class_count", count=10**6)  # above any class
+
+    manifest = load_manifest(demo_manifest(tmp_path, greedy))
+    with pytest.warns(SamplingWarning, match="fewer than count=1000000") as first_time:
+        first = plan_run(manifest)
+    assert first.cache is not None
+    first.cache.flush()
+    with pytest.warns(SamplingWarning, match="fewer than count=1000000") as again_time:
+        again = plan_run(manifest)
+    assert again.cache is not None and again.cache.hits == 2
+    said = [str(w.message) for w in first_time if w.category is SamplingWarning]
+    assert [str(w.message) for w in again_time if w.category is SamplingWarning] == said
+
+
+def test_a_strict_resume_still_fails_on_a_sampling_warning(tmp_path: Path) -> None:
+    import warnings
+
+    def greedy(spec: dict[str, Any]) -> None:
+        spec["sampling"].update(strategy="per_class_count", count=10**6)
+
+    manifest = load_manifest(demo_manifest(tmp_path, greedy))
+    with pytest.warns(SamplingWarning):
+        plan = plan_run(manifest)
+    assert plan.cache is not None
+    plan.cache.flush()
+    with warnings.catch_warnings(), pytest.raises(SamplingWarning):
+        warnings.simplefilter("error", SamplingWarning)
+        plan_run(manifest)

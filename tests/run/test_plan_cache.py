@@ -14,10 +14,10 @@ import pytest
 from shapely.affinity import translate
 from shapely.geometry import box
 
-from pipeline.manifest import load_manifest
+from pipeline.manifest import RunManifest, load_manifest
 from pipeline.model import GridSpec
 from pipeline.run.plan_cache import FOLDER, PlanCache, cached_burn, code_digest
-from pipeline.run.runner import plan_run
+from pipeline.run.runner import RunPlan, plan_run
 from pipeline.samples.reference import burn_features
 from pipeline.storage import RunStore
 from pipeline.warnings import SamplingWarning
@@ -162,12 +162,17 @@ def test_a_resumed_plan_reads_the_burn_and_the_pixels_back(tmp_path: Path) -> No
     }
 
 
+def _plan_and_keep(manifest: RunManifest) -> RunPlan:
+    """Plan, then write the plan cache as a run does once it holds the lock."""
+    plan = plan_run(manifest)
+    assert plan.cache is not None
+    plan.cache.flush()
+    return plan
+
+
 def test_a_changed_sampling_rule_draws_the_pixels_again(tmp_path: Path) -> None:
-    path = demo_manifest(tmp_path)
-    first = plan_run(load_manifest(path))
-    assert first.cache is not None
-    first.cache.flush()
-    manifest = load_manifest(path)
+    manifest = load_manifest(demo_manifest(tmp_path))
+    first = _plan_and_keep(manifest)
     spec = manifest.spec.model_copy(
         update={"sampling": manifest.spec.sampling.model_copy(update={"seed": 7})}
     )
@@ -178,11 +183,8 @@ def test_a_changed_sampling_rule_draws_the_pixels_again(tmp_path: Path) -> None:
 
 
 def test_moving_one_parcel_burns_again(tmp_path: Path) -> None:
-    path = demo_manifest(tmp_path)
-    first = plan_run(load_manifest(path))
-    assert first.cache is not None
-    first.cache.flush()
-    manifest = load_manifest(path)
+    manifest = load_manifest(demo_manifest(tmp_path))
+    _plan_and_keep(manifest)
     reference = gpd.read_file(manifest.spec.reference.path)
     reference.loc[0, "geometry"] = translate(reference.geometry[0], xoff=10.0)
     moved = tmp_path / "moved.gpkg"
@@ -228,9 +230,7 @@ def test_a_resumed_plan_warns_as_the_first_did(tmp_path: Path) -> None:
 
     manifest = load_manifest(demo_manifest(tmp_path, greedy))
     with pytest.warns(SamplingWarning, match="fewer than count=1000000") as first_time:
-        first = plan_run(manifest)
-    assert first.cache is not None
-    first.cache.flush()
+        _plan_and_keep(manifest)
     with pytest.warns(SamplingWarning, match="fewer than count=1000000") as again_time:
         again = plan_run(manifest)
     assert again.cache is not None and again.cache.hits == 2
@@ -246,9 +246,7 @@ def test_a_strict_resume_still_fails_on_a_sampling_warning(tmp_path: Path) -> No
 
     manifest = load_manifest(demo_manifest(tmp_path, greedy))
     with pytest.warns(SamplingWarning):
-        plan = plan_run(manifest)
-    assert plan.cache is not None
-    plan.cache.flush()
+        _plan_and_keep(manifest)
     with warnings.catch_warnings(), pytest.raises(SamplingWarning):
         warnings.simplefilter("error", SamplingWarning)
         plan_run(manifest)

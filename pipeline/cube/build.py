@@ -323,7 +323,7 @@ def load_kernels() -> None:
                   valid_is_finite=True)  # fmt: skip
     band = np.ones((1, 2, 2), dtype=np.float32)
     compute_indices({"red": band, "nir": band, "green": band}, ("ndvi", "brightness"))
-    step = VariableEncoding("int16", 1e-4)
+    step = VariableEncoding(1e-4)
     decode(quantize(band.copy(), step), step)
     _nodata_to_nan(band[0], np.float32(0))
     _and_finite(np.ones(4, dtype=bool), band.reshape(-1))

@@ -44,20 +44,17 @@ RATIO_INDICES = ("ndvi", "ndwi")
 
 @dataclass(frozen=True)
 class VariableEncoding:
-    """The storage of one int16 variable: ``value = code * scale_factor``, ``fill_value`` NaN."""
+    """The storage of one int16 variable: ``value = code * scale_factor``, ``FILL_CODE`` NaN."""
 
-    dtype: str
     scale_factor: float
     """The quantization step as planned (1e-4, 0.01); ``step`` is its float32 value."""
-    fill_value: int = FILL_CODE
+
+    dtype = "int16"
+    fill_value = FILL_CODE
 
     def __post_init__(self) -> None:
-        if self.dtype != "int16":
-            raise ValueError(f"only int16 variables are encoded, not {self.dtype!r}")
         if not (self.scale_factor > 0 and np.isfinite(self.scale_factor)):
             raise ValueError(f"scale_factor must be a positive number, got {self.scale_factor!r}")
-        if self.fill_value != FILL_CODE:
-            raise ValueError(f"fill_value must be {FILL_CODE}, got {self.fill_value}")
 
     @property
     def step(self) -> np.float32:
@@ -70,7 +67,9 @@ class VariableEncoding:
         if "scale_factor" not in attributes:
             raise ValueError("an int16 cube variable needs a scale_factor attribute")
         fill = int(attributes.get("_FillValue", FILL_CODE))
-        return cls("int16", float(attributes["scale_factor"]), fill)
+        if fill != FILL_CODE:
+            raise ValueError(f"an int16 cube variable's _FillValue must be {FILL_CODE}, got {fill}")
+        return cls(float(attributes["scale_factor"]))
 
 
 def band_encoding(band: BandRead, encoding: str) -> VariableEncoding | None:
@@ -78,9 +77,9 @@ def band_encoding(band: BandRead, encoding: str) -> VariableEncoding | None:
     if encoding == "float32":
         return None
     if band.to_db:
-        return VariableEncoding("int16", DB_STEP)
+        return VariableEncoding(DB_STEP)
     if band.reflectance:
-        return VariableEncoding("int16", REFLECTANCE_STEP)
+        return VariableEncoding(REFLECTANCE_STEP)
     return None
 
 
@@ -99,7 +98,7 @@ def series_encodings(
         if encoding == "float32":
             of_indices.append(None)
         elif index in RATIO_INDICES:
-            of_indices.append(VariableEncoding("int16", REFLECTANCE_STEP))
+            of_indices.append(VariableEncoding(REFLECTANCE_STEP))
         else:  # brightness: in the units of the bands
             of_indices.append(shared)
     return (*of_bands, *of_indices, *(None for _ in user_features))
@@ -134,11 +133,7 @@ def encode(
 ) -> np.ndarray:
     """int16 codes of float32 ``values`` (NaN -> fill value), into ``out`` when given."""
     values = np.ascontiguousarray(values, dtype=np.float32)
-    codes = _codes_out(out, values.shape)
-    _encode_kernel(
-        values.reshape(-1), _flat(codes, np.int16, "codes"), encoding.scale_factor, False
-    )
-    return codes
+    return quantize(values, encoding, out, write_back=False)
 
 
 def quantize(

@@ -28,8 +28,8 @@ from pipeline.model import Window
 from tests.cube.synthetic import EPSG, Series, make_series
 
 START, END = date(2021, 1, 1), date(2021, 4, 30)
-REFLECTANCE = VariableEncoding("int16", 1e-4)
-DB = VariableEncoding("int16", 0.01)
+REFLECTANCE = VariableEncoding(1e-4)
+DB = VariableEncoding(0.01)
 
 
 # --- codes ---------------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def test_nan_is_the_fill_code_and_values_beyond_the_range_are_clipped() -> None:
 
 
 def test_codes_round_half_to_even() -> None:
-    step = VariableEncoding("int16", 0.5)  # exact ties in binary
+    step = VariableEncoding(0.5)  # exact ties in binary
     values = np.array([0.25, 0.75, 1.25, -0.25, -0.75, 0.2, 0.3], np.float32)
     np.testing.assert_array_equal(encode(values, step), [0, 2, 2, 0, -2, 0, 1])
 

@@ -396,7 +396,7 @@ def test_real_cloudy_pixels_match_hand_computation(
     np.testing.assert_array_equal(out.valid_count, valid.sum(axis=0))
     # As the int16 cube stores them (steps of 1e-4): within half a step of the hand value.
     stored = out.values.copy()
-    quantize(stored, VariableEncoding("int16", 1e-4))
+    quantize(stored, VariableEncoding(1e-4))
     for pixel, target, expected in EXPECTED:
         p = PIXELS.index(pixel)
         (k,) = np.flatnonzero(target == TARGETS)

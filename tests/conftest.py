@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -17,6 +18,18 @@ settings.load_profile("sitsflow")
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "examples" / "slovenia"
 DEMO_MANIFEST = DEMO_DIR / "run.yaml"
+
+
+def demo_in(store: Path) -> Any:
+    """The demo manifest writing into ``store``: its own store (runs/slovenia-demo) may hold a
+    `make demo`, which planning without --resume refuses."""
+    from pipeline.manifest import load_manifest
+
+    manifest = load_manifest(DEMO_MANIFEST)
+    outputs = manifest.spec.outputs.model_copy(update={"store": str(store)})
+    return manifest.model_copy(
+        update={"spec": manifest.spec.model_copy(update={"outputs": outputs})}
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -88,10 +88,10 @@ def test_bad_arrays_and_encodings_are_refused() -> None:
         quantize(np.zeros((4, 4), np.float64), REFLECTANCE)
     with pytest.raises(ValueError, match="shape"):
         encode(np.zeros(4, np.float32), REFLECTANCE, out=np.empty(5, np.int16))
-    with pytest.raises(ValueError, match="only int16"):
-        VariableEncoding("uint8", 1e-4)
+    with pytest.raises(ValueError, match="_FillValue must be -32768"):
+        VariableEncoding.from_attributes({"scale_factor": 1e-4, "_FillValue": 0})
     with pytest.raises(ValueError, match="positive"):
-        VariableEncoding("int16", 0.0)
+        VariableEncoding(0.0)
 
 
 # --- the planning rule ---------------------------------------------------------------------------
@@ -218,13 +218,12 @@ def test_unwritten_chunks_read_as_nan_and_float_values_are_refused(
 
 
 @pytest.mark.parametrize("encoding", ["int16", "float32"])
-def test_the_manifest_chooses_the_encoding_of_the_run(encoding: str) -> None:
-    from pipeline.manifest import load_manifest
+def test_the_manifest_chooses_the_encoding_of_the_run(encoding: str, tmp_path: Path) -> None:
     from pipeline.run.runner import plan_run
     from pipeline.warnings import DataQualityWarning
-    from tests.conftest import DEMO_MANIFEST
+    from tests.conftest import demo_in
 
-    manifest = load_manifest(DEMO_MANIFEST)
+    manifest = demo_in(tmp_path / "store")
     assert manifest.spec.outputs.cube_encoding == "int16"  # the default
     outputs = manifest.spec.outputs.model_copy(update={"cube_encoding": encoding})
     spec = manifest.spec.model_copy(update={"outputs": outputs})

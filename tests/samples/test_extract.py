@@ -19,7 +19,6 @@ from pipeline.cube.plan import CubePlan
 from pipeline.cube.read import RasterioReader
 from pipeline.cube.store import create_cube_store
 from pipeline.errors import InputDataError
-from pipeline.manifest import load_manifest
 from pipeline.model import GridSpec
 from pipeline.run.runner import RunPlan, plan_run
 from pipeline.samples.extract import (
@@ -32,15 +31,15 @@ from pipeline.samples.extract import (
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons
 from pipeline.warnings import DataQualityWarning
-from tests.conftest import DEMO_MANIFEST
+from tests.conftest import demo_in
 from tests.servers.dask_cluster import dask_cluster
 
 
 @pytest.fixture(scope="module")
-def demo() -> RunPlan:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> RunPlan:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        return plan_run(load_manifest(DEMO_MANIFEST))
+        return plan_run(demo_in(tmp_path_factory.mktemp("demo") / "store"))
 
 
 @pytest.fixture(scope="module")

@@ -22,3 +22,12 @@ class SamplingWarning(SitsflowWarning):
 
 class CatalogWarning(SitsflowWarning):
     """Discovery did something the user should know of (e.g. replaced a saved item list)."""
+
+
+def category_named(name: str) -> type[SitsflowWarning]:
+    """The sitsflow warning class called ``name`` (as recorded by a worker or a cache entry);
+    ``SitsflowWarning`` for a name it does not know."""
+    found = globals().get(name)
+    if isinstance(found, type) and issubclass(found, SitsflowWarning):
+        return found
+    return SitsflowWarning

@@ -201,7 +201,7 @@ def _parallel_on_the_cluster(estimator: Any, fixed: dict[str, Any] | None = None
 def _param_grid(spec: ModelSpec, estimator: Any, grid: GridSearchSpec) -> dict[str, list[Any]]:
     """The grid with the estimator's step prefix; unknown parameter names are refused."""
     prefix = f"{MODEL_STEP}__" if isinstance(estimator, Pipeline) else ""
-    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    final = _final_step(estimator)
     known = sorted(final.get_params(deep=False)) if hasattr(final, "get_params") else []
     unknown = _unknown_parameters(list(grid.param_grid), known)
     if unknown:

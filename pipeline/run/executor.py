@@ -31,7 +31,7 @@ from distributed import Client, as_completed
 from pipeline.errors import SitsflowError
 from pipeline.run.units import Ledger, Record, Unit
 from pipeline.storage import RunStore
-from pipeline.warnings import SitsflowWarning
+from pipeline.warnings import SitsflowWarning, category_named
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -202,18 +202,13 @@ def run_unit(call: UnitCall, context: Any = None) -> UnitResult:
 
 def _reemit(results: Sequence[UnitResult]) -> None:
     """Show each distinct worker warning once on the driver, with how many units raised it."""
-    import pipeline.warnings as categories
-
     counts: dict[tuple[str, str], int] = {}
     for result in results:
         for item in result.warnings:
             counts[item] = counts.get(item, 0) + 1
     for (name, message), count in counts.items():
-        category = getattr(categories, name, SitsflowWarning)
-        if not (isinstance(category, type) and issubclass(category, Warning)):
-            category = SitsflowWarning
         suffix = f" (in {count} units)" if count > 1 else ""
-        warnings.warn(f"{message}{suffix}", category, stacklevel=3)
+        warnings.warn(f"{message}{suffix}", category_named(name), stacklevel=3)
 
 
 class Executor:

@@ -74,7 +74,7 @@ from pipeline.samples.regions import NO_REGION, RegionMap, check_region_training
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
 from pipeline.storage import RunStore, check_writable
-from pipeline.warnings import DataQualityWarning
+from pipeline.warnings import DataQualityWarning, SitsflowWarning, category_named
 
 
 @dataclass(frozen=True)
@@ -396,11 +396,15 @@ def _cached_sample_pixels(
     if kept is not None:
         pixels, extra = kept
         for said in extra["warnings"]:  # what drawing them warned of, said again
-            warnings.warn(said["message"], _warning_class(said["category"]), stacklevel=3)
+            warnings.warn(said["message"], category_named(said["category"]), stacklevel=3)
         return pixels, extra["identity"]
     with warnings.catch_warnings(record=True) as caught:  # "error" filters still raise
         pixels = _sample_pixels(manifest, references, regions)
-    said = [{"category": w.category.__name__, "message": str(w.message)} for w in caught]
+    said = [  # sitsflow's own warnings (the others are the libraries', said once)
+        {"category": w.category.__name__, "message": str(w.message)}
+        for w in caught
+        if issubclass(w.category, SitsflowWarning)
+    ]
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     columns = ["tile", "window", *_PIXEL_COLUMNS]
@@ -408,15 +412,6 @@ def _cached_sample_pixels(
     identity = canonical(st.frame_for_digest(pixels, columns))
     cache.put_frame(name, pixels, {"identity": identity, "warnings": said})
     return pixels, identity
-
-
-def _warning_class(name: str) -> type[Warning]:
-    import builtins
-
-    import pipeline.warnings as ours
-
-    found = getattr(ours, name, None) or getattr(builtins, name, None)
-    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
 
 
 @dataclass(frozen=True)

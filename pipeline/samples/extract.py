@@ -242,14 +242,12 @@ def extract_from_cogs(task: CogExtractTask, reader: Reader | None = None) -> np.
     out = np.full((rows.size, len(task.plan.feature_names)), np.nan, dtype=np.float32)
     done = np.zeros(rows.size, dtype=bool)
     for window in task.windows:
-        rows_s, cols_s = window.slices
-        inside = (rows >= rows_s.start) & (rows < rows_s.stop)
-        inside &= (cols >= cols_s.start) & (cols < cols_s.stop)
+        inside = _in_window_arrays(rows, cols, window)
         if not inside.any():
             continue
         arrays = compute_window(task.plan, window, reader).arrays
         stack = np.concatenate([arrays[v] for v in variables], axis=0)
-        out[inside] = stack[:, rows[inside] - rows_s.start, cols[inside] - cols_s.start].T
+        out[inside] = stack[:, rows[inside] - window.row_off, cols[inside] - window.col_off].T
         done |= inside
     if not done.all():
         raise ValueError(f"{int((~done).sum())} pixel(s) of the task lie in none of its windows")

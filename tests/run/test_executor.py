@@ -161,3 +161,12 @@ def test_a_worker_killed_mid_stage_loses_nothing(tmp_path: Path) -> None:
     assert result["outcome"].ran == 24
     assert sorted(store.list_names("out")) == sorted(f"{i}.txt" for i in range(24))
     assert len(Ledger(store).finished("square")) == 24
+
+
+def test_warning_names_come_back_as_their_classes() -> None:
+    from pipeline.warnings import SamplingWarning, SitsflowWarning, category_named
+
+    assert category_named("SamplingWarning") is SamplingWarning
+    assert category_named("SitsflowWarning") is SitsflowWarning
+    for foreign in ("FutureWarning", "category_named", "NoSuchWarning"):
+        assert category_named(foreign) is SitsflowWarning  # never a library's or a function

@@ -22,6 +22,7 @@ mask (SCL), gap-fill onto a 10-day date grid, NDVI, write. Paths:
 * ``writefloor``: the least any build of this cube does: the floor's reads (windowed, per
   chunk) plus compressing and writing the cube's own bytes with its codec (sitsflow's int16
   codes, loaded before the clock), computing nothing. Its speed bounds every path's.
+  ``writefloor-raw``: the same bytes written without compression (an uncompressed store).
 
 Peak memory per worker is each worker process's peak resident set (getrusage), imports included.
 This module imports only the standard library, numpy and rasterio at the top, so that the
@@ -228,7 +229,7 @@ def _maxrss_mib_noop(_: int) -> float:
 
 
 def _read_and_write(
-    job: tuple[dict[str, Any], list[tuple[int, int]], str, str, Any],
+    job: tuple[dict[str, Any], list[tuple[int, int]], str, str, Any, bool],
 ) -> tuple[int, float, float, float]:
     """Read every input pixel of some 512 px chunks (windowed, as a chunk build does, each file
     opened once) and write each chunk's cube variables, compressed with the cube's codec, one
@@ -238,9 +239,10 @@ def _read_and_write(
     import zarr
     from rasterio.windows import Window as RioWindow
 
-    meta, corners, out, cube, barrier = job
+    meta, corners, out, cube, barrier, compressed = job
     numcodecs.blosc.use_threads = False  # one thread per worker, as the other paths
     codec = numcodecs.Blosc("lz4", 1, numcodecs.Blosc.SHUFFLE)  # the cube's (pipeline.cube.store)
+    encode = codec.encode if compressed else (lambda series: series.tobytes())
     group = zarr.open_group(cube, mode="r")
     arrays = {n: a for n, a in group.arrays() if a.dtype == np.int16 and a.ndim == 3}
     names = sorted(arrays)
@@ -265,7 +267,7 @@ def _read_and_write(
                 half = CHUNK // 2
                 opened["SCL"].read(1, window=RioWindow(col // 2, row // 2, half, half))
             for name, series in zip(names, codes[(row, col)], strict=True):
-                data = codec.encode(series)
+                data = encode(series)
                 (Path(out) / f"{name}-{row}-{col}").write_bytes(data)
                 written += len(data)
     return written, _maxrss_mib(), _cpu_seconds() - cpu, time.perf_counter() - started
@@ -280,9 +282,12 @@ def _cube_shape(cube: Path) -> tuple[int, ...] | None:
         return None
 
 
-def run_write_floor(meta: dict[str, Any], out: Path, cube: Path) -> dict[str, Any]:
+def run_write_floor(
+    meta: dict[str, Any], out: Path, cube: Path, *, compressed: bool = True
+) -> dict[str, Any]:
     """The least any build of this cube does: the read floor's reads plus compressing and
-    writing the cube's bytes (those of sitsflow's cube at ``cube``, built first if absent)."""
+    writing the cube's bytes (those of sitsflow's cube at ``cube``, built first if absent).
+    ``compressed=False``: the same bytes written raw (an uncompressed store)."""
     import multiprocessing
 
     size = meta["size"]
@@ -293,7 +298,10 @@ def run_write_floor(meta: dict[str, Any], out: Path, cube: Path) -> dict[str, An
     out.mkdir(parents=True)
     with multiprocessing.Manager() as manager, ProcessPoolExecutor(WORKERS) as pool:
         barrier = manager.Barrier(WORKERS)
-        jobs = [(meta, corners[i::WORKERS], str(out), str(cube), barrier) for i in range(WORKERS)]
+        jobs = [
+            (meta, corners[i::WORKERS], str(out), str(cube), barrier, compressed)
+            for i in range(WORKERS)
+        ]
         results = list(pool.map(_read_and_write, jobs))
     return {
         "seconds": max(r[3] for r in results),
@@ -759,6 +767,9 @@ def main(argv: list[str] | None = None) -> None:
     runners = {
         "floor": lambda: run_floor(meta),
         "writefloor": lambda: run_write_floor(meta, work / "out-writefloor", work / "out-sitsflow"),
+        "writefloor-raw": lambda: run_write_floor(
+            meta, work / "out-writefloor", work / "out-sitsflow", compressed=False
+        ),
         "sitsflow": lambda: run_sitsflow(meta, work / "out-sitsflow"),
         "eolearn": lambda: run_eolearn(meta, work / "out-eolearn", args.eolearn_python),
         "naive": lambda: run_naive(meta, work / "out-naive"),
@@ -769,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
             result = runners[name]()
             results.setdefault(name, []).append(result)
             print(
-                f"  {name:9s} {result['seconds']:8.2f} s  peak {result['peak_mib']:7.0f} MiB/wkr",
+                f"  {name:14s} {result['seconds']:8.2f} s  peak {result['peak_mib']:7.0f} MiB/wkr",
                 flush=True,
             )
     best = {name: min(r["seconds"] for r in runs) for name, runs in results.items()}
@@ -779,7 +790,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{WORKERS} workers x 1 thread, load average after: {os.getloadavg()[0]:.2f}"
     )
     print(
-        f"{'path':10s} {'wall s':>8s} {'Mpx-dates/s':>12s} {'x sitsflow':>11s} {'CPU s':>8s} "
+        f"{'path':14s} {'wall s':>8s} {'Mpx-dates/s':>12s} {'x sitsflow':>11s} {'CPU s':>8s} "
         f"{'x sitsflow':>11s} {'peak MiB/worker':>16s}"
     )
     for name, seconds in best.items():
@@ -787,7 +798,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = seconds / best["sitsflow"] if "sitsflow" in best else float("nan")
         cpu_ratio = cpu[name] / cpu["sitsflow"] if "sitsflow" in cpu else float("nan")
         print(
-            f"{name:10s} {seconds:8.2f} {pixel_dates / seconds / 1e6:12.1f} {ratio:10.2f}x "
+            f"{name:14s} {seconds:8.2f} {pixel_dates / seconds / 1e6:12.1f} {ratio:10.2f}x "
             f"{cpu[name]:8.1f} {cpu_ratio:10.2f}x {peak:16.0f}"
         )
     if "sitsflow" in best and "floor" in best:

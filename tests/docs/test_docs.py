@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 from pipeline.manifest import RunManifest, RunSpec, SensorSpec, parse_manifest
-from pipeline.manifest_reference import render
+from pipeline.manifest.reference_doc import render
 from tests.conftest import DEMO_DIR, DEMO_MANIFEST, REPO
 
 DOCS = REPO / "docs"
@@ -92,7 +92,7 @@ def test_manifest_reference_is_generated_from_the_model() -> None:
     committed = (DOCS / "reference" / "manifest.md").read_text()
     assert committed == render(), (
         "docs/reference/manifest.md is out of date: run "
-        "`python -m pipeline.manifest_reference > docs/reference/manifest.md`"
+        "`python -m pipeline.manifest.reference_doc > docs/reference/manifest.md`"
     )
 
 

@@ -60,6 +60,9 @@ def canonical(value: Any) -> Any:
         return canonical(value.value)
     if isinstance(value, np.ndarray):
         return _array(value)
+    if hasattr(value, "__canonical__") and not isinstance(value, type):
+        # Domain configs that replaced pydantic sections keep those sections' digests.
+        return canonical(value.__canonical__())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {
             f.name: canonical(getattr(value, f.name))

@@ -73,6 +73,7 @@ from pipeline.samples.reference import (
 from pipeline.samples.regions import NO_REGION, RegionMap, check_region_training, load_regions
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
+from pipeline.stages import stage_names
 from pipeline.storage import RunStore, check_writable
 from pipeline.warnings import DataQualityWarning, SitsflowWarning, category_named
 
@@ -952,7 +953,7 @@ def run_status(plan: RunPlan) -> list[StageStatus]:
     """Per stage: units planned and units finished with their current digest."""
     ledger = Ledger(plan.store)
     out = []
-    for stage in st.STAGES:
+    for stage in stage_names():
         units = plan.units[stage]
         done, _ = ledger.split(units)
         out.append(StageStatus(stage, len(units), len(done)))

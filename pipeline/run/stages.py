@@ -35,10 +35,10 @@ from pipeline.cube.plan import CubePlan
 from pipeline.model import ClassInfo, GridSpec, Window
 from pipeline.run.units import Unit, content_hash, window_key
 from pipeline.samples.extract import ExtractTask, extract_chunk
+from pipeline.stages import BUILT_IN
 from pipeline.storage import RunStore
 
-STAGES = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
-STAGE_VERSIONS = {stage: 1 for stage in STAGES}
+STAGE_VERSIONS = dict.fromkeys(BUILT_IN, 1)
 STORE_KEY = "store"  # ledger key of a stage's Zarr store set-up (not a unit)
 
 

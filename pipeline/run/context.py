@@ -1,0 +1,93 @@
+"""What a stage sees: while planning (``PlanContext``) and while running (``RunContext``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.run.executor import Executor, StageOutcome, StageWork
+from pipeline.run.layout import RunLayout
+from pipeline.run.stage import StagePlan
+from pipeline.storage import RunStore
+
+if TYPE_CHECKING:
+    from pipeline.run.plan import RunPlan
+    from pipeline.run.plan_cache import PlanCache
+    from pipeline.run.progress import Progress
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Planning one stage: the run's configuration and the plans of the stages it needs."""
+
+    stage: str
+    config: Any
+    """The run's configuration: its ``name`` and one attribute per section (``model``...)."""
+    store: RunStore
+    layout: RunLayout
+    cache: PlanCache
+    plans: Mapping[str, StagePlan]
+    """The plans of the stages this one declared in ``needs`` (and no other)."""
+
+    def input(self, name: str) -> StagePlan:
+        """The plan of upstream stage ``name``, which this stage must have declared."""
+        if name not in self.plans:
+            raise KeyError(
+                f"stage {self.stage!r} reads the plan of {name!r} but does not declare it in "
+                f"its needs ({', '.join(self.plans) or 'none'})"
+            )
+        return self.plans[name]
+
+    def outputs(self, name: str) -> Any:
+        """What upstream stage ``name`` planned (its ``StagePlan.outputs``)."""
+        return self.input(name).outputs
+
+
+@dataclass
+class RunContext:
+    """Running one stage in a session: the whole plan, the executor, and what the stages that
+    ran before it in this session left for the stages downstream (``results``)."""
+
+    plan: RunPlan
+    executor: Executor
+    progress: Progress
+    timings: dict[str, float] = field(default_factory=dict)
+    outcomes: dict[str, StageOutcome] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    """Per stage, what running it gave the stages after it (the model's classes...)."""
+    stop: bool = False
+    """Set by a stage after which nothing is left to run (extraction: the samples table)."""
+
+    @property
+    def config(self) -> Any:
+        return self.plan.config
+
+    @property
+    def store(self) -> RunStore:
+        return self.plan.store
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.plan.layout
+
+    def stage_plan(self, name: str) -> StagePlan:
+        return self.plan.stages[name]
+
+    def run(self, work: StageWork, **kwargs: Any) -> StageOutcome:
+        """Run ``work`` on the executor; a stage of several steps adds up into one outcome."""
+        outcome = self.executor.run(work, **kwargs)
+        previous = self.outcomes.get(work.name)
+        if previous is not None:  # a stage of two steps (samples: parts, then the table)
+            outcome = StageOutcome(
+                work.name,
+                previous.total + outcome.total,
+                previous.skipped + outcome.skipped,
+                previous.ran + outcome.ran,
+                previous.seconds + outcome.seconds,
+                previous.pixels + outcome.pixels,
+                previous.unit_seconds + outcome.unit_seconds,
+                {**previous.summaries, **outcome.summaries},
+            )
+        self.outcomes[work.name] = outcome
+        return outcome

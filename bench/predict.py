@@ -5,7 +5,7 @@
     python -m bench.predict --tiles 1024 --trees 200 --json out.json
     python -m bench.predict --profile    # one process, one thread: where a tile's time goes
 
-Data: the real Slovenia Sentinel-2 patch (eo-learn, ../shared/data), gap-filled onto the 2017
+Data: the real Slovenia Sentinel-2 patch (eo-learn, tests/data), gap-filled onto the 2017
 10-day grid (37 NDVI features), tiled to a square of ``tile`` pixels and written as a Zarr v3
 feature cube in chunks of ``--chunk`` pixels. Model: a random forest trained on the patch's
 land-use labels with sitsflow, saved with sitsflow (skops).
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PATCH = REPO.parent / "shared" / "data" / "eolearn-slovenia-s2" / "TestEOPatch"
+PATCH = REPO / "tests" / "data" / "eolearn-slovenia-s2" / "TestEOPatch"
 CLASSES = (2, 3, 4, 8)  # LULC codes with enough pixels to learn
 VARIABLES = (("s2_ndvi", "s2_time"),)
 
@@ -97,7 +97,7 @@ def slovenia_stack() -> tuple[np.ndarray, np.ndarray, list[str]]:
     from pipeline.model import DateGrid, day_number
 
     if not PATCH.is_dir():
-        sys.exit(f"the Slovenia patch is not at {PATCH} (see ../shared/data/README.md)")
+        sys.exit(f"the Slovenia patch is not at {PATCH} (see its SOURCE.md)")
     ndvi = np.load(PATCH / "data" / "NDVI.npy")[..., 0]
     valid = (np.load(PATCH / "mask" / "CLM.npy")[..., 0] == 0) & (
         np.load(PATCH / "mask" / "IS_DATA.npy")[..., 0] == 1

@@ -1,7 +1,7 @@
 """Checks of the bundled Slovenia demo catalog (examples/slovenia), built by make_catalog.py.
 
-The structural checks always run on the committed files. The comparisons with the source arrays
-and the reproducibility check need the shared eo-learn data and are skipped without it.
+The structural checks run on the committed files; the comparisons with the source arrays and the
+reproducibility check on the eo-learn patch copied into tests/data/eolearn-slovenia-s2.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "slovenia"
 CATALOG = DEMO / "catalog" / "catalog.json"
 SCRIPT = DEMO / "make_catalog.py"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "eolearn-slovenia-s2"
-PATCH = SHARED / "TestEOPatch"
+SOURCE = REPO / "tests" / "data" / "eolearn-slovenia-s2"
+PATCH = SOURCE / "TestEOPatch"
 
 N_ITEMS = 68
 SHAPE = (101, 100)
@@ -42,8 +42,6 @@ def items() -> list[pystac.Item]:
 
 @pytest.fixture(scope="module")
 def source() -> dict[str, np.ndarray]:
-    if not PATCH.is_dir():
-        pytest.skip(f"shared source data not available at {SHARED}")
     return {
         "ndvi": np.load(PATCH / "data" / "NDVI.npy")[..., 0],
         "clm": np.load(PATCH / "mask" / "CLM.npy")[..., 0],
@@ -176,11 +174,9 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 def test_script_reproduces_committed_files(tmp_path: Path) -> None:
-    if not PATCH.is_dir():
-        pytest.skip(f"shared source data not available at {SHARED}")
     for out in (tmp_path / "a", tmp_path / "b"):
         subprocess.run(
-            [sys.executable, str(SCRIPT), "--source", str(SHARED), "--out", str(out)],
+            [sys.executable, str(SCRIPT), "--source", str(SOURCE), "--out", str(out)],
             check=True,
             capture_output=True,
         )

@@ -35,7 +35,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from rasterio.transform import Affine, from_bounds
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = (HERE / "../../../shared/data/eolearn-slovenia-s2").resolve()
+DEFAULT_SOURCE = (HERE / "../../tests/data/eolearn-slovenia-s2").resolve()  # copy in the repo
 
 CATALOG_ID = "slovenia-demo"
 COLLECTION_ID = "slovenia-s2-ndvi"

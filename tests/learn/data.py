@@ -1,5 +1,5 @@
 """Real data for the model tests: the eo-learn Slovenia Sentinel-2 patch as a gap-filled feature
-table (named like cube features), and the sits sample tables."""
+table (named like cube features), and the sits sample tables (both copied into tests/data)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 from pipeline.cube.gapfill import gapfill
 from pipeline.model import DateGrid, day_number
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SLOVENIA = SHARED / "eolearn-slovenia-s2" / "TestEOPatch"
-SITS = SHARED / "sits-samples"
+# Small real data sets inside the repository (tests/data/<name>/, with LICENSE and SOURCE.md).
+DATA = Path(__file__).resolve().parents[1] / "data"
+SLOVENIA = DATA / "eolearn-slovenia-s2" / "TestEOPatch"
+SITS = DATA / "sits-samples"
 CERRADO = SITS / "cerrado_2classes.csv.gz"
 MODIS_NDVI = SITS / "samples_modis_ndvi.csv.gz"
 RONDONIA = SITS / "samples_l8_rondonia_2bands.csv.gz"

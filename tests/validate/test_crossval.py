@@ -40,11 +40,7 @@ from pipeline.validate.crossval import (
     write_crossval_report,
 )
 from pipeline.warnings import SamplingWarning
-from tests.learn.data import CERRADO, MODIS_NDVI, SITS
-
-pytestmark = pytest.mark.skipif(
-    not SITS.is_dir(), reason=f"real sample data not found at {SITS} (CI provides it)"
-)
+from tests.learn.data import CERRADO, MODIS_NDVI
 
 TREES = 10
 RF = ModelSpec(estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimators": TREES})

@@ -1,0 +1,289 @@
+"""The compiled kernels of post-processing (numba), isolated from planning and I/O.
+
+Every kernel computes each output pixel from its own neighbourhood only, in a fixed order of
+operations, so a pixel gets the same bits whether its block is the whole map or a chunk read
+with its halo: that is what makes chunked processing exact, not merely close.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# --- Bayesian smoothing ---------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _select_top(buf: np.ndarray, n: int, k: int) -> None:
+    """Reorder ``buf[:n]`` so that its ``k`` largest values are ``buf[:k]`` (quickselect with a
+    median-of-three pivot; deterministic for a given input order)."""
+    lo, hi = 0, n - 1
+    target = k - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        a, b, c = buf[lo], buf[mid], buf[hi]
+        if (a >= b) == (a <= c):
+            pivot = a
+        elif (b >= a) == (b <= c):
+            pivot = b
+        else:
+            pivot = c
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] > pivot:
+                i += 1
+            while buf[j] < pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def bayes_smooth(
+    logits: np.ndarray, window: int, fraction: float, smoothness: np.ndarray
+) -> np.ndarray:
+    """sits' Bayesian smoother on a (K, H + 2h, W + 2h) block of logits (NaN: no-data), h =
+    window // 2; returns the (K, H, W) posterior logits of the core (NaN where the centre is
+    no-data). See pipeline.postprocess.smooth for the formula."""
+    n_classes, rows, cols = logits.shape
+    h = window // 2
+    out_rows, out_cols = rows - 2 * h, cols - 2 * h
+    out = np.empty((n_classes, out_rows, out_cols), dtype=np.float64)
+    buf = np.empty(window * window, dtype=np.float64)
+    for k in range(n_classes):
+        tau = smoothness[k]
+        for i in range(out_rows):
+            for j in range(out_cols):
+                x0 = logits[k, i + h, j + h]
+                if math.isnan(x0):
+                    out[k, i, j] = np.nan
+                    continue
+                n = 0
+                for wi in range(window):
+                    for wj in range(window):
+                        v = logits[k, i + wi, j + wj]
+                        if not math.isnan(v):
+                            buf[n] = v
+                            n += 1
+                used = math.ceil(fraction * n)
+                if used < n:
+                    _select_top(buf, n, used)
+                total = 0.0
+                for t in range(used):
+                    total += buf[t]
+                m0 = total / used
+                s0 = 0.0
+                if used > 1:
+                    for t in range(used):
+                        d = buf[t] - m0
+                        s0 += d * d
+                    s0 /= used - 1
+                w = s0 / (s0 + tau)
+                out[k, i, j] = w * x0 + (1.0 - w) * m0
+    return out
+
+
+# --- connected regions ----------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find(parent: np.ndarray, x: int) -> int:
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _union(parent: np.ndarray, a: int, b: int) -> None:
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra < rb:
+        parent[rb] = ra
+    elif rb < ra:
+        parent[ra] = rb
+
+
+@numba.njit(cache=True, nogil=True)
+def label_regions(classes: np.ndarray, eight: bool) -> tuple[np.ndarray, int]:
+    """Connected regions of equal class index (``classes`` int32, -1: no-data, never a region):
+    int32 labels 1..n numbered in raster order of each region's first pixel, 0 for no-data."""
+    rows, cols = classes.shape
+    parent = np.arange(rows * cols, dtype=np.int64)
+    for i in range(rows):
+        for j in range(cols):
+            c = classes[i, j]
+            if c < 0:
+                continue
+            p = i * cols + j
+            if j > 0 and classes[i, j - 1] == c:
+                _union(parent, p, p - 1)
+            if i > 0:
+                if classes[i - 1, j] == c:
+                    _union(parent, p, p - cols)
+                if eight:
+                    if j > 0 and classes[i - 1, j - 1] == c:
+                        _union(parent, p, p - cols - 1)
+                    if j + 1 < cols and classes[i - 1, j + 1] == c:
+                        _union(parent, p, p - cols + 1)
+    labels = np.zeros((rows, cols), dtype=np.int32)
+    root_label = np.zeros(rows * cols, dtype=np.int32)
+    n = 0
+    for i in range(rows):
+        for j in range(cols):
+            if classes[i, j] < 0:
+                continue
+            r = _find(parent, i * cols + j)
+            if root_label[r] == 0:
+                n += 1
+                root_label[r] = n
+            labels[i, j] = root_label[r]
+    return labels, n
+
+
+# --- majority filter ------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def majority_filter(classes: np.ndarray, radius: int, n_classes: int) -> np.ndarray:
+    """Each valid pixel takes the most frequent class among the valid pixels of its (2r+1)²
+    window (pixels off the array do not count); a tie keeps the pixel's own class when it is
+    among the most frequent, else the lowest class index; no-data (-1) stays no-data."""
+    rows, cols = classes.shape
+    out = np.empty_like(classes)
+    counts = np.zeros(n_classes, dtype=np.int32)
+    for i in range(rows):
+        for j in range(cols):
+            own = classes[i, j]
+            if own < 0:
+                out[i, j] = own
+                continue
+            counts[:] = 0
+            for a in range(max(0, i - radius), min(rows, i + radius + 1)):
+                for b in range(max(0, j - radius), min(cols, j + radius + 1)):
+                    c = classes[a, b]
+                    if c >= 0:
+                        counts[c] += 1
+            best = own
+            for c in range(n_classes):
+                if counts[c] > counts[best]:
+                    best = c
+            out[i, j] = best
+    return out
+
+
+# --- sieve to a minimum mapping unit --------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def sieve(
+    classes: np.ndarray,
+    mmu: int,
+    eight: bool,
+    n_classes: int,
+    open_edges: np.ndarray,
+    core: np.ndarray,
+) -> np.ndarray:
+    """Regions of fewer than ``mmu`` pixels take the majority class of their surrounding pixels
+    (rules in pipeline.postprocess.regularize); returns the core ``[r0:r1, c0:c1]`` (``core``).
+
+    ``open_edges`` (top, bottom, left, right) marks the sides of the array that are not the map's
+    edge: a region touching one may continue outside, so it counts as large.
+    """
+    rows, cols = classes.shape
+    labels, n = label_regions(classes, eight)
+    size = np.zeros(n + 1, dtype=np.int64)
+    large = np.zeros(n + 1, dtype=np.bool_)
+    region_class = np.full(n + 1, -1, dtype=np.int32)
+    for i in range(rows):
+        for j in range(cols):
+            lab = labels[i, j]
+            if lab == 0:
+                continue
+            size[lab] += 1
+            region_class[lab] = classes[i, j]
+            if (
+                (i == 0 and open_edges[0])
+                or (i == rows - 1 and open_edges[1])
+                or (j == 0 and open_edges[2])
+                or (j == cols - 1 and open_edges[3])
+            ):
+                large[lab] = True
+    small_index = np.full(n + 1, -1, dtype=np.int64)
+    n_small = 0
+    for lab in range(1, n + 1):
+        if size[lab] >= mmu:
+            large[lab] = True
+        if not large[lab]:
+            small_index[lab] = n_small
+            n_small += 1
+    r0, r1, c0, c1 = core[0], core[1], core[2], core[3]
+    out = classes[r0:r1, c0:c1].copy()
+    if n_small == 0:
+        return out
+    from_large = np.zeros((n_small, n_classes), dtype=np.int32)
+    from_all = np.zeros((n_small, n_classes), dtype=np.int32)
+    seen = np.empty(8, dtype=np.int64)
+    di = np.array([-1, 1, 0, 0, -1, -1, 1, 1])
+    dj = np.array([0, 0, -1, 1, -1, 1, -1, 1])
+    n_dir = 8 if eight else 4
+    # every valid pixel q counts once for each distinct small region it surrounds
+    for i in range(rows):
+        for j in range(cols):
+            lab = labels[i, j]
+            if lab == 0:
+                continue
+            c = classes[i, j]
+            n_seen = 0
+            for d in range(n_dir):
+                a, b = i + di[d], j + dj[d]
+                if a < 0 or a >= rows or b < 0 or b >= cols:
+                    continue
+                other = labels[a, b]
+                if other == 0 or other == lab or small_index[other] < 0:
+                    continue
+                s = small_index[other]
+                dup = False
+                for t in range(n_seen):
+                    if seen[t] == s:
+                        dup = True
+                if dup:
+                    continue
+                seen[n_seen] = s
+                n_seen += 1
+                from_all[s, c] += 1
+                if large[lab]:
+                    from_large[s, c] += 1
+    target = np.empty(n_small, dtype=np.int32)
+    for lab in range(1, n + 1):
+        s = small_index[lab]
+        if s < 0:
+            continue
+        best = -1
+        for c in range(n_classes):  # strictly greater: a tie goes to the lowest class index
+            if from_large[s, c] > 0 and (best < 0 or from_large[s, c] > from_large[s, best]):
+                best = c
+        if best < 0:
+            for c in range(n_classes):
+                if from_all[s, c] > 0 and (best < 0 or from_all[s, c] > from_all[s, best]):
+                    best = c
+        target[s] = region_class[lab] if best < 0 else best
+    for i in range(r0, r1):
+        for j in range(c0, c1):
+            lab = labels[i, j]
+            if lab != 0 and small_index[lab] >= 0:
+                out[i - r0, j - c0] = target[small_index[lab]]
+    return out

@@ -1,0 +1,173 @@
+"""Regularization of a label map to a minimum mapping unit (MMU), exact chunk by chunk.
+
+The rules (one pass, every region decided from the input map at once, so the order in which
+chunks or regions are visited cannot change anything):
+
+* A region is a connected set of valid pixels of one class (4- or 8-connectivity). No-data
+  pixels belong to no region, are never changed, and are nobody's neighbour; the map's edge
+  is like no-data.
+* Optionally first, a majority filter of radius r: each valid pixel takes the most frequent
+  class among the valid pixels of its (2r + 1)² window; a tie keeps the pixel's own class when
+  it is among the most frequent, else the lowest class code.
+* A region of fewer than ``mmu`` pixels is small. Its surrounding pixels are the valid pixels
+  outside it that touch it (with the same connectivity); each counts once, however many of the
+  region's pixels it touches. A small region takes the most frequent class among its
+  surrounding pixels that belong to a region of at least ``mmu`` pixels (so it joins that
+  region, which stays above the unit); when none does, among all its surrounding pixels; when
+  it has none (enclosed by no-data), it keeps its class. A tie goes to the lowest class code.
+  Classes are those of the input: a small region never takes a class another small region
+  takes in the same pass.
+
+This is a sieve like GDAL's (``rasterio.features.sieve``), with two differences written down:
+GDAL merges a small polygon into its largest neighbouring polygon and repeats until nothing
+changes (an order-dependent chain that can cross a whole map); here the majority of the
+surrounding pixels decides, in one pass, so the result is a local function of the map. Regions
+below the unit can remain only where a cluster of small regions has no large neighbour at all.
+
+Why a halo of ``2 * mmu - 2`` pixels makes a chunk exact (``sieve_halo``). Distances are
+Chebyshev distances in pixels; a connected region of n pixels fits within distance n - 1 of
+any of its pixels. Take a pixel p of the chunk and its region R in the whole map.
+(a) If R is small (n <= mmu - 1), every pixel of R is within mmu - 2 of p and every surrounding
+    pixel q within mmu - 1. The region S of q, if small, lies within mmu - 2 of q, so within
+    2 mmu - 3 of p, and S's own surrounding pixels within 2 mmu - 2 of p: inside the block. So
+    R, its surrounding pixels, and the regions of those are seen whole, and each is classed
+    small or large as in the whole map, provided regions are classed as follows.
+(b) In the block, a region is large when it has at least mmu pixels or touches an open side
+    of the block (a side that is not the map's edge; the map may go on there). A region of the
+    block that does not touch an open side is closed: every neighbour it has in the map is in
+    the block, so it is a whole region of the map, with its true size. A region that touches an
+    open side lies partly outside; if it were small in the map it would lie within 2 mmu - 3 of
+    p (case a) and could not reach an open side, at distance 2 mmu - 2 or more from the chunk.
+(c) If R is large in the map, the part of R the block sees around p is either of at least mmu
+    pixels, or closed (then it is R whole, of at least mmu pixels), or touches an open side:
+    large in every case, and p keeps its class, as in the whole map.
+So every pixel of the chunk gets its whole-map result. With a majority filter of radius r
+first, the filtered map is right in the block less r pixels on its open sides, so the halo
+read is ``2 * mmu - 2 + r``. Memory per chunk is (chunk + 2 * halo)² pixels, whatever the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import ManifestError
+from pipeline.model import Window
+from pipeline.postprocess import _kernels
+from pipeline.postprocess.blocks import Block, Reader, read_with_halo
+
+FIELD = "postprocess.regularization"
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    """``postprocess.regularization``: the unit in pixels (a caller converts hectares with
+    ``mmu_pixels``), the connectivity, and an optional majority filter radius (0: none)."""
+
+    mmu: int
+    connectivity: Literal[4, 8] = 8
+    majority_radius: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mmu < 1:
+            raise ManifestError(
+                f"minimum mapping unit {self.mmu} px is below 1",
+                fix="give the unit in pixels (1 keeps every region) or in hectares",
+                field=f"{FIELD}.mmu",
+            )
+        if self.connectivity not in (4, 8):
+            raise ManifestError(
+                f"connectivity {self.connectivity} is neither 4 nor 8",
+                fix="use 4 (pixels touching by an edge) or 8 (also by a corner)",
+                field=f"{FIELD}.connectivity",
+            )
+        if self.majority_radius < 0:
+            raise ManifestError(
+                f"majority_radius {self.majority_radius} is negative",
+                fix="use 0 (no majority filter) or a radius in pixels such as 1 (3 x 3)",
+                field=f"{FIELD}.majority_radius",
+            )
+
+    @property
+    def sieve_halo(self) -> int:
+        return max(0, 2 * self.mmu - 2)
+
+    @property
+    def halo(self) -> int:
+        """Pixels read around a chunk so that it is regularized as in the whole map."""
+        return self.sieve_halo + self.majority_radius
+
+
+def mmu_pixels(hectares: float, resolution: tuple[float, float]) -> int:
+    """The unit in pixels of a unit in hectares on a grid of ``resolution`` metres: the smallest
+    pixel count whose area reaches it."""
+    if hectares <= 0:
+        raise ManifestError(
+            f"minimum mapping unit {hectares} ha is not above 0",
+            fix="give a positive area, e.g. 0.5 (ha)",
+            field=f"{FIELD}.mmu",
+        )
+    pixel = abs(resolution[0] * resolution[1])
+    return max(1, int(np.ceil(round(hectares * 10_000 / pixel, 9))))
+
+
+def class_index(labels: np.ndarray, nodata: int | float, codes: np.ndarray) -> np.ndarray:
+    """int32 index of each label in the sorted ``codes`` (-1: no-data); refuses unknown codes."""
+    valid = labels != nodata
+    index = np.searchsorted(codes, labels).astype(np.int32)
+    index[~valid] = -1
+    known = index[valid]
+    bad = (known >= len(codes)) | (codes[np.minimum(known, len(codes) - 1)] != labels[valid])
+    if bad.any():
+        unknown = sorted({int(v) for v in np.asarray(labels[valid])[bad][:20]})
+        raise ValueError(f"label codes {unknown} are not among the classes {codes.tolist()}")
+    return index
+
+
+def regularize_block(
+    block: Block, config: RegularizationConfig, nodata: int | float, codes: np.ndarray
+) -> np.ndarray:
+    """The regularized labels of a block's core; ``block`` holds labels read with a halo of at
+    least ``config.halo`` (more is allowed: the result is the same)."""
+    codes = np.asarray(codes)
+    index = class_index(block.data, nodata, codes)
+    r0, r1, c0, c1 = block.core
+    opened = np.array(block.open, dtype=np.bool_)
+    if config.majority_radius:
+        index = _kernels.majority_filter(index, config.majority_radius, len(codes))
+        rows, cols = index.shape
+        r = config.majority_radius
+        # the filtered values within r of an open side lacked neighbours: drop them
+        cut = (r if opened[0] else 0, rows - (r if opened[1] else 0),
+               r if opened[2] else 0, cols - (r if opened[3] else 0))  # fmt: skip
+        index = index[cut[0] : cut[1], cut[2] : cut[3]]
+        r0, r1, c0, c1 = r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]
+    core = np.array([r0, r1, c0, c1], dtype=np.int64)
+    out = _kernels.sieve(index, config.mmu, config.connectivity == 8, len(codes), opened, core)
+    labels = block.data[block.core[0] : block.core[1], block.core[2] : block.core[3]]
+    result = np.where(out >= 0, codes[np.maximum(out, 0)], nodata)
+    return result.astype(labels.dtype)
+
+
+def regularize_window(
+    read: Reader,
+    shape: tuple[int, int],
+    window: Window,
+    config: RegularizationConfig,
+    nodata: int | float,
+    codes: np.ndarray,
+) -> np.ndarray:
+    """Regularize one window of a label map read by ``read`` (a grid of ``shape``)."""
+    block = read_with_halo(read, shape, window, config.halo)
+    return regularize_block(block, config, nodata, codes)
+
+
+def regularize(
+    labels: np.ndarray, config: RegularizationConfig, nodata: int | float, codes: np.ndarray
+) -> np.ndarray:
+    """Regularize a whole label map in memory (the reference pass)."""
+    height, width = labels.shape
+    block = Block(labels, Window(0, 0, height, width), (0, height, 0, width), (False,) * 4)
+    return regularize_block(block, config, nodata, codes)

@@ -1,39 +1,43 @@
-"""A small async Kubernetes API client for the few calls the operator makes.
+"""The operator's Kubernetes client: kr8s, with errors a handler can act on.
 
-kopf watches the SitsRuns and patches them; this client creates, reads, lists and deletes the
-objects a run owns (ConfigMap, DaskCluster, Job) and reads the driver's pods. It talks to one API
-server with one identity (the pod's service account in a cluster, an explicit URL in tests), and
-turns HTTP failures into typed errors so handlers can tell a retryable error from a final one.
+kopf watches the SitsRuns and patches them; this module creates, reads, lists, patches and
+deletes the objects a run owns (ConfigMap, DaskCluster, DaskAutoscaler, Job) and reads the
+driver's pods, through kr8s' asyncio API. kr8s finds the credentials (a kubeconfig, else the
+pod's service account) and re-reads them on a 401 (projected tokens rotate). Its failures are
+turned into typed errors so handlers can tell a retryable error from a final one.
 """
 
 from __future__ import annotations
 
 import re
-import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
 
-import aiohttp
+import httpx
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import APIObject, ConfigMap, Job, Pod, Service, new_class
+
+from pipeline.k8s import API_VERSION, KIND, PLURAL
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TIMEOUT_S = 30.0
 
-# (group, version, plural) of the kinds the operator handles, by kind.
-RESOURCES: dict[str, tuple[str, str, str]] = {
-    "ConfigMap": ("", "v1", "configmaps"),
-    "Pod": ("", "v1", "pods"),
-    "Service": ("", "v1", "services"),
-    "Job": ("batch", "v1", "jobs"),
-    "DaskCluster": ("kubernetes.dask.org", "v1", "daskclusters"),
-    "DaskAutoscaler": ("kubernetes.dask.org", "v1", "daskautoscalers"),
-    "SitsRun": ("sitsflow.dev", "v1alpha1", "sitsruns"),
+DaskCluster = new_class("DaskCluster", version="kubernetes.dask.org/v1", namespaced=True)
+DaskAutoscaler = new_class("DaskAutoscaler", version="kubernetes.dask.org/v1", namespaced=True)
+SitsRun = new_class(KIND, version=API_VERSION, namespaced=True, plural=PLURAL)
+
+# The kinds the operator handles, by kind.
+KINDS: dict[str, type[APIObject]] = {
+    "ConfigMap": ConfigMap,
+    "Pod": Pod,
+    "Service": Service,
+    "Job": Job,
+    "DaskCluster": DaskCluster,
+    "DaskAutoscaler": DaskAutoscaler,
+    KIND: SitsRun,
 }
-
-
-# Delete dependents (a Job's pods) in the background rather than orphaning them.
-_DELETE_OPTIONS = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
 
 
 class ApiError(Exception):
@@ -76,44 +80,30 @@ class ForbiddenError(ApiError):
         return (match[1], match[3], match[2]) if match else None
 
 
-@dataclass(frozen=True)
-class ApiConnection:
-    """Where the API server is and how to authenticate (a token read fresh on every request)."""
+_T = TypeVar("_T")
+_BY_STATUS: dict[int, type[ApiError]] = {
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+}
 
-    server: str
-    token_path: Path | None = None
-    ca_path: Path | None = None
-    namespace: str = "default"
 
-    @classmethod
-    def in_cluster(cls, account_dir: Path = SERVICE_ACCOUNT_DIR) -> ApiConnection:
-        import os
-
-        host = os.environ.get("KUBERNETES_SERVICE_HOST")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise RuntimeError(
-                "KUBERNETES_SERVICE_HOST is not set: the operator runs inside a cluster pod; "
-                "outside one, give the API server URL with --server"
-            )
-        if ":" in host:  # an IPv6 address
-            host = f"[{host}]"
-        namespace_file = account_dir / "namespace"
-        return cls(
-            server=f"https://{host}:{port}",
-            token_path=account_dir / "token",
-            ca_path=account_dir / "ca.crt",
-            namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
-        )
-
-    def token(self) -> str | None:
-        # Projected service-account tokens rotate: read the file each time rather than once.
-        return self.token_path.read_text().strip() if self.token_path else None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.server.startswith("https://"):
-            return None
-        return ssl.create_default_context(cafile=str(self.ca_path) if self.ca_path else None)
+async def _call(where: str, request: Awaitable[_T]) -> _T:
+    """Await one kr8s request; its failures as ApiError subclasses."""
+    try:
+        return await request
+    except kr8s.NotFoundError as exc:
+        raise NotFoundError(404, "NotFound", str(exc), url=where) from None
+    except kr8s.ServerError as exc:
+        response = exc.response
+        status = response.status_code if response is not None else 500
+        body: dict[str, Any] = exc.status if isinstance(exc.status, dict) else {}
+        reason = str(body.get("reason") or (response.reason_phrase if response else "Error"))
+        url = str(response.request.url) if response is not None else where
+        raise _BY_STATUS.get(status, ApiError)(status, reason, str(exc), url=url) from None
+    except (kr8s.APITimeoutError, httpx.TransportError) as exc:
+        # Unreachable or too slow: as transient as a 503.
+        raise ApiError(503, type(exc).__name__, str(exc) or repr(exc), url=where) from None
 
 
 def _has_labels(item: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
@@ -121,86 +111,52 @@ def _has_labels(item: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
     return all(present.get(k) == v for k, v in wanted.items())
 
 
-def resource_path(kind: str, namespace: str, name: str | None = None, sub: str = "") -> str:
-    group, version, plural = RESOURCES[kind]
-    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
-    if name is not None:
-        path += f"/{quote(name)}"
-    if sub:
-        path += f"/{sub}"
-    return path
-
-
 class KubeApi:
-    """Create, get, list, patch and delete namespaced objects; errors as ApiError subclasses."""
+    """Create, get, list, patch and delete namespaced objects (plain dicts in and out)."""
 
-    def __init__(self, connection: ApiConnection, *, timeout_s: float = 30.0) -> None:
-        self.connection = connection
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+    def __init__(self, api: kr8s.asyncio.Api) -> None:
+        self.kr8s = api
 
-    async def __aenter__(self) -> KubeApi:
-        return self
+    @classmethod
+    async def connect(
+        cls, *, kubeconfig: str | Path | None = None, server: str | None = None
+    ) -> KubeApi:
+        """A client with the kubeconfig's credentials (``$KUBECONFIG``, ``~/.kube/config``),
+        else the pod's service account; ``server`` overrides the API server's URL (e.g.
+        ``kubectl proxy``'s)."""
+        where = server or str(kubeconfig or "the in-cluster service account")
+        api = await _call(
+            where,
+            kr8s.asyncio.api(url=server, kubeconfig=str(kubeconfig) if kubeconfig else None),
+        )
+        api.timeout = TIMEOUT_S
+        return cls(api)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    @property
+    def namespace(self) -> str:
+        """The namespace of the credentials (the service account's, the context's)."""
+        return str(self.kr8s.namespace)
 
     async def close(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        # kr8s keeps one httpx client per Api and offers no close(): close it, so that no
+        # connection outlives the event loop that made it.
+        session = getattr(self.kr8s, "_session", None)
+        if session is not None:
+            await session.aclose()
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise ApiError(
-                503, "ClientClosed", "the operator is stopping", url=self.connection.server
-            )
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.connection.ssl_context() or False)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        token = self.connection.token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        url = self.connection.server.rstrip("/") + path
-        try:
-            async with self._client().request(
-                method, url, json=body, params=params, headers=headers
-            ) as response:
-                payload = await response.json(content_type=None) if response.content else None
-                if response.status >= 400:
-                    data = payload if isinstance(payload, dict) else {}
-                    reason = str(data.get("reason") or response.reason)
-                    message = str(data.get("message") or "")
-                    error = {403: ForbiddenError, 404: NotFoundError, 409: ConflictError}.get(
-                        response.status, ApiError
-                    )
-                    raise error(response.status, reason, message, url=url)
-                return payload if isinstance(payload, dict) else {}
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            # Unreachable or too slow: as transient as a 503.
-            raise ApiError(503, type(exc).__name__, str(exc), url=url) from None
+    def _object(self, kind: str, namespace: str, name: str) -> APIObject:
+        body = {"metadata": {"name": name, "namespace": namespace}}
+        return KINDS[kind](body, api=self.kr8s)
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        return await self._request("POST", resource_path(obj["kind"], meta["namespace"]), body=obj)
+        created = KINDS[obj["kind"]](dict(obj), api=self.kr8s)
+        await _call(f"{obj['kind']} {obj['metadata']['name']}", created.create())
+        return dict(created.to_dict())
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return await self._request("GET", resource_path(kind, namespace, name))
+        obj = self._object(kind, namespace, name)
+        await _call(f"{kind} {namespace}/{name}", obj.refresh())
+        return dict(obj.to_dict())
 
     async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -211,33 +167,29 @@ class KubeApi:
     async def list(
         self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        params = {}
-        if labels:
-            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in labels.items())
-        data = await self._request("GET", resource_path(kind, namespace), params=params)
-        items = [item for item in data.get("items", []) if isinstance(item, dict)]
+        async def items() -> list[dict[str, Any]]:
+            found = KINDS[kind].list(
+                api=self.kr8s, namespace=namespace, label_selector=dict(labels or {}) or None
+            )
+            return [dict(o.to_dict()) async for o in found if isinstance(o, APIObject)]
+
+        listed = await _call(f"{kind} in {namespace}", items())
         # Filter here as well: the selector is the server's job, the result is ours to trust.
-        wanted = dict(labels or {})
-        return [item for item in items if _has_labels(item, wanted)]
+        return [item for item in listed if _has_labels(item, labels or {})]
 
     async def patch(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *, sub: str = ""
     ) -> dict[str, Any]:
-        return await self._request(
-            "PATCH",
-            resource_path(kind, namespace, name, sub),
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
+        """A JSON merge patch (of the ``sub`` subresource, e.g. "status")."""
+        obj = self._object(kind, namespace, name)
+        await _call(f"{kind} {namespace}/{name}", obj.patch(dict(patch), subresource=sub or None))
+        return dict(obj.to_dict())
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete with background propagation (a Job's pods go too); False if already gone."""
+        obj = self._object(kind, namespace, name)
         try:
-            await self._request(
-                "DELETE",
-                resource_path(kind, namespace, name),
-                body=_DELETE_OPTIONS,
-            )
+            await _call(f"{kind} {namespace}/{name}", obj.delete(propagation_policy="Background"))
         except NotFoundError:
             return False
         return True

@@ -32,7 +32,7 @@ import yaml
 
 from pipeline.errors import ManifestError
 from pipeline.k8s import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from pipeline.k8s.api import ApiConnection, ApiError, ConflictError, ForbiddenError, KubeApi
+from pipeline.k8s.api import ApiError, ConflictError, ForbiddenError, KubeApi
 from pipeline.k8s.config import OperatorConfig, load_config
 from pipeline.k8s.specs import (
     RUN_LABEL,
@@ -332,20 +332,24 @@ def operator_settings(settings: kopf.OperatorSettings | None = None) -> kopf.Ope
     return settings
 
 
-def make_registry(
-    config: OperatorConfig, connection: ApiConnection, api: KubeApi
-) -> kopf.OperatorRegistry:
+def make_registry(config: OperatorConfig, api: KubeApi) -> kopf.OperatorRegistry:
     """Every handler, bound to one config and one API client (no module-level state)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf's watches use the same credentials as the client, re-read (tokens rotate).
+        auth = api.kr8s.auth
+        await auth.reauthenticate()
         return kopf.ConnectionInfo(
-            server=connection.server,
-            ca_path=str(connection.ca_path) if connection.ca_path else None,
-            scheme="Bearer" if connection.token_path else None,
-            token=connection.token(),
-            default_namespace=connection.namespace,
+            server=auth.server,
+            ca_path=str(auth.server_ca_file) if auth.server_ca_file else None,
+            insecure=getattr(auth, "_insecure_skip_tls_verify", False) or None,
+            scheme="Bearer" if auth.token else None,
+            token=auth.token,
+            certificate_path=str(auth.client_cert_file) if auth.client_cert_file else None,
+            private_key_path=str(auth.client_key_file) if auth.client_key_file else None,
+            default_namespace=auth.namespace,
         )
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
@@ -387,11 +391,10 @@ async def _none(work: Any) -> Status:
 # --- command line -----------------------------------------------------------------------------
 
 
-def _namespaces(given: Sequence[str], connection: ApiConnection) -> list[str]:
+def _namespaces(given: Sequence[str]) -> list[str]:
     names = [n for value in given for n in value.split(",") if n.strip()]
     from_env = os.environ.get("SITSFLOW_WATCH_NAMESPACES", "")
-    names = names or [n.strip() for n in from_env.split(",") if n.strip()]
-    return names or [connection.namespace]
+    return names or [n.strip() for n in from_env.split(",") if n.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="operator config JSON (default $SITSFLOW_OPERATOR_CONFIG)")
     parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default $KUBECONFIG, ~/.kube/config, else the pod's service "
+        "account)",
+    )
+    parser.add_argument(
         "--server", help="API server URL, e.g. http://127.0.0.1:8001 from `kubectl proxy`"
     )
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
@@ -418,30 +426,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     config = load_config(args.config)
-    connection = ApiConnection(server=args.server) if args.server else ApiConnection.in_cluster()
-    namespaces = _namespaces(args.namespace, connection)
-    asyncio.run(run_operator(config, connection, namespaces, liveness_endpoint=args.liveness))
+    asyncio.run(
+        run_operator(
+            config,
+            _namespaces(args.namespace),
+            kubeconfig=args.kubeconfig,
+            server=args.server,
+            liveness_endpoint=args.liveness,
+        )
+    )
     return 0
 
 
 async def run_operator(
     config: OperatorConfig,
-    connection: ApiConnection,
-    namespaces: Sequence[str],
+    namespaces: Sequence[str] = (),
     *,
+    kubeconfig: str | Path | None = None,
+    server: str | None = None,
     stop: asyncio.Event | threading.Event | None = None,
     ready: asyncio.Event | threading.Event | None = None,
     settings: kopf.OperatorSettings | None = None,
     liveness_endpoint: str | None = None,
 ) -> None:
-    """Run the operator until ``stop`` is set (or the process is signalled)."""
-    api = KubeApi(connection)
+    """Run the operator until ``stop`` is set (or the process is signalled); it watches
+    ``namespaces``, or its credentials' own namespace when none is given."""
+    api = await KubeApi.connect(kubeconfig=kubeconfig, server=server)
     try:
         await kopf.operator(
-            registry=make_registry(config, connection, api),
+            registry=make_registry(config, api),
             settings=operator_settings(settings),
             standalone=True,
-            namespaces=list(namespaces),
+            namespaces=list(namespaces) or [api.namespace],
             stop_flag=stop,
             ready_flag=ready,
             liveness_endpoint=liveness_endpoint,

@@ -1,9 +1,11 @@
 """Pure builders of the objects one SitsRun owns: a ConfigMap, a DaskCluster and a driver Job.
 
 Nothing here talks to a cluster: each function takes the run and the operator's settings and
-returns a dict ready to POST, so every field is unit-tested. All objects carry the same labels and
-an owner reference to the SitsRun, so deleting the run deletes them (Kubernetes garbage collection;
-the operator's delete handler also deletes them explicitly, to stop the workers at once).
+returns a dict ready to POST, so every field is unit-tested. The DaskCluster comes from the one
+builder that ``compute.cluster: kubernetes`` uses too (``pipeline.run.dask_spec``); the driver's
+pod is dressed the same way. All objects carry the same labels and an owner reference to the
+SitsRun, so deleting the run deletes them (Kubernetes garbage collection; the operator's delete
+handler also deletes them explicitly, to stop the workers at once).
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
-from dask.utils import parse_bytes
 
 from pipeline.k8s import API_VERSION, KIND
 from pipeline.k8s.config import OperatorConfig
 from pipeline.manifest import ComputeSpec, RunManifest
+from pipeline.run.dask_spec import (
+    DASHBOARD_PORT,
+    RUN_LABEL,
+    SCHEDULER_PORT,
+    ClusterSize,
+    PodSettings,
+    build_dask_cluster_spec,
+    container_security,
+    dress_container,
+    k8s_quantity,
+    pod_common,
+)
+from pipeline.run.dask_spec import labels as run_labels
 
 MANIFEST_DIR = "/etc/sitsflow"
 MANIFEST_FILE = "run.yaml"
-SCRATCH_DIR = "/tmp"
-SCHEDULER_PORT = 8786
-DASHBOARD_PORT = 8787
-WORKER_DASHBOARD_PORT = 8788
-RUN_USER = 10001  # the image's unprivileged user (deploy/Dockerfile)
 MANAGED_BY = "sitsflow-operator"
-RUN_LABEL = "sitsflow.dev/run"
+__all__ = ["RUN_LABEL"]  # re-exported: the operator selects a run's objects by it
 DASK_CLUSTER_MAX_NAME = 53  # dask-kubernetes appends "-scheduler" and keeps names under 63
 JOB_MAX_NAME = 52  # pod names add a suffix to the Job's name
 
@@ -86,14 +95,7 @@ def child_name(run: str, suffix: str, max_len: int = 63) -> str:
 
 
 def labels(ref: RunRef, component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "sitsflow",
-        "app.kubernetes.io/instance": ref.name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": "sitsflow",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        RUN_LABEL: ref.name,
-    }
+    return run_labels(ref.name, component, MANAGED_BY)
 
 
 def owner_reference(ref: RunRef) -> dict[str, Any]:
@@ -166,7 +168,7 @@ def config_for_run(config: OperatorConfig, manifest: RunManifest, ref: RunRef) -
     if "image_pull_policy" in chosen:
         overrides["image_pull_policy"] = section.image_pull_policy
     if "scheduler_memory" in chosen:
-        memory = _quantity(section.scheduler_memory)
+        memory = k8s_quantity(section.scheduler_memory)
         resources = config.scheduler_resources
         overrides["scheduler_resources"] = resources.model_copy(
             update={
@@ -235,182 +237,45 @@ def build_config_map(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
 # --- pods -------------------------------------------------------------------------------------
 
 
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_USER,
-        "runAsGroup": RUN_USER,
-        "fsGroup": RUN_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
-def _env(ref: RunRef, config: OperatorConfig) -> list[dict[str, Any]]:
-    env = [
-        # A read-only root: everything that writes goes to the scratch volume.
-        {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "MPLCONFIGDIR", "value": f"{SCRATCH_DIR}/matplotlib"},
-        {"name": "DASK_TEMPORARY_DIRECTORY", "value": f"{SCRATCH_DIR}/dask"},
-        {"name": "SITSFLOW_RUN_NAME", "value": ref.name},
-        {"name": "SITSFLOW_RUN_NAMESPACE", "value": ref.namespace},
-    ]
-    env += [{"name": k, "value": v} for k, v in sorted(config.env.items())]
-    return env
-
-
-def _env_from(config: OperatorConfig) -> list[dict[str, Any]]:
-    if not config.credentials_secret:
-        return []
-    return [{"secretRef": {"name": config.credentials_secret}}]
-
-
-def _pod_common(config: OperatorConfig) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        "serviceAccountName": config.service_account,
-        # Scheduler and workers never call the API: no token in their pods.
-        "automountServiceAccountToken": False,
-        "securityContext": _pod_security(),
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
-    }
-    if config.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
-    if config.node_selector:
-        pod["nodeSelector"] = dict(config.node_selector)
-    if config.tolerations:
-        pod["tolerations"] = [dict(t) for t in config.tolerations]
-    return pod
-
-
-def _container(
-    name: str, args: list[str], ref: RunRef, config: OperatorConfig, **extra: Any
-) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": name,
-        "image": config.image,
-        "imagePullPolicy": config.image_pull_policy,
-        "args": args,
-        "env": _env(ref, config) + list(extra.pop("env", [])),
-        "securityContext": _container_security(),
-        "volumeMounts": [
-            {"name": "scratch", "mountPath": SCRATCH_DIR},
-            *extra.pop("volumeMounts", []),
-        ],
-    }
-    env_from = _env_from(config)
-    if env_from:
-        container["envFrom"] = env_from
-    container.update(extra)
-    return container
-
-
-def _quantity(size: str) -> str:
-    """A dask memory size ('4GiB', '3.5 GB') as a Kubernetes quantity in MiB."""
-    return f"{max(1, parse_bytes(size.replace(' ', '')) // 2**20)}Mi"
+def pod_settings(ref: RunRef, config: OperatorConfig) -> PodSettings:
+    """The operator's pod settings for this run's pods (driver, scheduler and workers)."""
+    return PodSettings(
+        image=config.image,
+        image_pull_policy=config.image_pull_policy,
+        image_pull_secrets=tuple(config.image_pull_secrets),
+        service_account=config.service_account,
+        credentials_secret=config.credentials_secret,
+        env={
+            "SITSFLOW_RUN_NAME": ref.name,
+            "SITSFLOW_RUN_NAMESPACE": ref.namespace,
+            **dict(sorted(config.env.items())),
+        },
+        node_selector=config.node_selector,
+        tolerations=tuple(config.tolerations),
+    )
 
 
 def build_dask_cluster(
     ref: RunRef, manifest: RunManifest, config: OperatorConfig
 ) -> dict[str, Any]:
-    """A kubernetes.dask.org/v1 DaskCluster sized by the run's ``compute`` section."""
+    """The run's DaskCluster (the shared builder), sized by its ``compute`` section and owned
+    by the SitsRun."""
     compute = manifest.spec.compute
-    memory = _quantity(compute.memory_limit)
-    worker_labels = labels(ref, "worker")
-    worker = _container(
-        "worker",
-        [
-            "dask",
-            "worker",
-            "--name",
-            "$(DASK_WORKER_NAME)",
-            "--nthreads",
-            str(compute.threads_per_worker),
-            "--memory-limit",
-            compute.memory_limit.replace(" ", ""),
-            "--local-directory",
-            f"{SCRATCH_DIR}/dask",
-            "--dashboard",
-            "--dashboard-address",
-            str(WORKER_DASHBOARD_PORT),
-        ],
-        ref,
-        config,
-        resources={
-            # One CPU per thread; memory as dask is told, so dask spills before the kernel kills.
-            "requests": {"cpu": str(compute.threads_per_worker), "memory": memory},
-            "limits": {"memory": memory},
-        },
-        ports=[
-            {"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}
-        ],
+    cluster = build_dask_cluster_spec(
+        ref.dask_cluster,
+        instance=ref.name,
+        managed_by=MANAGED_BY,
+        size=ClusterSize(
+            workers=compute.workers,
+            threads_per_worker=compute.threads_per_worker,
+            memory_limit=compute.memory_limit,
+            scheduler_resources=config.scheduler_resources.as_dict(),
+        ),
+        pods=pod_settings(ref, config),
+        namespace=ref.namespace,
     )
-    scheduler = _container(
-        "scheduler",
-        ["dask", "scheduler", "--host", "0.0.0.0", "--dashboard-address", f":{DASHBOARD_PORT}"],
-        ref,
-        config,
-        resources=config.scheduler_resources.as_dict(),
-        ports=[
-            {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
-            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
-        ],
-        readinessProbe={
-            "httpGet": {"port": "http-dashboard", "path": "/health"},
-            "periodSeconds": 5,
-            "timeoutSeconds": 5,
-        },
-        livenessProbe={
-            "httpGet": {"port": "http-dashboard", "path": "/health"},
-            "initialDelaySeconds": 15,
-            "periodSeconds": 20,
-        },
-    )
-    return {
-        "apiVersion": "kubernetes.dask.org/v1",
-        "kind": "DaskCluster",
-        "metadata": _metadata(ref, ref.dask_cluster, "dask-cluster"),
-        "spec": {
-            "idleTimeout": 0,
-            "worker": {
-                "replicas": compute.workers,
-                "metadata": {"labels": worker_labels},
-                "spec": {**_pod_common(config), "containers": [worker]},
-            },
-            "scheduler": {
-                "metadata": {"labels": labels(ref, "scheduler")},
-                "spec": {**_pod_common(config), "containers": [scheduler]},
-                "service": {
-                    "type": "ClusterIP",
-                    "selector": {
-                        "dask.org/cluster-name": ref.dask_cluster,
-                        "dask.org/component": "scheduler",
-                    },
-                    "ports": [
-                        {
-                            "name": "tcp-comm",
-                            "protocol": "TCP",
-                            "port": SCHEDULER_PORT,
-                            "targetPort": "tcp-comm",
-                        },
-                        {
-                            "name": "http-dashboard",
-                            "protocol": "TCP",
-                            "port": DASHBOARD_PORT,
-                            "targetPort": "http-dashboard",
-                        },
-                    ],
-                },
-            },
-        },
-    }
+    cluster["metadata"]["ownerReferences"] = [owner_reference(ref)]
+    return cluster
 
 
 def build_dask_autoscaler(ref: RunRef, manifest: RunManifest) -> dict[str, Any] | None:
@@ -457,19 +322,19 @@ INPUT_ERROR_EXIT_CODE = 2
 def build_driver_job(ref: RunRef, config: OperatorConfig) -> dict[str, Any]:
     """A batch/v1 Job that runs ``sitsflow run`` on the run's manifest against its DaskCluster."""
     manifest_path = str(PurePosixPath(MANIFEST_DIR) / MANIFEST_FILE)
-    driver = _container(
-        "driver",
+    pods = pod_settings(ref, config)
+    driver: dict[str, Any] = {
+        "name": "driver",
+        "image": config.image,
         # --resume: a driver restarted by the Job keeps the work units already finished.
-        ["sitsflow", "run", manifest_path, "--resume", *config.driver_extra_args],
-        ref,
-        config,
-        env=[{"name": "DASK_SCHEDULER_ADDRESS", "value": ref.scheduler_address}],
-        volumeMounts=[{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True}],
-        resources=config.driver_resources.as_dict(),
+        "args": ["sitsflow", "run", manifest_path, "--resume", *config.driver_extra_args],
+        "volumeMounts": [{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True}],
+        "resources": config.driver_resources.as_dict(),
         # On failure the log's tail becomes the termination message: the operator copies it into
         # the run's status.lastError, so `kubectl get sr -o wide` shows what to fix.
-        terminationMessagePolicy="FallbackToLogsOnError",
-    )
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    dress_container(driver, pods, {"DASK_SCHEDULER_ADDRESS": ref.scheduler_address})
     wait = {
         "name": "wait-for-scheduler",
         "image": config.image,
@@ -482,11 +347,11 @@ def build_driver_job(ref: RunRef, config: OperatorConfig) -> dict[str, Any]:
             str(SCHEDULER_PORT),
             str(CONNECT_TIMEOUT_S),
         ],
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod = _pod_common(config)
+    pod = pod_common(pods)
     pod["initContainers"] = [wait]
     pod["volumes"] = [
         *pod["volumes"],

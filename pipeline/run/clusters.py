@@ -22,54 +22,69 @@ import gc
 import importlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import dask.config
-from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import ComputeError
-from pipeline.manifest import ComputeSpec
-
-# Settings shipped to workers unless the driver's environment sets them otherwise.
-GDAL_DEFAULTS: dict[str, str] = {
-    # Opening a COG must not list its folder (thousands of objects on a bucket prefix).
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MAX_RETRY": "5",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "GDAL_HTTP_MULTIPLEX": "YES",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "VSI_CACHE": "TRUE",
-}
-# Non-secret variables copied from the driver's environment to the workers.
-_SHIPPED = re.compile(
-    r"^(AWS_(REGION|DEFAULT_REGION|ENDPOINT_URL|ENDPOINT_URL_S3|S3_ENDPOINT|HTTPS|"
-    r"VIRTUAL_HOSTING|NO_SIGN_REQUEST|REQUEST_PAYER|PROFILE|CONFIG_FILE|"
-    r"SHARED_CREDENTIALS_FILE|WEB_IDENTITY_TOKEN_FILE|ROLE_ARN|ROLE_SESSION_NAME|"
-    r"STS_REGIONAL_ENDPOINTS|MAX_ATTEMPTS|RETRY_MODE)|"
-    r"GDAL_[A-Z0-9_]+|CPL_[A-Z0-9_]+|VSI_[A-Z0-9_]+|GS_NO_SIGN_REQUEST|"
-    r"GOOGLE_APPLICATION_CREDENTIALS|AZURE_STORAGE_ACCOUNT|PROJ_NETWORK)$"
+from pipeline.run.dask_spec import (
+    ClusterSize,
+    PodSettings,
+    build_dask_cluster_spec,
+    scheduler_resources,
+    worker_environment,
 )
-# Names that hold secrets even when they match the pattern above (GDAL_HTTP_USERPWD ...).
-_NEVER = re.compile(r"(SECRET|TOKEN$|PASSWORD|USERPWD|AUTH|HEADER|COOKIE|KEY$|_KEY_)")
+
+MANAGED_BY = "sitsflow"  # a run's own cluster (the operator's say sitsflow-operator)
 
 
-def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The storage/GDAL settings workers get: defaults, then the driver's non-secret settings.
+class _Adaptive(Protocol):
+    @property
+    def minimum(self) -> int: ...
+    @property
+    def maximum(self) -> int: ...
 
-    Paths to credential files and role names are settings (the files stay where they are);
-    keys, tokens and passwords are never copied.
-    """
-    env = os.environ if environ is None else environ
-    out = dict(GDAL_DEFAULTS)
-    for name, value in env.items():
-        if _SHIPPED.match(name) and not _NEVER.search(name):
-            out[name] = value
-    return out
+
+class _Kubernetes(Protocol):
+    @property
+    def image(self) -> str: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def credentials_secret(self) -> str | None: ...
+    @property
+    def service_account(self) -> str | None: ...
+    @property
+    def scheduler_memory(self) -> str: ...
+    @property
+    def image_pull_policy(self) -> str: ...
+
+
+class _Compute(Protocol):
+    """What this module reads of the run's compute settings (``compute`` in the manifest)."""
+
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads_per_worker(self) -> int: ...
+    @property
+    def memory_limit(self) -> str: ...
+    @property
+    def dashboard_port(self) -> int: ...
+    @property
+    def connect_timeout_s(self) -> float: ...
+    @property
+    def adaptive(self) -> _Adaptive | None: ...
+    @property
+    def kubernetes(self) -> _Kubernetes | None: ...
 
 
 class WorkerEnvironment(WorkerPlugin):
@@ -110,23 +125,9 @@ class QuickExit(WorkerPlugin):
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
-#: The same for ``dask worker`` in a pod, as dask reads it from the environment (one variable
-#: per key would be lower-cased by dask; a dict is merged into the nanny's other defaults).
-WORKER_POD_ENV: dict[str, str] = {
-    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": "{'MALLOC_TRIM_THRESHOLD_': None}",
-}
 
 
 # --- kubernetes ----------------------------------------------------------------------------------
-
-
-def k8s_quantity(size: str) -> str:
-    """A dask memory size ('4GiB', '1.5 GB') as a Kubernetes quantity ('4Gi', '1500M')."""
-    count = int(parse_bytes(size.replace(" ", "")))
-    for unit, factor in (("Gi", 2**30), ("Mi", 2**20), ("G", 10**9), ("M", 10**6)):
-        if count % factor == 0:
-            return f"{count // factor}{unit}"
-    return str(count)
 
 
 def cluster_name(run: str) -> str:
@@ -135,67 +136,32 @@ def cluster_name(run: str) -> str:
 
 
 def kubernetes_cluster_spec(
-    compute: ComputeSpec, run: str, env: Mapping[str, str] | None = None
+    compute: _Compute, run: str, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The DaskCluster resource for ``compute`` (pure: no cluster is contacted).
-
-    Built with dask-kubernetes' ``make_cluster_spec`` and completed with what it does not set:
-    threads and memory of the workers, separate scheduler resources, the credentials secret as
-    ``envFrom``, labels, service account, pull policy and the shipped settings.
-    """
-    from dask_kubernetes.operator import make_cluster_spec
-
+    """The DaskCluster resource for ``compute`` (pure: no cluster is contacted), from the
+    builder the operator uses too, with the driver's shipped settings in every pod."""
     k8s = compute.kubernetes
     if k8s is None:
         raise ValueError("compute.kubernetes is needed for a Kubernetes cluster")
-    memory = k8s_quantity(compute.memory_limit)
-    worker_resources = {
-        "requests": {"cpu": str(compute.threads_per_worker), "memory": memory},
-        "limits": {"memory": memory},
-    }
-    shipped = dict(worker_environment({}) if env is None else env)
-    name = cluster_name(run)
-    spec: dict[str, Any] = make_cluster_spec(
-        name=name,
-        image=k8s.image,
-        n_workers=compute.workers,
-        resources=worker_resources,
-        env=shipped,
-        worker_command=(
-            f"dask worker --nthreads {compute.threads_per_worker} "
-            f"--memory-limit {compute.memory_limit.replace(' ', '')}"
+    return build_dask_cluster_spec(
+        cluster_name(run),
+        instance=run,
+        managed_by=MANAGED_BY,
+        size=ClusterSize(
+            workers=compute.workers,
+            threads_per_worker=compute.threads_per_worker,
+            memory_limit=compute.memory_limit,
+            scheduler_resources=scheduler_resources(k8s.scheduler_memory),
         ),
+        pods=PodSettings(
+            image=k8s.image,
+            image_pull_policy=k8s.image_pull_policy,
+            service_account=k8s.service_account,
+            credentials_secret=k8s.credentials_secret,
+            env=worker_environment({}) if env is None else env,
+        ),
+        namespace=k8s.namespace,
     )
-    labels = {
-        "app.kubernetes.io/name": "sitsflow",
-        "app.kubernetes.io/instance": run,
-        "app.kubernetes.io/component": "dask",
-        "app.kubernetes.io/managed-by": "sitsflow",
-    }
-    spec["metadata"]["labels"] = labels
-    if k8s.namespace:
-        spec["metadata"]["namespace"] = k8s.namespace
-    scheduler_memory = k8s_quantity(k8s.scheduler_memory)
-    for role in ("worker", "scheduler"):
-        part = spec["spec"][role]
-        part.setdefault("metadata", {})["labels"] = {**labels, "sitsflow.dev/role": role}
-        pod = part["spec"]
-        if k8s.service_account:
-            pod["serviceAccountName"] = k8s.service_account
-        for container in pod["containers"]:
-            container["imagePullPolicy"] = k8s.image_pull_policy
-            if role == "worker":
-                container.setdefault("env", []).extend(
-                    {"name": k, "value": v} for k, v in WORKER_POD_ENV.items()
-                )
-            if k8s.credentials_secret:
-                container["envFrom"] = [{"secretRef": {"name": k8s.credentials_secret}}]
-            if role == "scheduler":
-                container["resources"] = {
-                    "requests": {"cpu": "1", "memory": scheduler_memory},
-                    "limits": {"memory": scheduler_memory},
-                }
-    return spec
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -207,7 +173,7 @@ def _quiet_distributed() -> None:
 
 
 @contextlib.contextmanager
-def open_client(compute: ComputeSpec, *, run: str = "run") -> Iterator[Client]:
+def open_client(compute: _Compute, *, run: str = "run") -> Iterator[Client]:
     """A client on the cluster ``compute`` describes, with the worker settings installed.
 
     A cluster this function starts (local, kubernetes) is closed on exit; an existing
@@ -245,7 +211,7 @@ def open_client(compute: ComputeSpec, *, run: str = "run") -> Iterator[Client]:
         yield client
 
 
-def _connect(compute: ComputeSpec) -> Client:
+def _connect(compute: _Compute) -> Client:
     address = compute.address
     assert address is not None
     try:
@@ -256,7 +222,7 @@ def _connect(compute: ComputeSpec) -> Client:
             f"({type(exc).__name__})",
             fix="start the scheduler or correct compute.address (tcp://host:port); raise "
             "compute.connect_timeout_s for a slow network",
-            field="spec.compute.address",
+            field="compute.address",
         ) from None
     try:
         client.wait_for_workers(1, timeout=compute.connect_timeout_s)
@@ -266,12 +232,12 @@ def _connect(compute: ComputeSpec) -> Client:
             f"the scheduler at {address} has no worker after {compute.connect_timeout_s:.0f} s",
             fix=f"start dask workers against it (dask worker {address}), or raise "
             "compute.connect_timeout_s",
-            field="spec.compute.address",
+            field="compute.address",
         ) from None
     return client
 
 
-def _kube_cluster(compute: ComputeSpec, run: str) -> Any:
+def _kube_cluster(compute: _Compute, run: str) -> Any:
     from dask_kubernetes.operator import KubeCluster
 
     k8s = compute.kubernetes
@@ -288,7 +254,7 @@ def _kube_cluster(compute: ComputeSpec, run: str) -> Any:
             f"the Kubernetes DaskCluster could not be started ({type(exc).__name__}: {exc})",
             fix="check the kubeconfig or in-cluster service account, that the dask-kubernetes "
             "operator is installed, and compute.kubernetes (image, namespace)",
-            field="spec.compute.kubernetes",
+            field="compute.kubernetes",
         ) from None
     if compute.adaptive is not None:
         cluster.adapt(minimum=compute.adaptive.minimum, maximum=compute.adaptive.maximum)
@@ -359,7 +325,7 @@ class ClusterStarter:
 
     def __init__(
         self,
-        compute: ComputeSpec,
+        compute: _Compute,
         run: str,
         stages: Sequence[str] = (),
         *,

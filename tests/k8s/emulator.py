@@ -6,6 +6,9 @@ creationTimestamp) and bumps ``generation`` when a spec changes; kopf relies on 
 subclass adds them. It does not run controllers: no pods start and no garbage collector follows
 owner references, so tests play the Job controller's part by patching statuses themselves.
 
+kr8s asks ``/version/`` before its first request: the emulator answers it as a 1.33 server.
+``write_kubeconfig`` points a client (kr8s, the operator) at it with a token of its own.
+
 It also keeps a log of every request with the identity that sent it (its bearer token), so a test
 can check what one client (the operator) asked for against the chart's RBAC Role.
 """
@@ -13,9 +16,11 @@ can check what one client (the operator) asked for against the chart's RBAC Role
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -100,7 +105,30 @@ async def api_server() -> AsyncIterator[tuple[ApiServer, str]]:
     """The emulator listening on a free port of 127.0.0.1, and its URL."""
     async with ApiServer() as server, kmock.Server(server, host="127.0.0.1"):
         declare_resources(server)
+        server["get /version/"] << VERSION
         yield server, str(server.url).rstrip("/")
+
+
+VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
+
+
+def write_kubeconfig(path: Path, url: str, token: str, namespace: str = "default") -> Path:
+    """A kubeconfig (in the test's own directory) for ``url`` with a bearer token."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+        "users": [{"name": "client", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "client", "namespace": namespace},
+            }
+        ],
+        "current-context": "emulator",
+    }
+    path.write_text(json.dumps(config))
+    return path
 
 
 def stored(

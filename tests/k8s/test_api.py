@@ -1,17 +1,19 @@
-"""The operator's API client and its idempotent create, against the in-memory API on 127.0.0.1."""
+"""The operator's API client (kr8s) and its idempotent create, against the in-memory API on
+127.0.0.1."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from pipeline.k8s.api import ApiConnection, ApiError, ConflictError, KubeApi, NotFoundError
+from pipeline.k8s.api import ApiError, ConflictError, ForbiddenError, KubeApi, NotFoundError
 from pipeline.k8s.operator import ensure
 from pipeline.k8s.specs import RunRef, owner_reference
-from tests.k8s.emulator import ApiServer, api_server, stored
+from tests.k8s.emulator import ApiServer, api_server, stored, write_kubeconfig
 from tests.servers._process import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -26,9 +28,11 @@ def config_map(name: str, owner: RunRef | None = REF, **labels: str) -> dict[str
 
 
 @pytest_asyncio.fixture
-async def api() -> AsyncIterator[tuple[KubeApi, ApiServer]]:
+async def api(tmp_path: Path) -> AsyncIterator[tuple[KubeApi, ApiServer]]:
     async with api_server() as (server, url):
-        client = KubeApi(ApiConnection(server=url, namespace="runs"))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, "a-token", namespace="runs")
+        client = await KubeApi.connect(kubeconfig=kubeconfig)
+        assert client.namespace == "runs"
         try:
             yield client, server
         finally:
@@ -55,16 +59,33 @@ async def test_create_get_list_patch_delete(api: tuple[KubeApi, ApiServer]) -> N
     assert conflict.value.status == 409 and not conflict.value.transient
 
 
-async def test_an_unreachable_server_is_a_transient_error() -> None:
-    client = KubeApi(ApiConnection(server=f"http://127.0.0.1:{free_port()}"), timeout_s=5)
-    try:
-        with pytest.raises(ApiError) as error:
-            await client.get("Job", "runs", "x")
-        assert error.value.transient
-    finally:
-        await client.close()
-    with pytest.raises(ApiError, match="stopping"):
-        await client.get("Job", "runs", "x")  # a closed client makes no new connection
+async def test_an_unreachable_server_is_a_transient_error(
+    api: tuple[KubeApi, ApiServer], tmp_path: Path
+) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ApiError) as error:
+        await KubeApi.connect(kubeconfig=write_kubeconfig(tmp_path / "gone", gone, "t"))
+    assert error.value.transient
+    client, _ = api
+    client.kr8s.auth.server = gone  # the server goes away after the client connected
+    await client.close()
+    with pytest.raises(ApiError) as error:
+        await client.get("Job", "runs", "x")
+    assert error.value.transient and error.value.status == 503
+
+
+async def test_a_403_names_what_rbac_refused(api: tuple[KubeApi, ApiServer]) -> None:
+    client, server = api
+    message = (
+        'pods is forbidden: User "system:serviceaccount:sitsflow:sitsflow" cannot list '
+        'resource "pods" in API group "" in the namespace "runs"'
+    )
+    status = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403}
+    server["get /api/v1/namespaces/runs/pods"] << 403 << {**status, "message": message}
+    with pytest.raises(ForbiddenError) as error:
+        await client.list("Pod", "runs")
+    assert error.value.rbac_denial == ("list", "", "pods")
+    assert error.value.reason == "Forbidden" and not error.value.transient
 
 
 async def test_ensure_accepts_its_own_object_and_refuses_anothers(

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipeline.k8s.crd import validate_files
-from pipeline.k8s.specs import MANIFEST_DIR, RUN_USER, SCRATCH_DIR
+from pipeline.k8s.specs import MANIFEST_DIR
+from pipeline.run.dask_spec import RUN_USER, SCRATCH_DIR
 from tests.k8s.tools import missing, require_tool
 
 REPO = Path(__file__).resolve().parents[2]

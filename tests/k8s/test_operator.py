@@ -24,10 +24,9 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from pipeline.k8s.api import ApiConnection
 from pipeline.k8s.config import OperatorConfig
 from pipeline.k8s.operator import RETRY_DELAYS, run_operator
-from tests.k8s.emulator import ApiServer, api_server, stored
+from tests.k8s.emulator import ApiServer, api_server, stored, write_kubeconfig
 from tests.k8s.rbac import Access, allows, granted
 from tests.k8s.tools import find_tool, helm_runner, in_ci, missing, render
 
@@ -136,22 +135,23 @@ def check_against_role(server: ApiServer, role: dict[str, Any] | None) -> None:
 
 @contextlib.asynccontextmanager
 async def operator_on(
-    server: ApiServer, url: str, config: OperatorConfig, token_path: Path
+    server: ApiServer, url: str, config: OperatorConfig, kubeconfig: Path
 ) -> AsyncIterator[None]:
     """The operator running against the emulator with its own token, stopped on exit.
 
     It runs in a thread with its own event loop, as in production (kopf owns its loop and
     cancels the tasks it did not start when it stops).
     """
-    token_path.write_text(TOKEN)
+    write_kubeconfig(kubeconfig, url, TOKEN, namespace=NS)
     stop, ready = threading.Event(), threading.Event()
     settings = kopf.OperatorSettings()
     settings.queueing.exit_timeout = 0.2  # the emulator's watch streams never end by themselves
     settings.background.instant_exit_timeout = 0.2
-    connection = ApiConnection(server=url, namespace=NS, token_path=token_path)
     operator = threading.Thread(
         target=lambda: asyncio.run(
-            run_operator(config, connection, [NS], stop=stop, ready=ready, settings=settings)
+            run_operator(
+                config, [NS], kubeconfig=kubeconfig, stop=stop, ready=ready, settings=settings
+            )
         ),
         name="sitsflow-operator",
     )
@@ -169,7 +169,7 @@ async def operator_on(
 async def cluster(tmp_path: Path, operator_role: dict[str, Any] | None) -> AsyncIterator[Cluster]:
     """The emulated API with the operator running against it; its requests checked after."""
     async with api_server() as (server, url), aiohttp.ClientSession() as session:
-        async with operator_on(server, url, CONFIG, tmp_path / "token"):
+        async with operator_on(server, url, CONFIG, tmp_path / "kubeconfig"):
             yield Cluster(server, url, session)
         check_against_role(server, operator_role)
 
@@ -202,7 +202,7 @@ async def test_apply_creates_cluster_job_and_manifest(cluster: Cluster) -> None:
     assert container["image"] == CONFIG.image
     assert container["args"][container["args"].index("--nthreads") + 1] == "1"
     assert container["args"][container["args"].index("--memory-limit") + 1] == "2GiB"
-    assert container["resources"]["limits"]["memory"] == "2048Mi"
+    assert container["resources"]["limits"]["memory"] == "2Gi"
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
 
     # The driver runs `sitsflow run` on the mounted manifest, against the cluster's scheduler.
@@ -467,7 +467,7 @@ async def test_an_adaptive_run_gets_an_autoscaler_that_goes_with_it(cluster: Clu
     assert scaler["spec"] == {"cluster": "adaptive-dask", "minimum": 1, "maximum": 6}
     dask = await cluster.wait_for("the cluster", lambda: cluster.get(CLUSTERS, "adaptive-dask"))
     (scheduler,) = dask["spec"]["scheduler"]["spec"]["containers"]
-    assert scheduler["resources"]["limits"]["memory"] == "3072Mi"
+    assert scheduler["resources"]["limits"]["memory"] == "3Gi"
     await cluster.wait_for("the Job", lambda: cluster.get(JOBS, "adaptive-driver-g1"))
     await cluster.request(
         "DELETE", f"/apis/sitsflow.dev/v1alpha1/namespaces/{NS}/sitsruns/adaptive"
@@ -508,7 +508,7 @@ async def test_the_role_grants_exactly_what_the_operator_calls(
     async with api_server() as (server, url), aiohttp.ClientSession() as session:
         # A create answered 503 after the write: the retry finds the ConfigMap and reads it.
         server[f"post /api/v1/namespaces/{NS}/configmaps"][:1] << 503
-        async with operator_on(server, url, keep, tmp_path / "token"):
+        async with operator_on(server, url, keep, tmp_path / "kubeconfig"):
             cluster = Cluster(server, url, session)
             run = demo_run("every-call")
             run["spec"]["compute"] |= {"adaptive": {"minimum": 1, "maximum": 4}}

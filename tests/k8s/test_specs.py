@@ -24,7 +24,6 @@ from pipeline.k8s.specs import (
     _WAIT_FOR_SCHEDULER,
     RunRef,
     SpecConflictError,
-    _quantity,
     build_config_map,
     build_dask_autoscaler,
     build_dask_cluster,
@@ -35,6 +34,7 @@ from pipeline.k8s.specs import (
     driver_manifest,
 )
 from pipeline.manifest import RunManifest, parse_manifest
+from pipeline.run.dask_spec import k8s_quantity
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30"
@@ -100,8 +100,8 @@ def test_dask_cluster_fits_the_dask_kubernetes_crd_and_the_runs_compute() -> Non
     assert args[args.index("--nthreads") + 1] == "2"
     assert args[args.index("--memory-limit") + 1] == "12GiB"
     assert container["resources"] == {
-        "requests": {"cpu": "2", "memory": "12288Mi"},
-        "limits": {"memory": "12288Mi"},
+        "requests": {"cpu": "2", "memory": "12Gi"},
+        "limits": {"memory": "12Gi"},
     }
     assert worker["spec"]["nodeSelector"] == {"pool": "batch"}
     assert worker["spec"]["tolerations"] == CONFIG.tolerations
@@ -234,10 +234,10 @@ def test_child_names_are_valid_short_and_distinct(run: str, suffix: str, limit: 
 
 @pytest.mark.parametrize(
     ("size", "quantity"),
-    [("4GiB", "4096Mi"), ("2 GiB", "2048Mi"), ("3.5GB", "3337Mi"), ("512MiB", "512Mi")],
+    [("4GiB", "4Gi"), ("2 GiB", "2Gi"), ("3.5GB", "3500M"), ("512MiB", "512Mi")],
 )
 def test_dask_memory_sizes_become_kubernetes_quantities(size: str, quantity: str) -> None:
-    assert _quantity(size) == quantity
+    assert k8s_quantity(size) == quantity
 
 
 def test_dashboard_url_defaults_to_the_service_and_follows_a_template() -> None:
@@ -276,7 +276,7 @@ def test_a_run_may_size_its_scheduler_but_not_pick_images_or_secrets() -> None:
         ),
         REF,
     )
-    assert sized.scheduler_resources.limits["memory"] == "6144Mi"
+    assert sized.scheduler_resources.limits["memory"] == "6Gi"
     assert sized.image == CONFIG.image
 
 

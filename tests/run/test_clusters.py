@@ -18,15 +18,13 @@ from pipeline.manifest import ComputeSpec
 from pipeline.run import clusters
 from pipeline.run.clusters import (
     SKOPS,
-    WORKER_POD_ENV,
     ClusterStarter,
     QuickExit,
-    k8s_quantity,
     kubernetes_cluster_spec,
     open_client,
     stage_modules,
-    worker_environment,
 )
+from pipeline.run.dask_spec import SCRATCH_ENV, WORKER_POD_ENV, k8s_quantity, worker_environment
 from tests.servers._process import free_port
 from tests.servers.dask_cluster import dask_cluster
 
@@ -73,10 +71,15 @@ def test_the_dask_cluster_spec_follows_the_compute_section() -> None:
         "limits": {"memory": "6Gi"},
     }
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-    assert {e["name"]: e["value"] for e in container["env"]} == {**env, **WORKER_POD_ENV}
+    # The operator's pods have the same: scratch settings (a read-only root), then the shipped ones.
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        **SCRATCH_ENV,
+        **env,
+        **WORKER_POD_ENV,
+    }
     assert worker["spec"]["serviceAccountName"] == "sitsflow-runner"
     (scheduler,) = containers(spec, "scheduler")
-    assert {e["name"]: e["value"] for e in scheduler["env"]} == env
+    assert {e["name"]: e["value"] for e in scheduler["env"]} == {**SCRATCH_ENV, **env}
     assert scheduler["resources"]["limits"] == {"memory": "3Gi"}
     assert scheduler["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
     # A manifest the API server accepts: plain YAML-serializable data.
@@ -117,7 +120,7 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(ComputeError) as caught, open_client(compute):
         pass
     message = str(caught.value)
-    assert "spec.compute.address" in message and "Fix:" in message
+    assert "compute.address" in message and "Fix:" in message
 
 
 def test_an_existing_scheduler_gets_the_worker_settings(tmp_path: Any) -> None:

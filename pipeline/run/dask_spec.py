@@ -1,0 +1,255 @@
+"""The one DaskCluster builder: pure functions from a run's sizes and pod settings to a dict.
+
+Two callers start dask clusters on Kubernetes: the operator (a SitsRun's own DaskCluster, see
+``pipeline.k8s.specs``) and a run with ``compute.cluster: kubernetes`` (``pipeline.run.clusters``
+hands the spec to dask-kubernetes' ``KubeCluster``). Both build it here, on dask-kubernetes' own
+``make_cluster_spec``, so the pods carry one set of ``app.kubernetes.io/*`` labels, one hardened
+security context and one environment, whoever starts them. Nothing here contacts a cluster.
+
+The settings shipped from the driver to the workers are filtered here too (``worker_environment``):
+storage and GDAL settings go, credentials never do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dask.utils import parse_bytes
+
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+WORKER_DASHBOARD_PORT = 8788  # what make_worker_spec opens
+SCRATCH_DIR = "/tmp"
+RUN_USER = 10001  # the image's unprivileged user (deploy/Dockerfile)
+RUN_LABEL = "sitsflow.dev/run"
+
+# --- what workers get from the driver's environment --------------------------------------------
+
+# Settings shipped to workers unless the driver's environment sets them otherwise.
+GDAL_DEFAULTS: dict[str, str] = {
+    # Opening a COG must not list its folder (thousands of objects on a bucket prefix).
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+}
+# Non-secret variables copied from the driver's environment to the workers.
+_SHIPPED = re.compile(
+    r"^(AWS_(REGION|DEFAULT_REGION|ENDPOINT_URL|ENDPOINT_URL_S3|S3_ENDPOINT|HTTPS|"
+    r"VIRTUAL_HOSTING|NO_SIGN_REQUEST|REQUEST_PAYER|PROFILE|CONFIG_FILE|"
+    r"SHARED_CREDENTIALS_FILE|WEB_IDENTITY_TOKEN_FILE|ROLE_ARN|ROLE_SESSION_NAME|"
+    r"STS_REGIONAL_ENDPOINTS|MAX_ATTEMPTS|RETRY_MODE)|"
+    r"GDAL_[A-Z0-9_]+|CPL_[A-Z0-9_]+|VSI_[A-Z0-9_]+|GS_NO_SIGN_REQUEST|"
+    r"GOOGLE_APPLICATION_CREDENTIALS|AZURE_STORAGE_ACCOUNT|PROJ_NETWORK)$"
+)
+# Names that hold secrets even when they match the pattern above (GDAL_HTTP_USERPWD ...).
+_NEVER = re.compile(r"(SECRET|TOKEN$|PASSWORD|USERPWD|AUTH|HEADER|COOKIE|KEY$|_KEY_)")
+
+
+def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The storage/GDAL settings workers get: defaults, then the driver's non-secret settings.
+
+    Paths to credential files and role names are settings (the files stay where they are);
+    keys, tokens and passwords are never copied.
+    """
+    env = os.environ if environ is None else environ
+    out = dict(GDAL_DEFAULTS)
+    for name, value in env.items():
+        if _SHIPPED.match(name) and not _NEVER.search(name):
+            out[name] = value
+    return out
+
+
+#: ``dask worker`` in a pod without the nanny's MALLOC_TRIM_THRESHOLD_ (see
+#: ``pipeline.run.clusters.LOCAL_CLUSTER_CONFIG`` for why); dask reads it from the environment
+#: (one variable per key would be lower-cased by dask; a dict is merged into the nanny's defaults).
+WORKER_POD_ENV: dict[str, str] = {
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": "{'MALLOC_TRIM_THRESHOLD_': None}",
+}
+#: A read-only root: everything that writes goes to the scratch volume.
+SCRATCH_ENV: dict[str, str] = {
+    "HOME": SCRATCH_DIR,
+    "MPLCONFIGDIR": f"{SCRATCH_DIR}/matplotlib",
+    "DASK_TEMPORARY_DIRECTORY": f"{SCRATCH_DIR}/dask",
+}
+
+# --- pieces shared by every pod a run owns ------------------------------------------------------
+
+
+def k8s_quantity(size: str) -> str:
+    """A dask memory size ('4GiB', '1.5 GB') as an exact Kubernetes quantity ('4Gi', '1500M')."""
+    count = int(parse_bytes(size.replace(" ", "")))
+    for unit, factor in (("Gi", 2**30), ("Mi", 2**20), ("G", 10**9), ("M", 10**6)):
+        if count % factor == 0:
+            return f"{count // factor}{unit}"
+    return str(count)
+
+
+def labels(instance: str, component: str, managed_by: str) -> dict[str, str]:
+    """The labels of every object a run owns (Kubernetes' recommended app.kubernetes.io keys)."""
+    return {
+        "app.kubernetes.io/name": "sitsflow",
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "sitsflow",
+        "app.kubernetes.io/managed-by": managed_by,
+        RUN_LABEL: instance,
+    }
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_USER,
+        "runAsGroup": RUN_USER,
+        "fsGroup": RUN_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """How a run's pods are dressed: image, identity, credentials, plain settings, placement."""
+
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str | None = None
+    #: A Secret whose keys become environment variables (the spec holds only its name).
+    credentials_secret: str | None = None
+    #: Plain variables of every container, after the scratch settings (never a secret).
+    env: Mapping[str, str] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+
+
+def pod_common(pods: PodSettings) -> dict[str, Any]:
+    """What every pod of a run has: identity, hardening, the scratch volume, placement."""
+    pod: dict[str, Any] = {}
+    if pods.service_account:
+        pod["serviceAccountName"] = pods.service_account
+    # Scheduler and workers never call the API: no token in their pods (the driver sets its own).
+    pod["automountServiceAccountToken"] = False
+    pod["securityContext"] = pod_security()
+    pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    if pods.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in pods.image_pull_secrets]
+    if pods.node_selector:
+        pod["nodeSelector"] = dict(pods.node_selector)
+    if pods.tolerations:
+        pod["tolerations"] = [dict(t) for t in pods.tolerations]
+    return pod
+
+
+def env_list(*parts: Mapping[str, str]) -> list[dict[str, str]]:
+    """Container ``env`` entries from mappings, later ones winning, first-seen order kept."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        merged.update(part)
+    return [{"name": k, "value": v} for k, v in merged.items()]
+
+
+def dress_container(container: dict[str, Any], pods: PodSettings, *env: Mapping[str, str]) -> None:
+    """Image policy, environment, credentials, hardening and the scratch mount, in place."""
+    container["imagePullPolicy"] = pods.image_pull_policy
+    container["env"] = env_list(SCRATCH_ENV, pods.env, *env)
+    if pods.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": pods.credentials_secret}}]
+    container["securityContext"] = container_security()
+    mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != "scratch"]
+    container["volumeMounts"] = [{"name": "scratch", "mountPath": SCRATCH_DIR}, *mounts]
+
+
+# --- the DaskCluster ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterSize:
+    """The workers (from ``compute``) and the scheduler's resources."""
+
+    workers: int
+    threads_per_worker: int
+    memory_limit: str  # a dask size, e.g. "4GiB"
+    scheduler_resources: Mapping[str, Mapping[str, str]]
+
+
+def scheduler_resources(memory: str, cpu: str = "1") -> dict[str, dict[str, str]]:
+    """Requests and limits of a scheduler with ``memory`` (a dask size)."""
+    quantity = k8s_quantity(memory)
+    return {"requests": {"cpu": cpu, "memory": quantity}, "limits": {"memory": quantity}}
+
+
+def build_dask_cluster_spec(
+    name: str,
+    *,
+    instance: str,
+    managed_by: str,
+    size: ClusterSize,
+    pods: PodSettings,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """A kubernetes.dask.org/v1 DaskCluster: dask-kubernetes' ``make_cluster_spec``, completed
+    with what it does not set (threads and memory of the workers, the scheduler's own resources,
+    labels, identity, hardening, the scratch volume and the environment)."""
+    from dask_kubernetes.operator import make_cluster_spec
+
+    memory = k8s_quantity(size.memory_limit)
+    spec: dict[str, Any] = make_cluster_spec(
+        name=name,
+        image=pods.image,
+        n_workers=size.workers,
+        # One CPU per thread; memory as dask is told, so dask spills before the kernel kills.
+        resources={
+            "requests": {"cpu": str(size.threads_per_worker), "memory": memory},
+            "limits": {"memory": memory},
+        },
+        worker_command=(
+            f"dask worker --nthreads {size.threads_per_worker} "
+            f"--memory-limit {size.memory_limit.replace(' ', '')} "
+            f"--local-directory {SCRATCH_DIR}/dask"
+        ),
+    )
+    spec["metadata"]["labels"] = labels(instance, "dask-cluster", managed_by)
+    if namespace:
+        spec["metadata"]["namespace"] = namespace
+    for role in ("worker", "scheduler"):
+        part = spec["spec"][role]
+        part["metadata"] = {"labels": labels(instance, role, managed_by)}
+        part["spec"] = {**pod_common(pods), **part["spec"]}
+    (worker,) = spec["spec"]["worker"]["spec"]["containers"]
+    dress_container(worker, pods, WORKER_POD_ENV)
+    (scheduler,) = spec["spec"]["scheduler"]["spec"]["containers"]
+    dress_container(scheduler, pods)
+    scheduler.update(
+        # `dask-scheduler` (make_scheduler_spec's) is deprecated; the dashboard on its own port.
+        args=[
+            "dask",
+            "scheduler",
+            "--host",
+            "0.0.0.0",
+            "--dashboard-address",
+            f":{DASHBOARD_PORT}",
+        ],
+        resources={k: dict(v) for k, v in size.scheduler_resources.items() if v},
+        readinessProbe={
+            "httpGet": {"port": "http-dashboard", "path": "/health"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+        },
+    )
+    return spec

@@ -21,16 +21,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from pyproj import CRS, Transformer
 
 from pipeline.errors import CatalogError, ManifestError
-from pipeline.manifest import AreaSpec
-from pipeline.model import Acquisition, GridSpec, Window
+from pipeline.model import Acquisition, GridSpec, Window, section_canonical
+
+
+@dataclass(frozen=True)
+class AreaConfig:
+    """The output grid and its tiles (``area``; every field None or empty: the items' own grid).
+
+    ``grid`` is the tiling the manifest gave (None: chosen by ``grid_kind``); ``region`` is a
+    [west, south, east, north] box or a GeoJSON polygon in degrees.
+    """
+
+    grid: Literal["native", "mgrs", "user"] | None = None
+    tiles: tuple[str, ...] = ()
+    region: tuple[float, float, float, float] | dict[str, Any] | None = field(
+        default=None, hash=False
+    )
+    crs: str | None = None
+    resolution: float | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    tile_size: int | None = None
+    origin: tuple[float, float] | None = None
+
+    def __canonical__(self) -> dict[str, object]:
+        # The digest of the pydantic AreaSpec it replaces: run stores keep their units.
+        return section_canonical(self, "AreaSpec")
+
 
 # --- MGRS (Sentinel-2 tiling) ---------------------------------------------------------------------
 
@@ -304,7 +329,7 @@ def ownership_mask(tile: Tile, tiles: Sequence[Tile], window: Window) -> npt.NDA
 # --- planning ----------------------------------------------------------------------------------
 
 
-def _region_lonlat(area: AreaSpec) -> tuple[float, float, float, float] | None:
+def _region_lonlat(area: AreaConfig) -> tuple[float, float, float, float] | None:
     region = getattr(area, "region", None)
     if region is None:
         return None
@@ -317,7 +342,7 @@ def _region_lonlat(area: AreaSpec) -> tuple[float, float, float, float] | None:
     return (west, south, east, north)
 
 
-def _region_geometry(area: AreaSpec) -> object | None:
+def _region_geometry(area: AreaConfig) -> object | None:
     region = getattr(area, "region", None)
     if region is None:
         return None
@@ -378,7 +403,7 @@ def mgrs_tiles_covering(
     return [found[k] for k in sorted(found)]
 
 
-def _user_tiles(area: AreaSpec) -> list[Tile]:
+def _user_tiles(area: AreaConfig) -> list[Tile]:
     crs, resolution = area.crs, area.resolution
     tile_size = getattr(area, "tile_size", None)
     assert crs is not None and resolution is not None and tile_size is not None
@@ -424,7 +449,7 @@ def _parse_user_tile_id(tile_id: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def grid_kind(area: AreaSpec) -> str:
+def grid_kind(area: AreaConfig) -> str:
     """The tiling the area asks for: the explicit ``grid``, else inferred from the given fields."""
     explicit = getattr(area, "grid", None)
     if explicit is not None:
@@ -438,7 +463,7 @@ def grid_kind(area: AreaSpec) -> str:
     return "native"
 
 
-def plan_tiles(area: AreaSpec, acquisitions: Sequence[Acquisition]) -> TileSet:
+def plan_tiles(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> TileSet:
     """Every output tile of the run, sorted by id."""
     kind = grid_kind(area)
     if kind == "mgrs":
@@ -458,7 +483,7 @@ def plan_tiles(area: AreaSpec, acquisitions: Sequence[Acquisition]) -> TileSet:
     return TileSet("native", (Tile("native", grid, grid.bounds),))
 
 
-def plan_grid(area: AreaSpec, acquisitions: Sequence[Acquisition]) -> GridSpec:
+def plan_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridSpec:
     """The grid of a one-tile area: given by ``area``, or the native grid every acquisition shares.
 
     An area of several tiles has no single grid: plan it with ``plan_tiles`` (one cube per tile).
@@ -474,7 +499,7 @@ def plan_grid(area: AreaSpec, acquisitions: Sequence[Acquisition]) -> GridSpec:
     return tiles.tiles[0].grid
 
 
-def _single_grid(area: AreaSpec, acquisitions: Sequence[Acquisition]) -> GridSpec:
+def _single_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridSpec:
     if area.crs is not None and area.bbox is not None and area.resolution is not None:
         return GridSpec.from_bounds(area.crs, area.bbox, area.resolution)
     grids = {a.grid for a in acquisitions}

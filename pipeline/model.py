@@ -194,3 +194,65 @@ class ClassInfo:
     code: int
     name: str
     color: str = "#808080"
+
+
+def section_canonical(config: object, type_name: str) -> dict[str, object]:
+    """The digest form of a config that replaced the pydantic manifest section ``type_name``:
+    ``{"__type__": type_name, **model_dump(mode="json")}`` as the section gave it, so the digests
+    of existing run stores stay valid (see ``pipeline.run.units.canonical``)."""
+    return {"__type__": type_name, **section_json(config)}
+
+
+def section_json(config: object) -> dict[str, object]:
+    """A config's fields as the manifest section's ``model_dump(mode="json")`` gave them (a
+    pydantic section itself is dumped as such, while callers still pass those)."""
+    import dataclasses
+
+    dump = getattr(config, "model_dump", None)
+    if dump is not None:
+        return dict(dump(mode="json"))
+    return {
+        f.name: _as_json(getattr(config, f.name))
+        for f in dataclasses.fields(config)  # type: ignore[arg-type]
+        if f.compare
+    }
+
+
+def _as_json(value: object) -> object:
+    """``value`` as pydantic's ``model_dump(mode="json")`` writes it."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return section_json(value)
+    if isinstance(value, Mapping):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class PeriodConfig:
+    """A period mapped: the date grids run from start to end, inclusive (``spec.period``)."""
+
+    start: date
+    end: date
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The period's name, given or derived from its dates."""
+        if self.name:
+            return self.name
+        start, end = self.start, self.end
+        if (start.month, start.day, end.month, end.day) == (1, 1, 12, 31) and (
+            start.year == end.year
+        ):
+            return str(start.year)
+        return f"{start:%Y%m%d}-{end:%Y%m%d}"
+
+    def __canonical__(self) -> dict[str, object]:
+        # The digest of the pydantic PeriodSpec it replaces: run stores keep their units.
+        return section_canonical(self, "PeriodSpec")

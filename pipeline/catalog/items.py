@@ -19,11 +19,11 @@ import pystac
 import shapely
 import shapely.geometry
 
+from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.sensors import SensorProfile
 from pipeline.catalog.tiles import item_tile, tiles_footprint
 from pipeline.errors import CatalogError
-from pipeline.manifest import CatalogSpec
-from pipeline.model import Acquisition, GridSpec
+from pipeline.model import Acquisition, GridSpec, section_json
 
 # The key under which a saved item list records what produced it (a GeoJSON foreign member).
 SAVED_KEY = "sitsflow:discovery"
@@ -108,7 +108,7 @@ def period_interval(start: date, end: date) -> str:
     return f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999999Z"
 
 
-def search_area(spec: CatalogSpec) -> dict[str, Any] | None:
+def search_area(spec: CatalogConfig) -> dict[str, Any] | None:
     """The area asked for as GeoJSON (WGS84): intersects, else bbox, else the tiles' footprints."""
     if spec.intersects is not None:
         return spec.intersects
@@ -123,13 +123,13 @@ def search_area(spec: CatalogSpec) -> dict[str, Any] | None:
 class ItemFilter:
     """The per-item rules of a catalog spec, for items no server has filtered (or to re-check)."""
 
-    spec: CatalogSpec
+    spec: CatalogConfig
     start: date
     end: date
     area: shapely.Geometry | None = None
 
     @classmethod
-    def of(cls, spec: CatalogSpec, start: date, end: date, *, spatial: bool = True) -> ItemFilter:
+    def of(cls, spec: CatalogConfig, start: date, end: date, *, spatial: bool = True) -> ItemFilter:
         """``spatial=False`` when a server already selected by area. Tiles are matched by id."""
         area = search_area(spec) if spatial and not spec.tiles else None
         return cls(spec, start, end, shapely.geometry.shape(area) if area else None)
@@ -164,15 +164,14 @@ def sort_and_dedupe(items: Iterable[pystac.Item]) -> list[pystac.Item]:
 # --- the saved item list ---------------------------------------------------------------------
 
 
-def discovery_fingerprint(spec: CatalogSpec, start: date, end: date) -> str:
+def discovery_fingerprint(spec: CatalogConfig, start: date, end: date) -> str:
     """A hash of everything that decides which items discovery finds: the catalog spec and period.
 
     Request settings (timeouts, retries, page size) do not change the result and are left out,
     so tuning them does not force a new search.
     """
-    decisive = spec.model_dump(
-        mode="json", exclude={"timeout_s", "retries", "backoff_s", "page_size", "headers_from_env"}
-    )
+    unused = {"timeout_s", "retries", "backoff_s", "page_size", "headers_from_env"}
+    decisive = {k: v for k, v in section_json(spec).items() if k not in unused}
     text = json.dumps(
         {"catalog": decisive, "period": [start.isoformat(), end.isoformat()]}, sort_keys=True
     )

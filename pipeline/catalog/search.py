@@ -32,6 +32,7 @@ from pystac_client.errors import ClientTypeError
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
+from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.items import (
     ItemFilter,
     items_from_features,
@@ -40,7 +41,6 @@ from pipeline.catalog.items import (
 )
 from pipeline.catalog.tiles import item_tile, tiles_footprint
 from pipeline.errors import CatalogError
-from pipeline.manifest import CatalogSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class HttpSettings:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_spec(cls, spec: CatalogSpec, *, field: str) -> HttpSettings:
+    def from_spec(cls, spec: CatalogConfig, *, field: str) -> HttpSettings:
         headers = {}
         for header, variable in spec.headers_from_env.items():
             value = os.environ.get(variable)
@@ -313,7 +313,7 @@ def _api_errors(url: str, field: str) -> Iterator[None]:
         ) from None
 
 
-def _check_collections(client: Client, spec: CatalogSpec, field: str) -> None:
+def _check_collections(client: Client, spec: CatalogConfig, field: str) -> None:
     for collection_id in spec.collections:
         if client.get_collection(collection_id) is not None:
             continue
@@ -329,7 +329,7 @@ def _check_collections(client: Client, spec: CatalogSpec, field: str) -> None:
         )
 
 
-def _cloud_filter(spec: CatalogSpec, client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
+def _cloud_filter(spec: CatalogConfig, client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     """Server-side cloud-cover condition (CQL2 filter, else query extension) and the user's own."""
     query = dict(spec.query or {})
     cql = dict(spec.filter) if spec.filter else {}
@@ -346,7 +346,7 @@ def _cloud_filter(spec: CatalogSpec, client: Client) -> tuple[dict[str, Any], di
 
 
 def _search_parameters(
-    spec: CatalogSpec, start: date, end: date, client: Client, field: str
+    spec: CatalogConfig, start: date, end: date, client: Client, field: str
 ) -> dict[str, Any]:
     for name, conformance in (
         ("query", ConformanceClasses.QUERY),
@@ -379,7 +379,7 @@ def _search_parameters(
     return params
 
 
-def _describe_search(spec: CatalogSpec, start: date, end: date) -> str:
+def _describe_search(spec: CatalogConfig, start: date, end: date) -> str:
     if spec.tiles:
         area = f"tiles {', '.join(spec.tiles)}"
     elif spec.bbox is not None:
@@ -400,7 +400,7 @@ class SearchResult:
 
 
 def search_items(
-    spec: CatalogSpec, start: date, end: date, *, field: str, seed: int | None = None
+    spec: CatalogConfig, start: date, end: date, *, field: str, seed: int | None = None
 ) -> SearchResult:
     """Every item of the STAC API at ``spec.url`` matching the spec and period, sorted by time.
 

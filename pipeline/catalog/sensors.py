@@ -27,7 +27,7 @@ from pipeline.errors import CatalogError, ManifestError
 from pipeline.model import Acquisition, AssetRef
 
 if TYPE_CHECKING:
-    from pipeline.manifest import SensorSpec
+    from pipeline.catalog.config import SensorConfig
 
 DEFAULT_DATE_STEP_DAYS = 10
 
@@ -356,7 +356,7 @@ class SensorProfile:
         )
 
     @classmethod
-    def from_spec(cls, spec: SensorSpec) -> SensorProfile:
+    def from_spec(cls, spec: SensorConfig) -> SensorProfile:
         """The one profile of a manifest sensor (see ``sensor_profiles`` for split series)."""
         profiles = sensor_profiles(spec)
         if len(profiles) != 1:
@@ -481,7 +481,7 @@ def _masks_from_spec(specs: Sequence[Any]) -> tuple[MaskRule, ...]:
     return tuple(MaskRule(m.asset, tuple(m.invalid_values), tuple(m.invalid_bits)) for m in specs)
 
 
-def sensor_profiles(spec: SensorSpec) -> tuple[SensorProfile, ...]:
+def sensor_profiles(spec: SensorConfig) -> tuple[SensorProfile, ...]:
     """The run profiles of a manifest sensor: one, or one per series (Sentinel-1 orbits)."""
     from pipeline.catalog.profiles import GENERIC, profile_by_name
 

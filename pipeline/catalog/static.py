@@ -20,6 +20,7 @@ import pystac
 import pystac.utils
 from pystac.stac_io import DefaultStacIO
 
+from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.items import (
     ItemFilter,
     discovery_fingerprint,
@@ -41,7 +42,6 @@ from pipeline.catalog.search import (
 )
 from pipeline.catalog.sensors import SensorProfile
 from pipeline.errors import CatalogError
-from pipeline.manifest import CatalogSpec
 from pipeline.model import Acquisition
 from pipeline.warnings import CatalogWarning
 
@@ -109,7 +109,7 @@ def _read_errors(url: str, exc: BaseException, what: str) -> CatalogError | None
     return None
 
 
-def open_catalog(spec: CatalogSpec, *, field: str) -> pystac.Catalog:
+def open_catalog(spec: CatalogConfig, *, field: str) -> pystac.Catalog:
     """Open a static catalog or collection, with errors that name the URL and the field."""
     url = spec.url
     is_local = "://" not in url
@@ -153,7 +153,7 @@ def open_catalog(spec: CatalogSpec, *, field: str) -> pystac.Catalog:
     return obj
 
 
-def _catalog_items(spec: CatalogSpec, *, field: str) -> list[pystac.Item]:
+def _catalog_items(spec: CatalogConfig, *, field: str) -> list[pystac.Item]:
     catalog = open_catalog(spec, field=f"{field}.url")
     try:
         return list(catalog.get_items(recursive=True))
@@ -170,7 +170,7 @@ def _catalog_items(spec: CatalogSpec, *, field: str) -> list[pystac.Item]:
         raise CatalogError(error.what, fix=error.fix, field=f"{field}.url") from None
 
 
-def read_item_collection(spec: CatalogSpec, *, field: str) -> list[pystac.Item]:
+def read_item_collection(spec: CatalogConfig, *, field: str) -> list[pystac.Item]:
     """Items of a FeatureCollection file (local, HTTP or fsspec URL), asset hrefs made absolute."""
     url = spec.url
     io = CatalogIO(HttpSettings.from_spec(spec, field=f"{field}.headers_from_env"))
@@ -208,7 +208,7 @@ def read_item_collection(spec: CatalogSpec, *, field: str) -> list[pystac.Item]:
 
 
 def _choose_local(
-    spec: CatalogSpec, items: list[pystac.Item], start: date, end: date, *, field: str, name: str
+    spec: CatalogConfig, items: list[pystac.Item], start: date, end: date, *, field: str, name: str
 ) -> list[pystac.Item]:
     """The items of a static source that match the spec, with errors saying which rule left none."""
     if not items:
@@ -255,7 +255,7 @@ def _choose_local(
     return sort_and_dedupe(chosen)
 
 
-def discover_items(spec: CatalogSpec, start: date, end: date, *, field: str) -> list[pystac.Item]:
+def discover_items(spec: CatalogConfig, start: date, end: date, *, field: str) -> list[pystac.Item]:
     """Ask the catalog for the items of the spec and period, sorted by time (``field`` names the
     sensor in the manifest, e.g. ``spec.sensors[0]``)."""
     where = f"{field}.catalog"
@@ -290,7 +290,7 @@ def _reuse_saved(saved: Path | None, fingerprint: str, *, field: str) -> list[py
 
 
 def find_acquisitions(
-    spec: CatalogSpec,
+    spec: CatalogConfig,
     profile: SensorProfile,
     start: date,
     end: date,

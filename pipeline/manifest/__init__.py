@@ -14,8 +14,11 @@ the environment or fsspec/boto configuration.
 
 One module per section (sensors, area, features, reference, model, outputs, compute, run);
 ``load`` reads and normalizes a file, ``explain`` words validation errors, ``schema`` gives the
-JSON Schema and ``reference_doc`` the generated reference page.
+JSON Schema and ``reference_doc`` the generated reference page. ``resolve`` turns a loaded
+manifest into the run's domain configs (``to_config``), which is all the rest of sitsflow reads.
 """
+
+from typing import TYPE_CHECKING
 
 from pipeline.manifest.area import AreaSpec, PeriodSpec
 from pipeline.manifest.common import API_VERSION, KIND
@@ -28,6 +31,9 @@ from pipeline.manifest.reference import ReferenceSpec, RegionsSpec, SamplingSpec
 from pipeline.manifest.run import Metadata, RunManifest, RunSpec
 from pipeline.manifest.schema import json_schema
 from pipeline.manifest.sensors import BandSpec, CatalogSpec, MaskSpec, SensorSpec
+
+if TYPE_CHECKING:
+    from pipeline.run.config import RunConfig
 
 __all__ = [
     "API_VERSION",
@@ -55,5 +61,17 @@ __all__ = [
     "json_schema",
     "load_manifest",
     "parse_manifest",
+    "resolve",
     "with_store",
 ]
+
+
+def resolve(manifest: RunManifest) -> "RunConfig":
+    """The run's frozen domain configs (``pipeline.run.config.RunConfig``) from a loaded manifest.
+
+    Imported on first use: the configs live in the library packages, which the manifest's own
+    validation does not need.
+    """
+    from pipeline.manifest.to_config import resolve as build
+
+    return build(manifest)

@@ -16,6 +16,7 @@ from pipeline.manifest.common import (
     _MGRS_TILE,
     _Strict,
 )
+from pipeline.model import PeriodConfig
 
 
 class PeriodSpec(_Strict):
@@ -41,15 +42,8 @@ class PeriodSpec(_Strict):
 
     @property
     def label(self) -> str:
-        """The period's name, given or derived from its dates."""
-        if self.name:
-            return self.name
-        start, end = self.start, self.end
-        if (start.month, start.day, end.month, end.day) == (1, 1, 12, 31) and (
-            start.year == end.year
-        ):
-            return str(start.year)
-        return f"{start:%Y%m%d}-{end:%Y%m%d}"
+        """The period's name, given or derived from its dates (the rule is PeriodConfig's)."""
+        return PeriodConfig(self.start, self.end, self.name).label
 
 
 class AreaSpec(_Strict):

@@ -31,8 +31,8 @@ from rasterio import features as rio_features
 from rasterio.enums import MergeAlg
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import PeriodSpec, ReferenceSpec
-from pipeline.model import ClassInfo, GridSpec
+from pipeline.model import ClassInfo, GridSpec, PeriodConfig
+from pipeline.samples.config import ReferenceConfig
 from pipeline.warnings import DataQualityWarning
 
 # A qualitative palette for maps and reports (colour-blind friendly first, then more).
@@ -140,7 +140,7 @@ def _check_geometries(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     return frame
 
 
-def _labels(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
+def _labels(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
     field = spec.label_field
     assert field is not None
     labels = frame[field]
@@ -163,7 +163,7 @@ def _labels(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
     return numeric.astype(np.int64)
 
 
-def _values(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> pd.Series:
+def _values(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
     field = spec.value_field
     assert field is not None
     values = pd.to_numeric(frame[field], errors="coerce")
@@ -196,7 +196,7 @@ def _dates(frame: gpd.GeoDataFrame, name: str, key: str) -> pd.Series:
 
 
 def feature_windows(
-    frame: gpd.GeoDataFrame, spec: ReferenceSpec, season: PeriodSpec
+    frame: gpd.GeoDataFrame, spec: ReferenceConfig, season: PeriodConfig
 ) -> pd.DataFrame:
     """Each feature's window (``window_start``, ``window_end``, ``window``): its own dates, or
     its start plus the length of ``season`` when there is no end field."""
@@ -222,7 +222,7 @@ def feature_windows(
     )
 
 
-def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceSpec) -> np.ndarray:
+def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> np.ndarray:
     assert spec.split_field is not None
     raw = frame[spec.split_field]
     sides = raw.astype(str).str.strip().str.lower()
@@ -245,14 +245,14 @@ def _read_once(path: str, layer: str | None, stamp: float) -> gpd.GeoDataFrame:
     return read_vector(path, layer, "spec.reference.path")
 
 
-def _read_reference(spec: ReferenceSpec) -> gpd.GeoDataFrame:
+def _read_reference(spec: ReferenceConfig) -> gpd.GeoDataFrame:
     local = Path(spec.path)
     if "://" in spec.path or not local.exists():
         return read_vector(spec.path, spec.layer, "spec.reference.path")
     return _read_once(spec.path, spec.layer, local.stat().st_mtime).copy()
 
 
-def reference_windows(spec: ReferenceSpec, season: PeriodSpec) -> list[tuple[date, date]]:
+def reference_windows(spec: ReferenceConfig, season: PeriodConfig) -> list[tuple[date, date]]:
     """The distinct windows of the reference's features, sorted (empty without start_field)."""
     if spec.start_field is None:
         return []
@@ -343,10 +343,10 @@ def burn_features(
 
 
 def load_reference(
-    spec: ReferenceSpec,
+    spec: ReferenceConfig,
     grid: GridSpec,
     *,
-    season: PeriodSpec | None = None,
+    season: PeriodConfig | None = None,
     window: str | None = None,
     burn: Burn | None = None,
 ) -> ReferencePolygons:

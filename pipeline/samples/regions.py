@@ -33,8 +33,8 @@ from rasterio.enums import MergeAlg
 from scipy import ndimage
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import RegionsSpec
 from pipeline.model import GridSpec, Window
+from pipeline.samples.config import RegionsConfig
 from pipeline.samples.reference import ReferencePolygons, read_vector, require_fields
 from pipeline.warnings import DataQualityWarning
 
@@ -82,7 +82,7 @@ def _sort_codes(codes: Sequence[object]) -> list[str]:
         return texts
 
 
-def load_regions(spec: RegionsSpec, grid: GridSpec) -> RegionMap:
+def load_regions(spec: RegionsConfig, grid: GridSpec) -> RegionMap:
     """Burn the regions layer onto ``grid``; uncovered pixels take the nearest region."""
     where = "spec.reference.regions"
     frame = read_vector(spec.path, spec.layer, f"{where}.path")

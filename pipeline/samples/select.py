@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from pipeline.manifest import SamplingSpec
+from pipeline.samples.config import SamplingConfig
 from pipeline.samples.reference import ReferencePolygons
 from pipeline.warnings import SamplingWarning
 
@@ -69,7 +69,7 @@ class SelectionRule:
             raise ValueError(f"unknown within_polygon {self.within_polygon!r}")
 
     @classmethod
-    def from_spec(cls, spec: SamplingSpec) -> SelectionRule:
+    def from_spec(cls, spec: SamplingConfig) -> SelectionRule:
         return cls(
             strategy=spec.strategy,
             fraction=spec.fraction,
@@ -268,7 +268,7 @@ class RunSamples:
 
 def sample_runs(
     reference: ReferencePolygons,
-    sampling: SamplingSpec,
+    sampling: SamplingConfig,
     regions: RegionMap | None = None,
     *,
     value_bins: int = 5,

@@ -2,28 +2,23 @@
 
 When ``sitsflow run`` runs in a Job the operator made, the pod has the run's name and namespace
 in its environment and a service-account token allowed to patch ``sitsruns/status``. The driver
-then reports as it goes, so ``kubectl get sitsruns`` shows Progress and Tiles. Reporting is best
-effort: a failed report is logged once and never stops the run. Outside such a pod nothing is sent.
+then reports as it goes (merge patches through kr8s, as the operator's own client), so
+``kubectl get sitsruns`` shows Progress and Tiles. Reporting is best effort: a failed report is
+logged once and never stops the run. Outside such a pod nothing is sent.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from rich.console import Console
 
-from pipeline.k8s import GROUP, PLURAL, VERSION
-from pipeline.k8s.api import SERVICE_ACCOUNT_DIR
+from pipeline.k8s import API_VERSION, KIND, PLURAL
 from pipeline.k8s.status import progress_text, tiles_text
 from pipeline.run.progress import Bar, Progress
 
@@ -33,30 +28,31 @@ log = logging.getLogger(__name__)
 STAGES = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
 
 
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TIMEOUT_S = 5.0  # a report waits no longer: the run goes on
+
+
 class StatusReporter:
-    """Merge-patches ``status`` fields of one SitsRun, at most every ``min_interval`` seconds."""
+    """Merge-patches ``status`` fields of one SitsRun, at most every ``min_interval`` seconds.
+
+    The credentials are kr8s': a kubeconfig when given, else the pod's service account.
+    """
 
     def __init__(
         self,
-        server: str,
         namespace: str,
         name: str,
         *,
-        token_path: Path | None = None,
-        ca_path: Path | None = None,
+        kubeconfig: Path | None = None,
+        serviceaccount: Path | None = None,
         min_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = (
-            f"{server.rstrip('/')}/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/"
-            f"{PLURAL}/{quote(name)}/status"
-        )
-        self._token_path = token_path
-        self._ssl = (
-            ssl.create_default_context(cafile=str(ca_path) if ca_path else None)
-            if server.startswith("https://")
-            else None
-        )
+        self.namespace, self.name = namespace, name
+        self.target = f"{KIND} {namespace}/{name}"
+        self._kubeconfig = kubeconfig
+        self._serviceaccount = serviceaccount
+        self._run: Any = None  # the SitsRun as a kr8s object, made at the first report
         self._min_interval = min_interval
         self._clock = clock
         self._pending: dict[str, Any] = {}
@@ -71,42 +67,59 @@ class StatusReporter:
         """A reporter for the pod's own SitsRun, or None when not run by the operator."""
         env = os.environ if env is None else env
         name, namespace = env.get("SITSFLOW_RUN_NAME"), env.get("SITSFLOW_RUN_NAMESPACE")
-        host = env.get("KUBERNETES_SERVICE_HOST")
-        token = account_dir / "token"
-        if not (name and namespace and host and token.exists()):
+        if not (name and namespace and env.get("KUBERNETES_SERVICE_HOST")):
             return None
-        host = f"[{host}]" if ":" in host else host
-        port = env.get("KUBERNETES_SERVICE_PORT", "443")
-        return cls(
-            f"https://{host}:{port}",
-            namespace,
-            name,
-            token_path=token,
-            ca_path=(account_dir / "ca.crt") if (account_dir / "ca.crt").exists() else None,
-        )
+        if not (account_dir / "token").exists():
+            return None
+        return cls(namespace, name, serviceaccount=account_dir)
 
     def update(self, force: bool = False, **fields: Any) -> None:
         self._pending.update(fields)
         if force or self._clock() - self._last_sent >= self._min_interval:
             self.flush()
 
+    def _sitsrun(self) -> Any:
+        if self._run is None:
+            # Imported here: kr8s takes a second to import, and only an operator's pod reports.
+            import kr8s
+            from kr8s.objects import new_class
+
+            api = kr8s.api(
+                kubeconfig=str(self._kubeconfig) if self._kubeconfig else None,
+                serviceaccount=str(self._serviceaccount) if self._serviceaccount else None,
+            )
+            api.timeout = TIMEOUT_S
+            sitsrun = new_class(KIND, version=API_VERSION, plural=PLURAL, asyncio=False)
+            meta = {"name": self.name, "namespace": self.namespace}
+            self._run = sitsrun({"metadata": meta}, api=api)
+        return self._run
+
     def flush(self) -> None:
         if not self._pending:
             return
         fields, self._pending = self._pending, {}
         self._last_sent = self._clock()
-        body = json.dumps({"status": fields}).encode()
-        request = urllib.request.Request(self.url, data=body, method="PATCH")
-        request.add_header("Content-Type", "application/merge-patch+json")
-        if self._token_path is not None:
-            request.add_header("Authorization", f"Bearer {self._token_path.read_text().strip()}")
+        import httpx
+        import kr8s
+
         try:
-            with urllib.request.urlopen(request, timeout=5, context=self._ssl) as response:
-                response.read()
+            self._sitsrun().patch({"status": fields}, subresource="status")
             self.sent += 1
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (
+            kr8s.ServerError,  # refused (RBAC, a deleted SitsRun) or failed by the server
+            kr8s.NotFoundError,
+            kr8s.APITimeoutError,
+            httpx.HTTPError,  # unreachable
+            OSError,
+            ValueError,  # no credentials found
+        ) as exc:
             if not self._warned:  # once: a run must not drown its log in reporting failures
-                log.warning("cannot report progress to %s (%s); the run goes on", self.url, exc)
+                log.warning(
+                    "cannot report progress to %s (%s: %s); the run goes on",
+                    self.target,
+                    type(exc).__name__,
+                    exc,
+                )
                 self._warned = True
 
 

@@ -1,5 +1,5 @@
-"""The driver's progress reports: real merge patches to an in-memory API server on 127.0.0.1,
-throttled, best effort, and derived from the runner's stage and bar events."""
+"""The driver's progress reports: real merge patches (kr8s) to an in-memory API server on
+127.0.0.1, throttled, best effort, and derived from the runner's stage and bar events."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pipeline.k8s.reporter import (
     progress_for,
 )
 from pipeline.run.progress import Progress
-from tests.k8s.emulator import api_server, stored
+from tests.k8s.emulator import api_server, stored, write_kubeconfig
 
 RUN = {
     "apiVersion": "sitsflow.dev/v1alpha1",
@@ -46,17 +46,16 @@ async def test_reports_are_merged_into_the_runs_status_and_throttled(tmp_path: P
             f"{url}/apis/sitsflow.dev/v1alpha1/namespaces/runs/sitsruns", json=RUN
         ):
             pass
-        token = tmp_path / "token"
-        token.write_text("a-token\n")
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, "a-token")
         clock = Clock()
         reporter = StatusReporter(
-            url, "runs", "demo", token_path=token, clock=clock, min_interval=5
+            "runs", "demo", kubeconfig=kubeconfig, clock=clock, min_interval=5
         )
 
         def status() -> dict[str, Any]:
             return dict(stored(server, "sitsflow.dev/v1alpha1/sitsruns", "runs", "demo")["status"])
 
-        # urllib is blocking: report from a thread, as the driver does, while the server serves.
+        # kr8s' sync API blocks: report from a thread, as the driver does, while the server serves.
         await asyncio.to_thread(reporter.update, stage="cube", progress="10%")
         assert status() == {"phase": "Running", "stage": "cube", "progress": "10%"}
         clock.now = 1.0
@@ -72,10 +71,13 @@ async def test_reports_are_merged_into_the_runs_status_and_throttled(tmp_path: P
         assert all(p.headers["Authorization"] == "Bearer a-token" for p in patches)
 
 
-def test_an_unreachable_api_never_stops_the_run(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreachable_api_never_stops_the_run(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     from tests.servers._process import free_port
 
-    reporter = StatusReporter(f"http://127.0.0.1:{free_port()}", "runs", "demo", min_interval=0)
+    gone = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{free_port()}", "t")
+    reporter = StatusReporter("runs", "demo", kubeconfig=gone, min_interval=0)
     with caplog.at_level(logging.WARNING):
         reporter.update(progress="1%")
         reporter.update(progress="2%")
@@ -95,9 +97,8 @@ def test_reporting_is_on_only_in_an_operator_pod(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("t")
     reporter = StatusReporter.from_environment(env, tmp_path)
     assert reporter is not None
-    assert reporter.url == (
-        "https://10.0.0.1:443/apis/sitsflow.dev/v1alpha1/namespaces/runs/sitsruns/demo/status"
-    )
+    assert (reporter.namespace, reporter.name) == ("runs", "demo")
+    assert reporter.target == "SitsRun runs/demo"
 
 
 def test_progress_for_a_plain_run_is_the_terminal_progress(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,7 +132,7 @@ def test_tracker_weights_stages_and_never_goes_back() -> None:
 
 class Recorder(StatusReporter):
     def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:1", "runs", "demo")
+        super().__init__("runs", "demo")
         self.reports: list[dict[str, Any]] = []
 
     def update(self, force: bool = False, **fields: Any) -> None:

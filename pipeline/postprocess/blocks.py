@@ -101,9 +101,12 @@ def mosaic_reader(tiles: Sequence[Placed], fill: float, dtype: Any) -> Reader:
             if r1 <= r0 or c1 <= c0:
                 continue
             part = np.asarray(
-                tile.array[..., r0 - tile.row_off : r1 - tile.row_off,
-                           c0 - tile.col_off : c1 - tile.col_off]
-            )  # fmt: skip
+                tile.array[
+                    ...,
+                    r0 - tile.row_off : r1 - tile.row_off,
+                    c0 - tile.col_off : c1 - tile.col_off,
+                ]
+            )
             rows = slice(r0 - window.row_off, r1 - window.row_off)
             cols = slice(c0 - window.col_off, c1 - window.col_off)
             has = ~np.isnan(part) if np.isnan(fill) else part != fill

@@ -140,8 +140,12 @@ def regularize_block(
         rows, cols = index.shape
         r = config.majority_radius
         # the filtered values within r of an open side lacked neighbours: drop them
-        cut = (r if opened[0] else 0, rows - (r if opened[1] else 0),
-               r if opened[2] else 0, cols - (r if opened[3] else 0))  # fmt: skip
+        cut = (
+            r if opened[0] else 0,
+            rows - (r if opened[1] else 0),
+            r if opened[2] else 0,
+            cols - (r if opened[3] else 0),
+        )
         index = index[cut[0] : cut[1], cut[2] : cut[3]]
         r0, r1, c0, c1 = r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]
     core = np.array([r0, r1, c0, c1], dtype=np.int64)

@@ -140,9 +140,16 @@ def test_the_kernel_follows_the_written_rules(
     blobs=st.booleans(),
 )
 def test_chunked_equals_whole(
-    seed: int, rows: int, cols: int, chunk: int, mmu: int, connectivity: int, radius: int,
-    holes: float, blobs: bool,
-) -> None:  # fmt: skip
+    seed: int,
+    rows: int,
+    cols: int,
+    chunk: int,
+    mmu: int,
+    connectivity: int,
+    radius: int,
+    holes: float,
+    blobs: bool,
+) -> None:
     labels = _random_map(seed, rows, cols, holes, blobs)
     config = RegularizationConfig(mmu, connectivity, radius)  # type: ignore[arg-type]
     whole = regularize(labels, config, 0, CODES)

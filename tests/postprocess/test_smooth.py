@@ -98,9 +98,15 @@ def test_the_kernel_equals_a_plain_transcription_of_sits() -> None:
     holes=st.sampled_from([0.0, 0.2]),
 )
 def test_chunked_equals_whole(
-    seed: int, k: int, rows: int, cols: int, chunk: int, window: int, fraction: float,
+    seed: int,
+    k: int,
+    rows: int,
+    cols: int,
+    chunk: int,
+    window: int,
+    fraction: float,
     holes: float,
-) -> None:  # fmt: skip
+) -> None:
     p = _random_probabilities(seed, k, rows, cols, holes)
     config = SmoothingConfig(window, fraction, (7.0,))
     whole = smooth(p, config)
@@ -123,8 +129,9 @@ def test_two_tiles_of_a_mosaic_equal_the_whole_map() -> None:
     for tile_window in (Window(0, 0, 30, 17), Window(0, 17, 30, 24)):
         for r in range(0, 30, 8):
             for c in range(tile_window.col_off, tile_window.col_off + tile_window.width, 8):
-                w = Window(r, c, min(8, 30 - r), min(8, tile_window.col_off
-                                                     + tile_window.width - c))  # fmt: skip
+                w = Window(
+                    r, c, min(8, 30 - r), min(8, tile_window.col_off + tile_window.width - c)
+                )
                 out[:, w.slices[0], w.slices[1]] = smooth_window(read, (30, 41), w, config)
     np.testing.assert_array_equal(out, whole)
 
@@ -137,8 +144,9 @@ def test_no_data_stays_no_data_and_labels_follow_the_smoothed_probabilities() ->
     labels, confidence = labels_and_confidence(out, (10, 20, 30), nodata=0)
     assert labels[4, 4] == 0 and confidence[4, 4] == 255
     best = np.nanargmax(np.where(np.isnan(out), -1, out), axis=0)
-    np.testing.assert_array_equal(labels[out[0] == out[0]], np.array([10, 20, 30])[best][
-        out[0] == out[0]])  # fmt: skip
+    np.testing.assert_array_equal(
+        labels[out[0] == out[0]], np.array([10, 20, 30])[best][out[0] == out[0]]
+    )
     assert confidence[0, 0] == round(float(out[:, 0, 0].max()) * 100)
     # an exact tie goes to the first code
     tie = np.full((2, 1, 1), 0.5, dtype=np.float32)

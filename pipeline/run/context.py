@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.run.executor import Executor, StageOutcome, StageWork
 from pipeline.run.layout import RunLayout
 from pipeline.run.stage import StagePlan
+from pipeline.run.units import Ledger, Record
 from pipeline.storage import RunStore
 
 if TYPE_CHECKING:
@@ -56,8 +58,8 @@ class RunContext:
     outcomes: dict[str, StageOutcome] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     """Per stage, what running it gave the stages after it (the model's classes...)."""
-    stop: bool = False
-    """Set by a stage after which nothing is left to run (extraction: the samples table)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """What the run reports as its result (the validation scores, or an extraction's table)."""
 
     @property
     def config(self) -> Any:
@@ -91,3 +93,38 @@ class RunContext:
             )
         self.outcomes[work.name] = outcome
         return outcome
+
+
+STORE_KEY = "store"  # ledger key of a stage's Zarr store set-up (not a unit)
+
+
+def ensure_store(
+    store: RunStore,
+    stage: str,
+    store_digest: str,
+    relative: str,
+    create: Callable[[], Any],
+    *,
+    key: str = STORE_KEY,
+) -> None:
+    """Keep a stage's Zarr store when it was made for the same plan; else make it anew and forget
+    the units that wrote into it (their regions are gone): the stage's units in a single-grid
+    run, the tile's in a tiled run (``key``: ``store-<tile>``)."""
+    ledger = Ledger(store)
+    if store_digest in ledger.finished(stage).get(key, set()):
+        return
+    if key == STORE_KEY:
+        ledger.clear(stage)
+    else:
+        ledger.clear(stage, prefixes=(key.removeprefix(f"{STORE_KEY}-") + "-", key))
+    store.remove(relative)
+    create()
+    record_driver_unit(store, stage, key, store_digest, {"path": relative})
+
+
+def record_driver_unit(
+    store: RunStore, stage: str, key: str, digest: str, summary: dict[str, Any]
+) -> None:
+    """Record set-up work the driver did itself (a store, a region index) in the ledger."""
+    finished = datetime.now(UTC).isoformat(timespec="milliseconds")
+    Ledger(store).write(Record(stage, key, digest, "", "driver", 0.0, finished, summary))

@@ -187,7 +187,7 @@ def cached_burn(cache: PlanCache, burn: Burn) -> Burn:
 
 
 _PIXEL_CODE = (
-    "pipeline.run.runner",
+    "pipeline.stages.sample_plan",
     "pipeline.samples.extract",
     "pipeline.samples.select",
     "pipeline.samples.split",

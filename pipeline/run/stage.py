@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pipeline.run.estimate import WorkEstimate
 from pipeline.run.units import Unit, content_hash
 
 if TYPE_CHECKING:
@@ -39,6 +40,14 @@ class StagePlan:
     """The stage's own planning result (tiles, sample pixels...), for itself and downstream."""
     checks: tuple[Callable[[], None], ...] = ()
     """Slow checks (heavy imports) run once every unit is known, after the cluster is asked for."""
+    files: Mapping[str, Any] = field(default_factory=dict)
+    """What the stage writes, for the run summary: store-relative names (or lists, or dicts of
+    them) by role (``samples``, ``labels``...)."""
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """What the run's estimate says of this stage (the grid of the maps...)."""
+    estimate: Callable[[Mapping[str, Sequence[Unit]]], WorkEstimate] | None = None
+    """The run's size (pixels, chunks, memory per unit) given every stage's units: set by the
+    stage that knows it (cube)."""
 
 
 @runtime_checkable

@@ -9,7 +9,8 @@ from pathlib import Path
 from pipeline.catalog.sensors import BandRead, SensorProfile
 from pipeline.cube.plan import plan_cube
 from pipeline.model import Acquisition, AssetRef, GridSpec
-from pipeline.run import stages as st
+from pipeline.stages import cube as cube_stage
+from pipeline.stages.common import cube_identity, unsigned_href
 from pipeline.storage import RunStore
 
 GRID = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 64, 64)
@@ -25,8 +26,8 @@ def plan(href: str, chunk: int = 32, encoding: str = "int16") -> object:
 
 
 def cube_digests(cube: object) -> list[str]:
-    store = st.digest("cube", "store", st.cube_identity(cube))  # type: ignore[arg-type]
-    return [u.digest for u in st.cube_units(cube, store)]  # type: ignore[arg-type]
+    store = cube_stage.digest("store", cube_identity(cube))  # type: ignore[arg-type]
+    return [u.digest for u in cube_stage.cube_units(cube, store)]  # type: ignore[arg-type]
 
 
 def test_a_re_signed_catalog_changes_no_digest() -> None:
@@ -35,7 +36,7 @@ def test_a_re_signed_catalog_changes_no_digest() -> None:
     again = cube_digests(plan(base + "?st=2026-11-26&se=2026-11-27&sig=zzz"))
     assert first == again
     assert first != cube_digests(plan("https://pc.example.org/s2/T33/B08.tif"))
-    assert st.unsigned_href(base + "?version=2") == base + "?version=2"  # not a signature
+    assert unsigned_href(base + "?version=2") == base + "?version=2"  # not a signature
 
 
 def test_chunking_changes_every_cube_unit() -> None:
@@ -72,7 +73,7 @@ def test_leftovers_of_killed_writers_are_removed(tmp_path: Path) -> None:
 
 def test_unit_payloads_are_small() -> None:
     cube = plan("/data/a.tif")
-    for unit in st.cube_units(cube, st.digest("cube", "store", "x")):  # type: ignore[arg-type]
+    for unit in cube_stage.cube_units(cube, cube_stage.digest("store", "x")):  # type: ignore[arg-type]
         index, window = unit.payload  # the tile's index and a Window, not the plan
         assert index == 0 and dataclasses.is_dataclass(window)
         assert len(repr(unit.payload)) < 100

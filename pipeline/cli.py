@@ -227,6 +227,9 @@ _CROSSVAL_OPTIONS = {
     "spec.model.estimator": "--estimator",
     "spec.model.params": "--param",
     "spec.model": "--estimator/--param",
+    "model.estimator": "--estimator",  # domain keys of pipeline.learn (issue 15)
+    "model.params": "--param",
+    "model": "--estimator/--param",
 }
 
 
@@ -353,7 +356,7 @@ def crossval(
         if option:
             fix = exc.fix or ""
             for name, flag in _CROSSVAL_OPTIONS.items():
-                fix = fix.replace(name, flag) if name.startswith("spec.") else fix
+                fix = fix.replace(name, flag) if "." in name else fix
             exc = type(exc)(exc.what, fix=fix or None, field=option)
         _fail(log, exc)
         return
@@ -442,8 +445,7 @@ def _progress(log: RunLog) -> Any:
 
 
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
-    from pipeline.run.clusters import ClusterStarter
-    from pipeline.run.runner import execute, plan_run
+    from pipeline.manifest.to_config import compute_config
 
     log = _log()
     _route_warnings(log)
@@ -451,8 +453,11 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     try:
         manifest = _load(manifest_path, store)
         log.run = manifest.name
-        compute, model_kind = manifest.spec.compute, manifest.spec.model.kind
+        compute, model_kind = compute_config(manifest.spec.compute), manifest.spec.model.kind
         log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
+        # Imported after the first line: the runner's imports (dask, pandas...) take 2-3 s.
+        from pipeline.run.clusters import ClusterStarter
+        from pipeline.run.runner import execute, plan_run
 
         def start_cluster(stages: list[str]) -> None:
             # The inputs checked out and work is left: the cluster starts while planning ends.

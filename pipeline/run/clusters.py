@@ -24,13 +24,14 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import dask.config
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import ComputeError
+from pipeline.run.config import ComputeConfig
 from pipeline.run.dask_spec import (
     ClusterSize,
     PodSettings,
@@ -40,51 +41,6 @@ from pipeline.run.dask_spec import (
 )
 
 MANAGED_BY = "sitsflow"  # a run's own cluster (the operator's say sitsflow-operator)
-
-
-class _Adaptive(Protocol):
-    @property
-    def minimum(self) -> int: ...
-    @property
-    def maximum(self) -> int: ...
-
-
-class _Kubernetes(Protocol):
-    @property
-    def image(self) -> str: ...
-    @property
-    def namespace(self) -> str | None: ...
-    @property
-    def credentials_secret(self) -> str | None: ...
-    @property
-    def service_account(self) -> str | None: ...
-    @property
-    def scheduler_memory(self) -> str: ...
-    @property
-    def image_pull_policy(self) -> str: ...
-
-
-class _Compute(Protocol):
-    """What this module reads of the run's compute settings (``compute`` in the manifest)."""
-
-    @property
-    def cluster(self) -> str: ...
-    @property
-    def address(self) -> str | None: ...
-    @property
-    def workers(self) -> int: ...
-    @property
-    def threads_per_worker(self) -> int: ...
-    @property
-    def memory_limit(self) -> str: ...
-    @property
-    def dashboard_port(self) -> int: ...
-    @property
-    def connect_timeout_s(self) -> float: ...
-    @property
-    def adaptive(self) -> _Adaptive | None: ...
-    @property
-    def kubernetes(self) -> _Kubernetes | None: ...
 
 
 class WorkerEnvironment(WorkerPlugin):
@@ -136,7 +92,7 @@ def cluster_name(run: str) -> str:
 
 
 def kubernetes_cluster_spec(
-    compute: _Compute, run: str, env: Mapping[str, str] | None = None
+    compute: ComputeConfig, run: str, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The DaskCluster resource for ``compute`` (pure: no cluster is contacted), from the
     builder the operator uses too, with the driver's shipped settings in every pod."""
@@ -173,7 +129,7 @@ def _quiet_distributed() -> None:
 
 
 @contextlib.contextmanager
-def open_client(compute: _Compute, *, run: str = "run") -> Iterator[Client]:
+def open_client(compute: ComputeConfig, *, run: str = "run") -> Iterator[Client]:
     """A client on the cluster ``compute`` describes, with the worker settings installed.
 
     A cluster this function starts (local, kubernetes) is closed on exit; an existing
@@ -211,7 +167,7 @@ def open_client(compute: _Compute, *, run: str = "run") -> Iterator[Client]:
         yield client
 
 
-def _connect(compute: _Compute) -> Client:
+def _connect(compute: ComputeConfig) -> Client:
     address = compute.address
     assert address is not None
     try:
@@ -237,7 +193,7 @@ def _connect(compute: _Compute) -> Client:
     return client
 
 
-def _kube_cluster(compute: _Compute, run: str) -> Any:
+def _kube_cluster(compute: ComputeConfig, run: str) -> Any:
     from dask_kubernetes.operator import KubeCluster
 
     k8s = compute.kubernetes
@@ -325,7 +281,7 @@ class ClusterStarter:
 
     def __init__(
         self,
-        compute: _Compute,
+        compute: ComputeConfig,
         run: str,
         stages: Sequence[str] = (),
         *,

@@ -4,6 +4,7 @@ settings, quick exit and warm-up)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -14,7 +15,6 @@ import pytest
 import yaml
 
 from pipeline.errors import ComputeError
-from pipeline.manifest import ComputeSpec
 from pipeline.run import clusters
 from pipeline.run.clusters import (
     SKOPS,
@@ -24,21 +24,20 @@ from pipeline.run.clusters import (
     open_client,
     stage_modules,
 )
+from pipeline.run.config import AdaptiveConfig, ComputeConfig, KubernetesConfig
 from pipeline.run.dask_spec import SCRATCH_ENV, WORKER_POD_ENV, k8s_quantity, worker_environment
 from tests.servers._process import free_port
 from tests.servers.dask_cluster import dask_cluster
 
 
-def kube_compute(**kubernetes: Any) -> ComputeSpec:
-    return ComputeSpec.model_validate(
-        {
-            "cluster": "kubernetes",
-            "workers": 6,
-            "threads_per_worker": 2,
-            "memory_limit": "6GiB",
-            "adaptive": {"minimum": 2, "maximum": 20},
-            "kubernetes": {"image": "ghcr.io/example/sitsflow:0.1.0", **kubernetes},
-        }
+def kube_compute(**kubernetes: Any) -> ComputeConfig:
+    return ComputeConfig(
+        cluster="kubernetes",
+        workers=6,
+        threads_per_worker=2,
+        memory_limit="6GiB",
+        adaptive=AdaptiveConfig(minimum=2, maximum=20),
+        kubernetes=KubernetesConfig(image="ghcr.io/example/sitsflow:0.1.0", **kubernetes),
     )
 
 
@@ -114,7 +113,7 @@ def test_kubernetes_quantities() -> None:
 
 
 def test_an_unreachable_scheduler_is_a_clear_error() -> None:
-    compute = ComputeSpec(
+    compute = ComputeConfig(
         cluster="address", address=f"tcp://127.0.0.1:{free_port()}", connect_timeout_s=2
     )
     with pytest.raises(ComputeError) as caught, open_client(compute):
@@ -128,7 +127,7 @@ def test_an_existing_scheduler_gets_the_worker_settings(tmp_path: Any) -> None:
         env.delenv("GDAL_HTTP_MAX_RETRY", raising=False)
         with dask_cluster(n_workers=1, log_dir=tmp_path) as cluster:
             env.setenv("AWS_REGION", "eu-central-1")  # set in the driver only
-            compute = ComputeSpec(cluster="address", address=cluster.address)
+            compute = ComputeConfig(cluster="address", address=cluster.address)
             starter = ClusterStarter(compute, "test", ["predict"])
             try:
                 client = starter.client()
@@ -168,7 +167,7 @@ def test_a_kubernetes_cluster_adapts_between_the_manifests_bounds(
     assert spec["spec"]["worker"]["replicas"] == 6  # the start size, between the bounds
     assert cluster.kwargs["namespace"] == "mapping" and cluster.kwargs["shutdown_on_close"]
 
-    fixed = ComputeSpec.model_validate({**kube_compute().model_dump(mode="json"), "adaptive": None})
+    fixed = dataclasses.replace(kube_compute(), adaptive=None)
     assert clusters._kube_cluster(fixed, "run").adapted is None  # a fixed-size cluster
 
 
@@ -194,7 +193,7 @@ def test_the_runs_local_cluster_spawns_workers_without_the_nannys_malloc_trim(
     # A nanny copies its spawn environment into this process: start from a clean one, as the
     # sitsflow command does.
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    compute = ComputeSpec(workers=1, dashboard_port=0, memory_limit="1GiB")
+    compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
     starter = ClusterStarter(compute, "test", ["predict"])
     try:
         client = starter.client()

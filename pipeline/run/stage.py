@@ -55,9 +55,17 @@ class Stage(Protocol):
     """One step of the chain. ``needs`` names the stages whose plans it reads: planning gives it
     those and no other, so its digests are made of declared upstream digests only."""
 
-    name: str
-    version: int
-    needs: tuple[str, ...]
+    @property
+    def name(self) -> str:
+        """The stage's name: its units' stage and its place in the registry."""
+
+    @property
+    def version(self) -> int:
+        """Enters every digest of the stage: bump it when a change of code changes its bytes."""
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The stages whose plans this one reads (they come before it)."""
 
     def plan(self, context: PlanContext) -> StagePlan: ...
 

@@ -279,6 +279,60 @@ class SensorProfile:
         masks = tuple(m for m in (rule.for_bands(names) for rule in self.masks) if m is not None)
         return replace(self, bands=tuple(by_name[n] for n in names), masks=masks)
 
+    def band_selection(
+        self, names: Sequence[str], *, described: Collection[str] = ()
+    ) -> tuple[str, ...]:
+        """The profile's band names for ``names`` (band names or provider ids such as B04; empty:
+        every band); names in ``described`` are bands the user describes, kept as they are.
+        The one home of this rule: the manifest checks bands with it too."""
+        if not names:
+            return self.band_names
+        by_id = {b.sensor_band.lower(): b.name for b in self.bands if b.sensor_band}
+        out = []
+        for name in names:
+            if name in described or name in self.band_names:
+                out.append(name)
+                continue
+            known = by_id.get(name.lower())
+            if known is None:
+                close = difflib.get_close_matches(name, self.band_names, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ManifestError(
+                    f"band {name!r} is not a band of profile {self.name!r} (its bands: "
+                    f"{', '.join(self.band_names)})",
+                    fix=f"{hint}select bands of the profile, or describe the band ({name}: "
+                    "{asset: ...}) to add it",
+                    field="sensors.bands",
+                )
+            out.append(known)
+        return tuple(out)
+
+    def check_options(self, values: Mapping[str, str]) -> None:
+        """Refuse an option this profile does not have, or a value it does not offer."""
+        known = {o.name: o for o in self.options}
+        for key, value in values.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ManifestError(
+                    f"profile {self.name!r} has no option {key!r} (its options: "
+                    f"{', '.join(known) or 'none'})",
+                    fix=f"{hint}use one of them or remove it",
+                    field="sensors.options",
+                )
+            choices = known[key].values
+            if value not in choices:
+                close = [c for c in choices if c.lower() == value.lower()] or (
+                    difflib.get_close_matches(value, list(choices), n=1)
+                )
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ManifestError(
+                    f"option {key!r} of profile {self.name!r} cannot be {value!r} (choices: "
+                    f"{', '.join(choices)})",
+                    fix=f"{hint}use one of the choices",
+                    field="sensors.options",
+                )
+
     def with_options(self, values: Mapping[str, str]) -> SensorProfile:
         """The profile with every option set (given values, else defaults) and applied."""
         profile = self
@@ -322,18 +376,14 @@ class SensorProfile:
         ``bands`` selects the template's bands by name (default: all); ``extra_bands`` override
         the template's band of the same name or add one; ``extra_masks`` are added.
         """
+        self.check_options(options or {})
         profile = self.with_options(options or {})
         extra = {b.name: b for b in extra_bands}
-        wanted = list(bands) if bands is not None else list(profile.band_names)
+        if bands is None:
+            wanted = list(profile.band_names)
+        else:
+            wanted = list(profile.band_selection(bands, described=extra)) if bands else []
         order = wanted + [n for n in extra if n not in wanted]
-        unknown = [n for n in order if n not in extra and n not in profile.band_names]
-        if unknown:
-            raise ManifestError(
-                f"band {unknown[0]!r} is not a band of profile {self.name!r} (its bands: "
-                f"{', '.join(profile.band_names)})",
-                fix="select bands of the profile, or describe the band with its asset",
-                field=f"sensor {name!r} bands",
-            )
         profile = profile.select([n for n in order if n in profile.band_names])
         profile = replace(
             profile,
@@ -493,7 +543,7 @@ def sensor_profiles(spec: SensorConfig) -> tuple[SensorProfile, ...]:
             date_step_days=spec.date_step_days or DEFAULT_DATE_STEP_DAYS,
         )
         return (profile,)
-    template = profile_by_name(spec.profile, field=f"sensor {spec.name!r}")
+    template = profile_by_name(spec.profile, field="sensors.profile")
     return template.configure(
         spec.name,
         bands=list(spec.bands) or None,

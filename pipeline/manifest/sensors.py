@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -13,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import ManifestError
 from pipeline.manifest.common import (
     _ENV_VAR,
     _HEADER,
@@ -375,48 +375,23 @@ class SensorSpec(_Strict):
             )
         from pipeline.catalog.profiles import profile_by_name
 
-        known = {o.name: o for o in profile_by_name(profile).options}
-        for key, value in options.items():
-            if key not in known:
-                close = difflib.get_close_matches(key, list(known), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"profile {profile!r} has no option {key!r} (its options: "
-                    f"{', '.join(known) or 'none'}); {hint}use one of them or remove it"
-                )
-            if value not in known[key].values:
-                choices = list(known[key].values)
-                close = [c for c in choices if c.lower() == value.lower()] or (
-                    difflib.get_close_matches(value, choices, n=1)
-                )
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"option {key!r} of profile {profile!r} cannot be {value!r} (choices: "
-                    f"{', '.join(known[key].values)}); {hint}use one of the choices"
-                )
+        try:
+            profile_by_name(profile).check_options(options)
+        except ManifestError as exc:
+            raise ValueError(f"{exc.what}; {exc.fix}") from None
         return options
 
 
 def _profile_bands(profile: str, bands: dict[str, BandSpec | None]) -> dict[str, BandSpec | None]:
-    """Profile band selection: names or provider ids (B04) to names; empty means every band."""
+    """Profile band selection: names or provider ids (B04) to names; empty means every band.
+    The rule is the catalog's (``SensorProfile.band_selection``)."""
     from pipeline.catalog.profiles import profile_by_name
 
-    template = profile_by_name(profile)
+    described = [name for name, spec in bands.items() if spec is not None]
+    try:
+        names = profile_by_name(profile).band_selection(list(bands), described=described)
+    except ManifestError as exc:
+        raise ValueError(f"{exc.what}; {exc.fix}") from None
     if not bands:
-        return dict.fromkeys(template.band_names)
-    by_id = {b.sensor_band.lower(): b.name for b in template.bands if b.sensor_band}
-    out: dict[str, BandSpec | None] = {}
-    for name, spec in bands.items():
-        if spec is None:
-            known = name if name in template.band_names else by_id.get(name.lower())
-            if known is None:
-                close = difflib.get_close_matches(name, template.band_names, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"band {name!r} is not a band of profile {profile!r} (its bands: "
-                    f"{', '.join(template.band_names)}); {hint}select bands of the profile, "
-                    f"or describe the band ({name}: {{asset: ...}}) to add it"
-                )
-            name = known
-        out[name] = spec
-    return out
+        return dict.fromkeys(names)
+    return dict(zip(names, bands.values(), strict=True))

@@ -137,7 +137,7 @@ class TrainingConfig:
 class GridSearchConfig:
     """Cross-validated search of a scikit-learn estimator's parameters (``model.grid_search``)."""
 
-    param_grid: FrozenMap
+    param_grid: Mapping[str, Any]  # a FrozenMap once built
     folds: int = 5
     scoring: str | None = None
 
@@ -162,7 +162,7 @@ class ModelConfig:
     kind: str = "sklearn"
     estimator: str = "sklearn.ensemble.RandomForestClassifier"
     architecture: str | None = None
-    params: FrozenMap = field(default_factory=FrozenMap)
+    params: Mapping[str, Any] = field(default_factory=FrozenMap)  # a FrozenMap once built
     standardize: bool | None = None
     grid_search: GridSearchConfig | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)

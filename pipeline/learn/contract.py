@@ -20,7 +20,7 @@ CONTRACT_FILE = "model.json"
 FORMAT_VERSION = 2
 
 Task = Literal["classification", "regression"]
-Kind = Literal["sklearn", "torch"]
+Kind = str  # a learner's kind (pipeline.learn.registry): sklearn, torch, or a registered one
 TASKS: tuple[Task, ...] = ("classification", "regression")
 
 
@@ -52,10 +52,12 @@ class ModelContract:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = CONTRACT_FILE) -> ModelContract:
+        from pipeline.learn.registry import learner_kinds
+
         try:
             kind = data.get("kind", "sklearn")
             task = data.get("task", "classification")
-            if kind not in ("sklearn", "torch") or task not in TASKS:
+            if kind not in learner_kinds() or task not in TASKS:
                 raise ValueError(f"unknown kind {kind!r} or task {task!r}")
             versions = dict(data.get("versions", {}))
             if "sklearn_version" in data:  # contracts written before format 2
@@ -65,7 +67,7 @@ class ModelContract:
                 params=dict(data.get("params", {})),
                 feature_names=tuple(str(n) for n in data["feature_names"]),
                 classes=tuple(int(c) for c in data.get("classes", ())),
-                kind=cast(Kind, kind),
+                kind=str(kind),
                 task=cast(Task, task),
                 model_file=str(data.get("model_file", "model.joblib")),
                 versions=versions,
@@ -76,7 +78,7 @@ class ModelContract:
             raise ModelError(
                 f"{source} is not a sitsflow model contract ({type(exc).__name__}: {exc})",
                 fix="point to a folder written by sitsflow (model.json beside the model file)",
-                field="spec.model.path",
+                field="model.path",
             ) from None
 
 
@@ -88,19 +90,19 @@ def read_contract(folder: Path) -> ModelContract:
         raise ModelError(
             f"no model contract {str(path)!r}",
             fix="point to a model folder written by sitsflow (it holds model.json)",
-            field="spec.model.path",
+            field="model.path",
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(
             f"model contract {str(path)!r} cannot be read ({exc})",
             fix="point to an intact model folder written by sitsflow",
-            field="spec.model.path",
+            field="model.path",
         ) from None
     if not isinstance(data, dict):
         raise ModelError(
             f"model contract {str(path)!r} is not a JSON object",
             fix="point to an intact model folder written by sitsflow",
-            field="spec.model.path",
+            field="model.path",
         )
     return ModelContract.from_dict(data, source=str(path))
 
@@ -148,5 +150,14 @@ def check_features(contract: ModelContract, feature_names: Sequence[str]) -> Non
         f"{len(names)} ({'; '.join(detail)})",
         fix="build the cube with the sensors, bands, indices, date step and period the model was "
         "trained on, or train a model on this cube",
-        field="spec.model",
+        field="model",
     )
+
+
+def seasonal_features(has_windows: bool, also_map: Sequence[Any]) -> bool:
+    """Whether a run's features are named by position in the season (``t00``...) rather than by
+    date: its samples come from several seasons (the reference gives each feature its own
+    window: ``reference.start_field``), or it maps further periods (``also_map``). One model
+    then reads the same features in every season. The one home of this rule (planning and
+    ``train_from_table`` both ask it)."""
+    return bool(has_windows or also_map)

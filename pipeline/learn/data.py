@@ -53,7 +53,7 @@ def check_training_data(
                     else f"{int((~np.isfinite(targets)).sum())} NaN or infinite value(s)"
                 ),
                 fix="drop samples without a value, or fill them, before training",
-                field="spec.reference.value_field",
+                field="reference.value_field",
             )
     if features.shape[0] == 0:
         raise ModelError("no training samples", fix="add reference data over the mapped area")

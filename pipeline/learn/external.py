@@ -10,6 +10,7 @@ file is refused rather than guessed at.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,18 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from pipeline.errors import ModelError
-from pipeline.learn.contract import CONTRACT_FILE, ModelContract, Task, read_contract
+from pipeline.learn.config import ModelConfig
+from pipeline.learn.contract import (
+    CONTRACT_FILE,
+    ModelContract,
+    Task,
+    check_features,
+    read_contract,
+)
+from pipeline.learn.learner import PixelLearner
 from pipeline.learn.sklearn import check_task, load_skops
 
-FIELD = "spec.model.path"
+FIELD = "model.path"
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
@@ -111,7 +120,7 @@ def load_external_model(path: str | Path, task: Task) -> tuple[Any, ModelContrac
             raise ModelError(
                 f"the model in {str(where)!r} was trained for {contract.task}, the run's task is "
                 f"{task}",
-                fix=f"give a {task} model, or set spec.task: {contract.task}",
+                fix=f"give a {task} model, or set task: {contract.task}",
                 field=FIELD,
             )
         model, contract = load_model(where)
@@ -121,8 +130,69 @@ def load_external_model(path: str | Path, task: Task) -> tuple[Any, ModelContrac
     if not where.is_file():
         raise ModelError(
             f"model path {str(where)!r} does not exist",
-            fix="check spec.model.path (relative paths are relative to the manifest)",
+            fix="check model.path (relative paths are relative to the manifest)",
             field=FIELD,
         )
     estimator = _load_file(where)
     return estimator, _estimator_contract(estimator, where, task)
+
+
+def _not_external(contract: ModelContract) -> None:
+    if contract.kind == ExternalLearner.kind:  # its own kind would send it back here
+        raise ModelError(
+            "a model contract says kind 'external'; it names the kind that fitted the model",
+            fix="point to a model folder written by sitsflow",
+            field=FIELD,
+        )
+
+
+class ExternalLearner(PixelLearner):
+    """``kind: external``: a model trained elsewhere (``model.path``), used as it is.
+
+    Its contract names the kind that fitted it (sklearn, torch...): saving and loading go to
+    that kind's learner, so a saved external model is read like any other."""
+
+    kind = "external"
+
+    def model(self, config: ModelConfig, task: Task) -> tuple[Any, ModelContract]:
+        """The model at ``config.path`` and its contract, checked against the task."""
+        if config.kind != self.kind or not config.path:
+            raise ModelError(
+                f"model.kind is {config.kind!r}, not 'external'",
+                fix="set kind: external and path to the model",
+                field="model.kind",
+            )
+        return load_external_model(config.path, task)
+
+    def check(self, config: ModelConfig, task: Task, feature_names: Sequence[str]) -> None:
+        _model, contract = self.model(config, task)
+        check_features(contract, feature_names)
+
+    def fit(
+        self,
+        config: ModelConfig,
+        features: np.ndarray,
+        targets: np.ndarray,
+        feature_names: Sequence[str],
+        seed: int,
+        *,
+        task: Task,
+        groups: np.ndarray | None,
+    ) -> tuple[Any, ModelContract]:
+        raise ModelError(
+            "an external model is used as it is, not trained",
+            fix="call load_external_model for kind external",
+            field="model.kind",
+        )
+
+    def save(self, model: Any, contract: ModelContract, folder: Path) -> None:
+        from pipeline.learn.registry import learner_for
+
+        _not_external(contract)
+        learner_for(contract.kind).save(model, contract, folder)
+
+    def load(self, folder: Path, contract: ModelContract, *, device: str = "auto") -> Any:
+        from pipeline.learn.registry import learner_for
+
+        _not_external(contract)
+        return learner_for(contract.kind).load(folder, contract, device=device)

@@ -14,20 +14,44 @@ other labels get the codes 1..K of their sorted names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.errors import InputDataError
-from pipeline.learn.contract import ModelContract
-from pipeline.manifest import ModelSpec, RunSpec
+from pipeline.learn.config import ModelConfig
+from pipeline.learn.contract import ModelContract, seasonal_features
 from pipeline.model import GridSpec
 from pipeline.samples.tables import FEATURE_NAME, SampleTable, conform_to_contract
 
 
-def run_feature_names(spec: RunSpec) -> list[str]:
+class RunSettings(Protocol):
+    """What a run's configuration gives here (the sections of the run, by their names)."""
+
+    @property
+    def sensors(self) -> Sequence[Any]: ...
+    @property
+    def period(self) -> Any: ...
+    @property
+    def features(self) -> Any: ...
+    @property
+    def compute(self) -> Any: ...
+    @property
+    def reference(self) -> Any: ...
+    @property
+    def also_map(self) -> Sequence[Any]: ...
+    @property
+    def sampling(self) -> Any: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def model(self) -> Any: ...
+
+
+def run_feature_names(spec: RunSettings) -> list[str]:
     """The features of the run's cube, in order: sensors, variables, dates (reads no data)."""
     from pipeline.catalog.sensors import sensor_profiles
     from pipeline.cube.plan import plan_cube
@@ -35,7 +59,8 @@ def run_feature_names(spec: RunSpec) -> list[str]:
     profiles: list[tuple[Any, list[Any]]] = [
         (p, []) for s in spec.sensors for p in sensor_profiles(s)
     ]
-    seasonal = bool(spec.also_map or spec.reference.start_field)
+    # Reference features with their own windows (start_field) give samples of several seasons.
+    seasonal = seasonal_features(spec.reference.start_field is not None, spec.also_map)
     nowhere = GridSpec("EPSG:4326", (1.0, 0.0, 0.0, 0.0, -1.0, 1.0), 1, 1)
     plan = plan_cube(
         nowhere,
@@ -107,24 +132,29 @@ class TableTraining:
 
 
 def train_from_table(
-    table: SampleTable, spec: RunSpec, out: Path, *, model: ModelSpec | None = None, source: str
+    table: SampleTable,
+    spec: RunSettings,
+    out: Path,
+    *,
+    model: ModelConfig | None = None,
+    source: str,
 ) -> TableTraining:
     """Fit the run's model (or ``model``) on the table, checked against the run's features,
     and save it into ``out`` (written whole, or not at all)."""
-    from pipeline.learn import save_model, train_model
+    from pipeline.learn import as_model_config, save_model, train_model
 
-    model_spec = model or spec.model
+    model_spec = as_model_config(model or spec.model)
     if model_spec.kind == "external":
         raise InputDataError(
             "the run's model is external (kind: external), there is nothing to train",
             fix="give --estimator, or a manifest whose model is sklearn or torch",
-            field="spec.model.kind",
+            field="model.kind",
         )
     if spec.task != "classification":
         raise InputDataError(
             f"sample tables carry class labels; the run's task is {spec.task!r}",
             fix="train from a table for a classification run",
-            field="spec.task",
+            field="task",
         )
     names = run_feature_names(spec)
     needed = ModelContract(estimator="", params={}, feature_names=tuple(names), classes=())

@@ -18,7 +18,7 @@ import difflib
 import importlib
 import pickle
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.errors import ModelError
+from pipeline.learn.config import GridSearchConfig, ModelConfig, thaw
 from pipeline.learn.contract import (
     CONTRACT_FILE,
     ModelContract,
@@ -46,12 +47,13 @@ from pipeline.learn.contract import (
     read_contract,
 )
 from pipeline.learn.data import check_training_data
-from pipeline.manifest import GridSearchSpec, ModelSpec
+from pipeline.learn.learner import PixelLearner
 from pipeline.storage import atomic_path
 
 __all__ = [
     "CONTRACT_FILE",
     "ModelContract",
+    "SklearnLearner",
     "build_estimator",
     "check_estimator_spec",
     "check_features",
@@ -82,13 +84,13 @@ def import_estimator(path: str) -> type:
         raise ModelError(
             f"estimator {path!r} cannot be imported",
             fix="give a full import path such as sklearn.ensemble.RandomForestClassifier",
-            field="spec.model.estimator",
+            field="model.estimator",
         ) from None
     if not isinstance(cls, type) or not hasattr(cls, "fit"):
         raise ModelError(
             f"{path!r} is not an estimator class (no fit method)",
             fix="give the import path of a scikit-learn compatible estimator class",
-            field="spec.model.estimator",
+            field="model.estimator",
         )
     return cls
 
@@ -113,7 +115,7 @@ def check_task(estimator: Any, name: str, task: Task, field: str) -> None:
         )
         raise ModelError(
             f"{name} is a {kind}, but the run's task is {task}",
-            fix=f"give a {wanted} (e.g. {example}), or set spec.task to match the estimator",
+            fix=f"give a {wanted} (e.g. {example}), or set task to match the estimator",
             field=field,
         )
     if task == "classification" and not hasattr(estimator, "predict_proba"):
@@ -138,24 +140,24 @@ def _unknown_parameters(names: Sequence[str], known: Sequence[str]) -> list[str]
     return hints
 
 
-def build_estimator(spec: ModelSpec, seed: int, task: Task = "classification") -> Any:
+def build_estimator(config: ModelConfig, seed: int, task: Task = "classification") -> Any:
     """The unfitted estimator (in a Pipeline behind a StandardScaler with ``standardize``)."""
-    cls = import_estimator(spec.estimator)
-    params = dict(spec.params)
+    cls = import_estimator(config.estimator)
+    params = config.params_dict()
     try:
         estimator = cls(**params)
     except TypeError as exc:
         raise ModelError(
-            f"{spec.estimator} does not accept the parameters {sorted(params)}: {exc}",
-            fix="check spec.model.params against the estimator's documentation",
-            field="spec.model.params",
+            f"{config.estimator} does not accept the parameters {sorted(params)}: {exc}",
+            fix="check model.params against the estimator's documentation",
+            field="model.params",
         ) from None
-    check_task(estimator, spec.estimator, task, "spec.model.estimator")
+    check_task(estimator, config.estimator, task, "model.estimator")
     # Seed every estimator that takes one, unless the user fixed it.
     takes_seed = hasattr(estimator, "get_params") and "random_state" in estimator.get_params()
     if takes_seed and "random_state" not in params:
         estimator.set_params(random_state=seed)
-    if spec.standardize:
+    if config.standardize:
         return Pipeline([("standardize", StandardScaler()), (MODEL_STEP, estimator)])
     return estimator
 
@@ -175,7 +177,9 @@ def _in_dask_worker() -> bool:
 
 
 @contextlib.contextmanager
-def _parallel_on_the_cluster(estimator: Any, fixed: dict[str, Any] | None = None) -> Iterator[None]:
+def _parallel_on_the_cluster(
+    estimator: Any, fixed: Mapping[str, Any] | None = None
+) -> Iterator[None]:
     """Inside a dask worker (a run's train unit), the joblib-parallel part of ``fit`` (a forest's
     trees, a grid search's folds) runs as tasks on every worker of the cluster, not in the one
     thread the unit holds: a run trains in the time of its cluster, not of one core.
@@ -198,7 +202,9 @@ def _parallel_on_the_cluster(estimator: Any, fixed: dict[str, Any] | None = None
         estimator.set_params(n_jobs=configured)
 
 
-def _param_grid(spec: ModelSpec, estimator: Any, grid: GridSearchSpec) -> dict[str, list[Any]]:
+def _param_grid(
+    config: ModelConfig, estimator: Any, grid: GridSearchConfig
+) -> dict[str, list[Any]]:
     """The grid with the estimator's step prefix; unknown parameter names are refused."""
     prefix = f"{MODEL_STEP}__" if isinstance(estimator, Pipeline) else ""
     final = _final_step(estimator)
@@ -206,15 +212,15 @@ def _param_grid(spec: ModelSpec, estimator: Any, grid: GridSearchSpec) -> dict[s
     unknown = _unknown_parameters(list(grid.param_grid), known)
     if unknown:
         raise ModelError(
-            f"{spec.estimator} has no parameter(s) {', '.join(unknown)}",
-            fix=f"use parameters of the estimator in spec.model.grid_search.param_grid: "
+            f"{config.estimator} has no parameter(s) {', '.join(unknown)}",
+            fix=f"use parameters of the estimator in model.grid_search.param_grid: "
             f"{', '.join(known)}",
-            field="spec.model.grid_search.param_grid",
+            field="model.grid_search.param_grid",
         )
-    return {f"{prefix}{name}": list(values) for name, values in grid.param_grid.items()}
+    return {f"{prefix}{name}": thaw(values) for name, values in grid.param_grid.items()}
 
 
-def _scoring(grid: GridSearchSpec, task: Task) -> str:
+def _scoring(grid: GridSearchConfig, task: Task) -> str:
     scoring = grid.scoring or ("accuracy" if task == "classification" else "r2")
     try:
         get_scorer(scoring)
@@ -223,12 +229,12 @@ def _scoring(grid: GridSearchSpec, task: Task) -> str:
             f"{scoring!r} is not a scikit-learn scorer name",
             fix="use a name such as accuracy, balanced_accuracy, f1_macro (classification) or "
             "r2, neg_mean_absolute_error (regression)",
-            field="spec.model.grid_search.scoring",
+            field="model.grid_search.scoring",
         ) from None
     return scoring
 
 
-def _folds(grid: GridSearchSpec, task: Task, groups: np.ndarray | None, seed: int) -> Any:
+def _folds(grid: GridSearchConfig, task: Task, groups: np.ndarray | None, seed: int) -> Any:
     if groups is None:
         if task == "classification":
             return StratifiedKFold(grid.folds, shuffle=True, random_state=seed)
@@ -238,8 +244,8 @@ def _folds(grid: GridSearchSpec, task: Task, groups: np.ndarray | None, seed: in
         raise ModelError(
             f"grid search with {grid.folds} folds grouped by polygon needs at least {grid.folds} "
             f"polygons, the training samples come from {n_groups}",
-            fix="lower spec.model.grid_search.folds or add reference polygons",
-            field="spec.model.grid_search.folds",
+            fix="lower model.grid_search.folds or add reference polygons",
+            field="model.grid_search.folds",
         )
     if task == "classification":
         return StratifiedGroupKFold(grid.folds, shuffle=True, random_state=seed)
@@ -247,8 +253,8 @@ def _folds(grid: GridSearchSpec, task: Task, groups: np.ndarray | None, seed: in
 
 
 def _grid_search(
-    spec: ModelSpec,
-    grid: GridSearchSpec,
+    config: ModelConfig,
+    grid: GridSearchConfig,
     estimator: Any,
     features: np.ndarray,
     targets: np.ndarray,
@@ -256,7 +262,7 @@ def _grid_search(
     seed: int,
     task: Task,
 ) -> tuple[Any, dict[str, Any]]:
-    param_grid = _param_grid(spec, estimator, grid)
+    param_grid = _param_grid(config, estimator, grid)
     scoring = _scoring(grid, task)
     search = GridSearchCV(
         estimator, param_grid, scoring=scoring, cv=_folds(grid, task, groups, seed), refit=True
@@ -292,7 +298,7 @@ def _grid_search(
 
 
 def train(
-    spec: ModelSpec,
+    config: ModelConfig,
     features: np.ndarray,
     labels: np.ndarray,
     feature_names: Sequence[str],
@@ -301,48 +307,48 @@ def train(
     task: Task = "classification",
     groups: np.ndarray | None = None,
 ) -> tuple[Any, ModelContract]:
-    """Fit the estimator of ``spec`` (after a grid search when one is configured)."""
+    """Fit the estimator of ``config`` (after a grid search when one is configured)."""
     labels = np.asarray(labels)
     check_training_data(features, labels, feature_names, groups, task)
     if task == "classification":
         labels = labels.astype(np.int64)
-    estimator = build_estimator(spec, seed, task)
+    estimator = build_estimator(config, seed, task)
     record: dict[str, Any] = {"samples": int(features.shape[0])}
     try:
-        if spec.grid_search is not None:
+        if config.grid_search is not None:
             estimator, record["grid_search"] = _grid_search(
-                spec, spec.grid_search, estimator, features, labels, groups, seed, task
+                config, config.grid_search, estimator, features, labels, groups, seed, task
             )
         else:
-            with _parallel_on_the_cluster(_final_step(estimator), spec.params):
+            with _parallel_on_the_cluster(_final_step(estimator), config.params):
                 estimator.fit(features, labels)
     except ValueError as exc:
         raise ModelError(
-            f"{spec.estimator} could not be trained: {exc}",
-            fix="check spec.model.params and the training samples",
-            field="spec.model",
+            f"{config.estimator} could not be trained: {exc}",
+            fix="check model.params and the training samples",
+            field="model",
         ) from None
     classes = tuple(int(c) for c in estimator.classes_) if task == "classification" else ()
     contract = ModelContract(
-        estimator=spec.estimator,
-        params=dict(spec.params),
+        estimator=config.estimator,
+        params=config.params_dict(),
         feature_names=tuple(feature_names),
         classes=classes,
         kind="sklearn",
         task=task,
         versions={"sklearn": sklearn.__version__},
-        config={"standardize": bool(spec.standardize)},
+        config={"standardize": bool(config.standardize)},
         training=record,
     )
     return estimator, contract
 
 
-def check_estimator_spec(spec: ModelSpec, task: Task) -> None:
-    """Build (without fitting) what ``spec`` describes, so bad specs fail before any work."""
-    estimator = build_estimator(spec, 0, task)
-    if spec.grid_search is not None:
-        _param_grid(spec, estimator, spec.grid_search)
-        _scoring(spec.grid_search, task)
+def check_estimator_spec(config: ModelConfig, task: Task) -> None:
+    """Build (without fitting) what ``config`` describes, so bad configs fail before any work."""
+    estimator = build_estimator(config, 0, task)
+    if config.grid_search is not None:
+        _param_grid(config, estimator, config.grid_search)
+        _scoring(config.grid_search, task)
 
 
 # --- persistence ---------------------------------------------------------------------------------
@@ -371,7 +377,7 @@ def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn"
             f"the fitted model cannot be saved ({type(exc).__name__}: {exc})",
             fix="avoid lambdas and local functions in the estimator; define functions at the "
             "top level of an importable module",
-            field="spec.model",
+            field="model",
         ) from None
     return JOBLIB_FILE
 
@@ -380,7 +386,7 @@ def _package(import_path: str) -> str:
     return import_path.replace(":", ".").split(".")[0]
 
 
-def load_skops(path: Path, estimator_path: str, field: str = "spec.model.path") -> Any:
+def load_skops(path: Path, estimator_path: str, field: str = "model.path") -> Any:
     """Load a .skops file, constructing only types of scikit-learn, numpy, scipy and the estimator's
     own package; anything else is refused by name."""
     import skops.io as sio
@@ -404,14 +410,14 @@ def load_estimator(folder: Path, contract: ModelContract) -> Any:
         raise ModelError(
             f"the model in {str(folder)!r} is a {contract.kind} model, not a scikit-learn one",
             fix="load it with pipeline.learn.load_model, which reads every kind",
-            field="spec.model",
+            field="model",
         )
     path = folder / contract.model_file
     if not path.is_file():
         raise ModelError(
             f"model file {str(path)!r} named by {CONTRACT_FILE} does not exist",
             fix="point to an intact model folder (train the model again if it was deleted)",
-            field="spec.model",
+            field="model",
         )
     if path.suffix == ".skops":
         return load_skops(path, contract.estimator)
@@ -442,6 +448,34 @@ def load_contract(folder: Path) -> ModelContract:
 def load_model(folder: Path) -> tuple[Any, ModelContract]:
     contract = read_contract(folder)
     return load_estimator(folder, contract), contract
+
+
+class SklearnLearner(PixelLearner):
+    """``kind: sklearn``: a scikit-learn compatible estimator by import path, per pixel."""
+
+    kind = "sklearn"
+
+    def check(self, config: ModelConfig, task: Task, feature_names: Sequence[str]) -> None:
+        check_estimator_spec(config, task)
+
+    def fit(
+        self,
+        config: ModelConfig,
+        features: np.ndarray,
+        targets: np.ndarray,
+        feature_names: Sequence[str],
+        seed: int,
+        *,
+        task: Task,
+        groups: np.ndarray | None,
+    ) -> tuple[Any, ModelContract]:
+        return train(config, features, targets, feature_names, seed, task=task, groups=groups)
+
+    def save(self, model: Any, contract: ModelContract, folder: Path) -> None:
+        save_model(model, contract, folder)
+
+    def load(self, folder: Path, contract: ModelContract, *, device: str = "auto") -> Any:
+        return load_estimator(folder, contract)
 
 
 def _skops_version() -> str:

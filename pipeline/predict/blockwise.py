@@ -3,6 +3,10 @@
 The model travels by path, not in the task graph: each worker loads it once and keeps it. Memory
 per task depends on the chunk size only, never on the size of the mapped area.
 
+The model's learner (``pipeline.learn.registry``, by the contract's kind) says how many pixels it
+needs around a chunk (its halo: 0 for per-pixel models); the task reads the chunk grown by that
+halo (NaN off the grid's edges) and the learner predicts the chunk's core from it.
+
 Classification writes ``label`` (class code) and ``confidence`` (the winning class's probability,
 percent), and optionally ``probability_<code>`` per class (percent); regression writes ``value``
 (float32, NaN where no prediction). Pixels with a NaN feature (never valid in the period) get
@@ -30,6 +34,8 @@ from pipeline.cube.store import read_features, write_template
 from pipeline.errors import ModelError
 from pipeline.learn import load_model, model_input
 from pipeline.learn.contract import ModelContract
+from pipeline.learn.learner import BlockPrediction, PixelLearner, predict_rows, valid_rows
+from pipeline.learn.registry import learner_for
 from pipeline.model import GridSpec, Window
 from pipeline.samples.regions import (
     NO_REGION,
@@ -100,22 +106,6 @@ class PredictReport:
     nodata_pixels: int
 
 
-def _use_worker_threads(contract: ModelContract) -> None:
-    """Inside a dask worker, let torch use the worker's threads, not every core of the machine
-    (several worker processes share the cores)."""
-    if contract.kind != "torch":
-        return
-    try:
-        from distributed import get_worker
-
-        threads = int(get_worker().state.nthreads)
-    except (ImportError, ValueError, AttributeError):
-        return
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-
-
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 TRIM_THRESHOLD = 4 * 2**20
 MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling for its own dynamic threshold
@@ -144,8 +134,7 @@ def _reuse_freed_blocks() -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(folder: str) -> tuple[Any, ModelContract]:
-    model, contract = load_model(Path(folder))
-    _use_worker_threads(contract)
+    model, contract = load_model(Path(folder))  # torch models take the worker's threads
     _reuse_freed_blocks()
     return model, contract
 
@@ -189,32 +178,25 @@ def _percent(probability: np.ndarray) -> np.ndarray:
     return np.round(np.clip(probability, 0.0, 1.0) * 100).astype(np.uint8)
 
 
-def _rows(table: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """The valid rows, C-contiguous (tree models read a row's features together)."""
-    return np.ascontiguousarray(table) if ok.all() else table[ok]
-
-
-def predict_table(
-    model: Any, table: np.ndarray, encoding: MapEncoding, valid: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Each of the encoding's variables for a (n_pixels, n_features) table; rows with a NaN get
-    no-data. ``valid`` (rows without NaN) may be given when already known."""
-    ok = ~np.isnan(table).any(axis=1) if valid is None else valid
-    n = table.shape[0]
+def encode_prediction(prediction: BlockPrediction, encoding: MapEncoding) -> dict[str, np.ndarray]:
+    """Each of the encoding's variables, shaped like ``prediction.valid``; pixels without a
+    prediction get no-data."""
+    ok = prediction.valid.reshape(-1)
+    n = ok.size
+    shape = prediction.valid.shape
     if encoding.task == "regression":
         values = np.full(n, encoding.nodata, dtype=encoding.dtype)
-        if ok.any():
-            values[ok] = np.asarray(model.predict(model_input(model, _rows(table, ok))))
-        return {VALUE_VARIABLE: values}
+        if prediction.values is not None:
+            values[ok] = prediction.values
+        return {VALUE_VARIABLE: values.reshape(shape)}
     out = {
         LABEL_VARIABLE: np.full(n, encoding.nodata, dtype=encoding.dtype),
         CONFIDENCE_VARIABLE: np.full(n, CONFIDENCE_NODATA, dtype=np.uint8),
     }
     for code in encoding.probability_classes:
         out[probability_variable(code)] = np.full(n, PROBABILITY_NODATA, dtype=np.uint8)
-    if ok.any():
-        proba = np.asarray(model.predict_proba(model_input(model, _rows(table, ok))))
-        classes = np.asarray(model.classes_)
+    if prediction.probabilities is not None and prediction.classes is not None:
+        proba, classes = prediction.probabilities, prediction.classes
         best = proba.argmax(axis=1)
         out[LABEL_VARIABLE][ok] = classes[best].astype(encoding.dtype)
         out[CONFIDENCE_VARIABLE][ok] = _percent(np.take_along_axis(proba, best[:, None], 1)[:, 0])
@@ -223,18 +205,44 @@ def predict_table(
             out[probability_variable(code)][ok] = (
                 _percent(proba[:, column[code]]) if code in column else 0
             )
-    return out
+    return {name: values.reshape(shape) for name, values in out.items()}
+
+
+def predict_table(
+    model: Any, table: np.ndarray, encoding: MapEncoding, valid: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Each of the encoding's variables for a (n_pixels, n_features) table of a per-pixel model;
+    rows with a NaN get no-data. ``valid`` (rows without NaN) may be given when already known."""
+    ok = ~np.isnan(table).any(axis=1) if valid is None else valid
+    return encode_prediction(predict_rows(model, table, encoding.task, ok), encoding)
 
 
 def predict_stack(model: Any, stack: np.ndarray, encoding: MapEncoding) -> dict[str, np.ndarray]:
-    """Each of the encoding's variables, (h, w), for a (n_features, h, w) feature stack."""
-    n_features, height, width = stack.shape
-    flat = stack.reshape(n_features, -1)
-    valid = ~np.isnan(flat).any(axis=0)  # reduced along contiguous rows: cheaper than on flat.T
-    return {
-        name: values.reshape(height, width)
-        for name, values in predict_table(model, flat.T, encoding, valid).items()
-    }
+    """Each of the encoding's variables, (h, w), for a (n_features, h, w) feature stack of a
+    per-pixel model."""
+    return encode_prediction(PixelLearner().predict_block(model, stack, 0, encoding.task), encoding)
+
+
+def read_block(
+    cube_store: str, variables: Sequence[tuple[str, str]], window: Window, halo: int
+) -> np.ndarray:
+    """The features of ``window`` grown by ``halo`` pixels on each side: (n_features,
+    h + 2 halo, w + 2 halo) float32, NaN off the grid's edges (only what is on the grid is read)."""
+    if halo == 0:
+        return read_features(cube_store, list(variables), window)
+    first = zarr.open_group(cube_store, mode="r")[variables[0][0]]
+    assert isinstance(first, zarr.Array)
+    height, width = first.shape[-2:]
+    r0, c0 = window.row_off - halo, window.col_off - halo
+    rs, cs = max(r0, 0), max(c0, 0)
+    re = min(window.row_off + window.height + halo, height)
+    ce = min(window.col_off + window.width + halo, width)
+    inside = read_features(cube_store, list(variables), Window(rs, cs, re - rs, ce - cs))
+    block = np.full(
+        (inside.shape[0], window.height + 2 * halo, window.width + 2 * halo), np.nan, np.float32
+    )
+    block[:, rs - r0 : re - r0, cs - c0 : ce - c0] = inside
+    return block
 
 
 def predict_features(
@@ -262,9 +270,13 @@ def _write_layers(
 
 
 def predict_chunk(task: PredictTask) -> PredictReport:
-    model, _contract = _cached_model(task.model_folder)
-    stack = read_features(task.cube_store, list(task.variables), task.window)
-    layers = predict_stack(model, stack, task.encoding)
+    """Predict one chunk (read with the halo its model's learner asks for) into the map store."""
+    model, contract = _cached_model(task.model_folder)
+    learner = learner_for(contract.kind)
+    halo = learner.halo(contract)
+    block = read_block(task.cube_store, task.variables, task.window, halo)
+    prediction = learner.predict_block(model, block, halo, task.encoding.task)
+    layers = encode_prediction(prediction, task.encoding)
     return _write_layers(task.map_store, task.window, layers, task.encoding)
 
 
@@ -382,7 +394,7 @@ class RegionPredictTask:
                     "border_rule 'vote' picks a class, but the models predict values",
                     fix="use border_rule 'blend' (the weighted mean of the region models' "
                     "values) for regression",
-                    field="spec.reference.regions.border_rule",
+                    field="reference.regions.border_rule",
                 )
             return
         if not self.classes or list(self.classes) != sorted(set(self.classes)):
@@ -441,7 +453,7 @@ def predict_stack_regions(
             for region in needed:
                 rows = w[region] > 0
                 model = model_of(region)
-                values = np.asarray(model.predict(model_input(model, _rows(table, rows))))
+                values = np.asarray(model.predict(model_input(model, valid_rows(table, rows))))
                 total[rows] += w[region, rows] * values.reshape(-1)
             out[VALUE_VARIABLE][valid] = (total / weight_sum).astype(encoding.dtype)
         else:
@@ -464,7 +476,7 @@ def _combine_classes(
     for region in needed:
         rows = w[region] > 0
         model = model_of(region)
-        proba = np.asarray(model.predict_proba(model_input(model, _rows(table, rows))))
+        proba = np.asarray(model.predict_proba(model_input(model, valid_rows(table, rows))))
         aligned = align_probabilities(proba.T, np.asarray(model.classes_).tolist(), classes)
         full = np.zeros((len(classes), table.shape[0]), dtype=np.float32)
         full[:, rows] = aligned
@@ -482,11 +494,18 @@ def _combine_classes(
 
 def _region_model(folder: str, encoding: MapEncoding) -> Any:
     model, contract = _cached_model(folder)
+    if learner_for(contract.kind).halo(contract):
+        raise ModelError(
+            f"the region model in {folder} is a {contract.kind} model that reads neighbouring "
+            "pixels; region models are blended pixel by pixel",
+            fix="use a per-pixel model (sklearn, torch) with reference.regions",
+            field="model.kind",
+        )
     if contract.task != encoding.task:
         raise ModelError(
             f"the region model in {folder} is a {contract.task} model, the map is {encoding.task}",
             fix="train every region's model for the same task",
-            field="spec.model",
+            field="model",
         )
     return model
 

@@ -46,8 +46,8 @@ from sklearn.model_selection import (
 )
 
 from pipeline.errors import InputDataError
-from pipeline.learn import model_input, train_model
-from pipeline.manifest import ModelSpec
+from pipeline.learn import as_model_config, model_input, train_model
+from pipeline.learn.config import ModelConfig
 from pipeline.model import ClassInfo
 from pipeline.samples.tables import SampleTable
 from pipeline.storage import atomic_path
@@ -295,7 +295,7 @@ def cross_validate(
     features: np.ndarray,
     codes: np.ndarray,
     feature_names: Sequence[str],
-    spec: ModelSpec,
+    spec: ModelConfig,
     plan: CrossValPlan,
     *,
     groups: np.ndarray | None = None,
@@ -307,6 +307,7 @@ def cross_validate(
     ``classes`` fixes the classes of the scores (default: the codes present); ``grouped_by``
     names the groups in the report (default "groups", or "none" without groups).
     """
+    spec = as_model_config(spec)
     codes = np.asarray(codes)
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(codes)))
     splits = plan_splits(plan, codes, groups)
@@ -341,7 +342,7 @@ def cross_validate(
         estimator=spec.architecture
         if spec.kind == "torch" and spec.architecture
         else spec.estimator,
-        params=dict(spec.params),
+        params=spec.params_dict(),
     )
 
 
@@ -370,7 +371,7 @@ def table_groups(table: SampleTable, group_by: GroupBy) -> np.ndarray | None:
 
 
 def cross_validate_table(
-    table: SampleTable, spec: ModelSpec, plan: CrossValPlan, *, group_by: GroupBy = "location"
+    table: SampleTable, spec: ModelConfig, plan: CrossValPlan, *, group_by: GroupBy = "location"
 ) -> CrossValResult:
     """:func:`cross_validate` on a sample table, with its legend's codes and the chosen groups."""
     name = table.group_column if group_by == "column" and table.group_column else group_by

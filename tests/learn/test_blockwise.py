@@ -15,7 +15,7 @@ import zarr
 from distributed import Client
 
 from pipeline.learn import save_model, train_model
-from pipeline.manifest import ModelSpec
+from pipeline.learn.config import ModelConfig
 from pipeline.model import GridSpec
 from pipeline.predict.blockwise import (
     CONFIDENCE_NODATA,
@@ -93,7 +93,7 @@ def test_classification_map_equals_in_memory_prediction(
 ) -> None:
     cube_path, stack = cube
     X, y = _training()
-    spec = ModelSpec(params={"n_estimators": 20})
+    spec = ModelConfig(params={"n_estimators": 20})
     model, contract = train_model(spec, X, y, slovenia().feature_names, seed=0)
     save_model(model, contract, tmp_path / "model")
     encoding = MapEncoding.for_classes(contract.classes, probabilities=True)
@@ -125,7 +125,7 @@ def test_regression_map_equals_in_memory_prediction(
     cube_path, stack = cube
     patch = slovenia()
     rows = np.arange(0, patch.features.shape[0], 4)
-    spec = ModelSpec(
+    spec = ModelConfig(
         estimator="sklearn.ensemble.RandomForestRegressor", params={"n_estimators": 10}
     )
     model, contract = train_model(
@@ -149,7 +149,7 @@ def test_torch_model_on_a_dask_cluster_of_worker_processes(
 ) -> None:
     cube_path, stack = cube
     X, y = _training()
-    spec = ModelSpec(
+    spec = ModelConfig(
         kind="torch", architecture="tempcnn", params={"filters": 8, "dense": 32},
         training={"epochs": 3},
     )  # fmt: skip

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from distributed import Client, get_task_stream
 
+from pipeline.learn.config import GridSearchConfig, ModelConfig
 from pipeline.learn.sklearn import train
-from pipeline.manifest import GridSearchSpec, ModelSpec
 from tests.servers.dask_cluster import dask_cluster
 
 
@@ -30,16 +30,18 @@ def _data() -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
 @pytest.mark.parametrize(
     "spec",
     [
-        ModelSpec(estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimators": 40}),
-        ModelSpec(
+        ModelConfig(
+            estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimators": 40}
+        ),
+        ModelConfig(
             estimator="sklearn.ensemble.ExtraTreesClassifier",
             params={"n_estimators": 40},
-            grid_search=GridSearchSpec(param_grid={"max_depth": [3, None]}, folds=3),
+            grid_search=GridSearchConfig(param_grid={"max_depth": [3, None]}, folds=3),
         ),
     ],
     ids=["forest", "grid-search"],
 )
-def test_a_model_trained_on_the_cluster_is_the_model_trained_alone(spec: ModelSpec) -> None:
+def test_a_model_trained_on_the_cluster_is_the_model_trained_alone(spec: ModelConfig) -> None:
     features, labels, names, groups = _data()
     alone, _ = train(spec, features, labels, names, 7, groups=groups)
     with dask_cluster(n_workers=2) as cluster, Client(cluster.address) as client:
@@ -64,7 +66,7 @@ def test_a_model_trained_on_the_cluster_is_the_model_trained_alone(spec: ModelSp
 
 def test_outside_a_worker_the_fit_is_unchanged() -> None:
     """No cluster, no dask backend: n_jobs stays as configured during the fit."""
-    spec = ModelSpec(params={"n_estimators": 5, "n_jobs": 1})
+    spec = ModelConfig(params={"n_estimators": 5, "n_jobs": 1})
     features, labels, names, groups = _data()
     estimator, _ = train(spec, features, labels, names, seed=7, groups=groups)
     assert estimator.get_params()["n_jobs"] == 1

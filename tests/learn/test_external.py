@@ -24,7 +24,7 @@ from pipeline.learn import (
     save_model,
     train_model,
 )
-from pipeline.manifest import ModelSpec
+from pipeline.learn.config import ModelConfig
 from tests.learn.data import SLOVENIA_CLASSES, slovenia
 
 
@@ -36,8 +36,8 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-def external(path: Path) -> ModelSpec:
-    return ModelSpec(kind="external", path=str(path))
+def external(path: Path) -> ModelConfig:
+    return ModelConfig(kind="external", path=str(path))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_task_and_labels_must_suit_the_run(
 def test_a_sitsflow_torch_folder_from_another_run(tmp_path: Path) -> None:
     patch = slovenia()
     rows = np.flatnonzero(np.isin(patch.lulc, SLOVENIA_CLASSES))[::8]
-    spec = ModelSpec(
+    spec = ModelConfig(
         kind="torch", architecture="tempcnn", params={"filters": 8, "dense": 16},
         training={"epochs": 2},
     )  # fmt: skip
@@ -157,7 +157,7 @@ def test_unusable_paths(tmp_path: Path, name: str, words: str) -> None:
     (tmp_path / "model.onnx").write_bytes(b"\x08\x01")
     with pytest.raises(ModelError, match=words) as err:
         load_external_model(external(tmp_path / name), "classification")
-    assert err.value.field == "spec.model.path"
+    assert err.value.field == "model.path"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match=r"has no model\.json"):
         load_external_model(external(tmp_path / "empty"), "classification")

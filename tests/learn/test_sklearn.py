@@ -16,8 +16,8 @@ from sklearn.model_selection import GroupKFold
 
 from pipeline.errors import ModelError
 from pipeline.learn import load_model, save_model, train_model
+from pipeline.learn.config import ModelConfig
 from pipeline.learn.sklearn import dump_estimator, load_skops
-from pipeline.manifest import ModelSpec
 from pipeline.samples.tables import read_sample_table
 from tests.learn.data import CERRADO, MODIS_NDVI, SLOVENIA_CLASSES, block_holdout, slovenia
 
@@ -26,7 +26,7 @@ def grouped_cv_accuracy(path: Path, folds: int = 5) -> float:
     """Overall accuracy of a 100-tree random forest, 5 folds grouped by location (samples of one
     place in different years never sit on both sides)."""
     table = read_sample_table(path)
-    spec = ModelSpec(params={"n_estimators": 100})
+    spec = ModelConfig(params={"n_estimators": 100})
     correct = 0
     for train, test in GroupKFold(folds).split(table.features, groups=table.location_ids):
         model, _ = train_model(
@@ -47,7 +47,7 @@ def test_slovenia_classification_saves_and_reloads_identically(tmp_path: Path) -
     keep = np.isin(patch.lulc, SLOVENIA_CLASSES)
     test = block_holdout(patch.blocks, 0.25, seed=1)
     train, held = keep & ~test, keep & test
-    spec = ModelSpec(params={"n_estimators": 40, "min_samples_leaf": 2})
+    spec = ModelConfig(params={"n_estimators": 40, "min_samples_leaf": 2})
     model, contract = train_model(
         spec,
         patch.features[train],
@@ -76,7 +76,7 @@ def test_seed_reaches_the_estimator() -> None:
     patch = slovenia()
     rows = np.isin(patch.lulc, SLOVENIA_CLASSES)
     X, y = patch.features[rows][:1500], patch.lulc[rows][:1500]
-    spec = ModelSpec(params={"n_estimators": 5})
+    spec = ModelConfig(params={"n_estimators": 5})
     a, _ = train_model(spec, X, y, patch.feature_names, seed=1)
     b, _ = train_model(spec, X, y, patch.feature_names, seed=1)
     c, _ = train_model(spec, X, y, patch.feature_names, seed=2)
@@ -87,7 +87,7 @@ def test_seed_reaches_the_estimator() -> None:
 
 def test_standardized_knn_with_grid_search_grouped_by_location(tmp_path: Path) -> None:
     table = read_sample_table(MODIS_NDVI)
-    spec = ModelSpec(
+    spec = ModelConfig(
         estimator="sklearn.neighbors.KNeighborsClassifier",
         standardize=True,
         grid_search={"param_grid": {"n_neighbors": [1, 15]}, "folds": 3},
@@ -116,7 +116,7 @@ def test_regression_forest_on_max_ndvi(tmp_path: Path) -> None:
     patch = slovenia()
     test = block_holdout(patch.blocks, 0.25, seed=0)
     train = np.flatnonzero(~test)[::3]
-    spec = ModelSpec(
+    spec = ModelConfig(
         estimator="sklearn.ensemble.RandomForestRegressor",
         params={"n_estimators": 30, "min_samples_leaf": 3},
     )
@@ -141,26 +141,26 @@ def test_regression_forest_on_max_ndvi(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "task", "field", "words"),
     [
-        (ModelSpec(estimator="sklearn.ensemble.RandomForestRegressor"), "classification",
-         "spec.model.estimator", "is a regressor, but the run's task is classification"),
-        (ModelSpec(), "regression", "spec.model.estimator",
+        (ModelConfig(estimator="sklearn.ensemble.RandomForestRegressor"), "classification",
+         "model.estimator", "is a regressor, but the run's task is classification"),
+        (ModelConfig(), "regression", "model.estimator",
          "e.g. sklearn.ensemble.RandomForestRegressor"),
-        (ModelSpec(estimator="sklearn.svm.SVC"), "classification", "spec.model.estimator",
+        (ModelConfig(estimator="sklearn.svm.SVC"), "classification", "model.estimator",
          "CalibratedClassifierCV"),
-        (ModelSpec(estimator="sklearn.ensemble.RandomForest"), "classification",
-         "spec.model.estimator", "cannot be imported"),
-        (ModelSpec(estimator="numpy.ndarray"), "classification", "spec.model.estimator",
+        (ModelConfig(estimator="sklearn.ensemble.RandomForest"), "classification",
+         "model.estimator", "cannot be imported"),
+        (ModelConfig(estimator="numpy.ndarray"), "classification", "model.estimator",
          "not an estimator class"),
-        (ModelSpec(params={"n_trees": 10}), "classification", "spec.model.params",
+        (ModelConfig(params={"n_trees": 10}), "classification", "model.params",
          "does not accept the parameters ['n_trees']"),
-        (ModelSpec(grid_search={"param_grid": {"n_estimator": [10]}}), "classification",
-         "spec.model.grid_search.param_grid", "did you mean 'n_estimators'"),
-        (ModelSpec(grid_search={"param_grid": {"max_depth": [2]}, "scoring": "acuracy"}),
-         "classification", "spec.model.grid_search.scoring", "not a scikit-learn scorer"),
+        (ModelConfig(grid_search={"param_grid": {"n_estimator": [10]}}), "classification",
+         "model.grid_search.param_grid", "did you mean 'n_estimators'"),
+        (ModelConfig(grid_search={"param_grid": {"max_depth": [2]}, "scoring": "acuracy"}),
+         "classification", "model.grid_search.scoring", "not a scikit-learn scorer"),
     ],
 )  # fmt: skip
 def test_bad_estimator_specs_name_the_field(
-    spec: ModelSpec, task: str, field: str, words: str
+    spec: ModelConfig, task: str, field: str, words: str
 ) -> None:
     patch = slovenia()
     with pytest.raises(ModelError) as err:
@@ -180,16 +180,16 @@ def test_bad_training_tables() -> None:
     patch = slovenia()
     X, names = patch.features[:20], patch.feature_names
     with pytest.raises(ModelError, match="expected \\(samples, 36\\)"):
-        train_model(ModelSpec(), X, patch.lulc[:20], names[:-1], seed=0)
+        train_model(ModelConfig(), X, patch.lulc[:20], names[:-1], seed=0)
     with pytest.raises(ModelError, match="integer codes"):
-        train_model(ModelSpec(), X, np.array(["a", "b"] * 10), names, seed=0)
+        train_model(ModelConfig(), X, np.array(["a", "b"] * 10), names, seed=0)
     with pytest.raises(ModelError, match="1 NaN or infinite"):
         y = patch.max_ndvi[:20].copy()
         y[4] = np.nan
-        spec = ModelSpec(estimator="sklearn.ensemble.RandomForestRegressor")
+        spec = ModelConfig(estimator="sklearn.ensemble.RandomForestRegressor")
         train_model(spec, X, y, names, seed=0, task="regression")
     with pytest.raises(ModelError, match="needs at least 5 polygons"):
-        spec = ModelSpec(grid_search={"param_grid": {"max_depth": [2, 3]}})
+        spec = ModelConfig(grid_search={"param_grid": {"max_depth": [2, 3]}})
         train_model(spec, X, patch.lulc[:20], names, seed=0, groups=np.arange(20) % 3)
 
 
@@ -229,14 +229,14 @@ def test_joblib_is_the_fallback_when_skops_would_not_load_the_model(tmp_path: Pa
 def test_contracts_written_before_skops_still_load(tmp_path: Path) -> None:
     patch = slovenia()
     rows = np.isin(patch.lulc, SLOVENIA_CLASSES)
-    spec = ModelSpec(params={"n_estimators": 3})
+    spec = ModelConfig(params={"n_estimators": 3})
     model, _ = train_model(spec, patch.features[rows], patch.lulc[rows], patch.feature_names, 0)
     folder = tmp_path / "old"
     folder.mkdir()
     joblib.dump(model, folder / "model.joblib")
     old = {
         "estimator": spec.estimator,
-        "params": spec.params,
+        "params": spec.params_dict(),
         "feature_names": list(patch.feature_names),
         "classes": list(SLOVENIA_CLASSES),
         "sklearn_version": "1.5.0",

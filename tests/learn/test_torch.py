@@ -18,9 +18,9 @@ from sklearn.metrics import r2_score
 
 from pipeline.errors import ModelError
 from pipeline.learn import check_model_spec, load_model, save_model, train_model
+from pipeline.learn.config import ModelConfig
 from pipeline.learn.torch.estimator import TorchModel
 from pipeline.learn.torch.train import _class_weights, holdout_split
-from pipeline.manifest import ModelSpec
 from pipeline.samples.tables import SampleTable, read_sample_table
 from pipeline.warnings import SamplingWarning
 from tests.learn.data import MODIS_NDVI, SLOVENIA_CLASSES, block_holdout, slovenia
@@ -47,9 +47,9 @@ def modis() -> SampleTable:
     return read_sample_table(MODIS_NDVI)
 
 
-def torch_spec(architecture: str, **training: Any) -> ModelSpec:
+def torch_spec(architecture: str, **training: Any) -> ModelConfig:
     settings = {"epochs": 25, "patience": 5, "batch_size": 64, **training}
-    return ModelSpec(
+    return ModelConfig(
         kind="torch", architecture=architecture, params=SMALL[architecture], training=settings
     )
 
@@ -232,16 +232,16 @@ def test_a_class_with_one_polygon_trains_without_early_stopping(modis: SampleTab
 @pytest.mark.parametrize(
     ("architecture", "params", "training", "field", "words"),
     [
-        ("tests.learn.nets:WrongWidth", {}, {}, "spec.model.architecture",
+        ("tests.learn.nets:WrongWidth", {}, {}, "model.architecture",
          "for a batch of 2, expected (2, "),
-        ("tests.learn.nets:NotAModule", {}, {}, "spec.model.architecture",
+        ("tests.learn.nets:NotAModule", {}, {}, "model.architecture",
          "not a torch.nn.Module"),
-        ("tests.learn.nets:Missing", {}, {}, "spec.model.architecture", "cannot be imported"),
-        ("tempcnn", {"n_outputs": 3}, {}, "spec.model.params", "derives from the data"),
-        ("tempcnn", {"filter": 8}, {}, "spec.model.params", "filters, kernel_size"),
-        ("tempcnn", {"kernel_size": 4}, {}, "spec.model.params", "kernel_size must be odd"),
-        ("ltae", {"d_model": 30, "n_head": 4}, {}, "spec.model.params", "multiple of n_head"),
-        ("mlp", {}, {"device": "cuda"}, "spec.model.training.device", "no CUDA GPU"),
+        ("tests.learn.nets:Missing", {}, {}, "model.architecture", "cannot be imported"),
+        ("tempcnn", {"n_outputs": 3}, {}, "model.params", "derives from the data"),
+        ("tempcnn", {"filter": 8}, {}, "model.params", "filters, kernel_size"),
+        ("tempcnn", {"kernel_size": 4}, {}, "model.params", "kernel_size must be odd"),
+        ("ltae", {"d_model": 30, "n_head": 4}, {}, "model.params", "multiple of n_head"),
+        ("mlp", {}, {"device": "cuda"}, "model.training.device", "no CUDA GPU"),
     ],
 )  # fmt: skip
 def test_bad_network_specs_fail_before_training(
@@ -254,7 +254,7 @@ def test_bad_network_specs_fail_before_training(
 ) -> None:
     if training.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    spec = ModelSpec(kind="torch", architecture=architecture, params=params, training=training)
+    spec = ModelConfig(kind="torch", architecture=architecture, params=params, training=training)
     X, y, _ = _small(modis, 40)
     for attempt in (
         lambda: check_model_spec(spec, "classification", modis.feature_names),
@@ -269,9 +269,9 @@ def test_bad_network_specs_fail_before_training(
 def test_temporal_networks_refuse_features_on_different_dates() -> None:
     names = [f"s2_ndvi_2017{m:02d}01" for m in range(1, 13)] + ["l8_ndvi_20170105"]
     with pytest.raises(ModelError, match="same dates"):
-        check_model_spec(ModelSpec(kind="torch", architecture="tempcnn"), "classification", names)
+        check_model_spec(ModelConfig(kind="torch", architecture="tempcnn"), "classification", names)
     # The MLP takes features on any dates.
-    check_model_spec(ModelSpec(kind="torch", architecture="mlp"), "classification", names)
+    check_model_spec(ModelConfig(kind="torch", architecture="mlp"), "classification", names)
 
 
 def test_bad_training_data(modis: SampleTable) -> None:
@@ -280,7 +280,7 @@ def test_bad_training_data(modis: SampleTable) -> None:
         bad = X.copy()
         bad[3, 2] = np.nan
         train_model(torch_spec("mlp"), bad, y, modis.feature_names, seed=0)
-    spec = ModelSpec(kind="torch", architecture="mlp", training={"class_weights": "balanced"})
+    spec = ModelConfig(kind="torch", architecture="mlp", training={"class_weights": "balanced"})
     with pytest.raises(ModelError, match="class_weights weigh classes"):
         train_model(spec, X, X[:, 0], modis.feature_names, seed=0, task="regression")
 

@@ -18,7 +18,7 @@ import zarr
 
 from pipeline.errors import ModelError
 from pipeline.learn import save_model, train_model
-from pipeline.manifest import ModelSpec
+from pipeline.learn.config import ModelConfig
 from pipeline.model import GridSpec, Window
 from pipeline.predict import blockwise
 from pipeline.predict.blockwise import (
@@ -87,7 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     array[:] = stack
     models, folders = [], []
-    spec = ModelSpec(estimator="sklearn.linear_model.LogisticRegression")
+    spec = ModelConfig(estimator="sklearn.linear_model.LogisticRegression")
     for region in range(len(MODEL_CLASSES)):
         X = rng.normal(size=(400, N_FEATURES)).astype(np.float32)
         model, contract = train_model(spec, X, _labels(region, X), FEATURE_NAMES, seed=0)
@@ -372,7 +372,7 @@ def test_predict_stack_regions_asks_only_for_the_weighing_models(world: dict[str
 def test_regression_is_the_weighted_mean_of_the_region_models(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    spec = ModelSpec(estimator="sklearn.linear_model.LinearRegression")
+    spec = ModelConfig(estimator="sklearn.linear_model.LinearRegression")
     rng = np.random.default_rng(7)
     models, folders = [], []
     for region, coefficients in enumerate(([1.0, 0.0, 0.0], [0.0, -2.0, 1.0])):
@@ -406,7 +406,7 @@ def test_regression_is_the_weighted_mean_of_the_region_models(
 
 
 def test_vote_for_regression_is_refused_naming_the_field(world: dict[str, Any]) -> None:
-    with pytest.raises(ModelError, match=r"spec\.reference\.regions\.border_rule.*'blend'"):
+    with pytest.raises(ModelError, match=r"reference\.regions\.border_rule.*'blend'"):
         RegionPredictTask(
             "cube", VARIABLES, ("m0", "m1"), "map", Window(0, 0, 1, 1),
             MapEncoding.for_values(), "regions", border_pixels=2, rule="vote",

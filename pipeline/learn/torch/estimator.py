@@ -27,8 +27,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError(
             "training.device is 'cuda' but torch sees no CUDA GPU on this machine",
-            fix="set spec.model.training.device to auto or cpu, or run on a GPU node",
-            field="spec.model.training.device",
+            fix="set model.training.device to auto or cpu, or run on a GPU node",
+            field="model.training.device",
         )
     return torch.device(device)
 

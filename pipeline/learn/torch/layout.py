@@ -63,7 +63,7 @@ class TemporalLayout:
             raise ModelError(
                 "the model's saved temporal layout does not match its feature names",
                 fix="the model folder was edited or mixed up; train the model again",
-                field="spec.model",
+                field="model",
             )
         return layout
 
@@ -76,7 +76,7 @@ def _split(name: str) -> tuple[str, str]:
             fix="temporal models (tempcnn, ltae, a temporal module) need features named "
             "<variable>_<YYYYMMDD> as in sitsflow cubes; use architecture mlp or a scikit-learn "
             "estimator for other features",
-            field="spec.model.architecture",
+            field="model.architecture",
         )
     return match["channel"], match["time"]
 
@@ -91,7 +91,7 @@ def _position(token: str, first: str) -> float:
         raise ModelError(
             f"time token {token!r} of a feature name is not a valid date YYYYMMDD",
             fix="name features <variable>_<YYYYMMDD> with real dates",
-            field="spec.model.architecture",
+            field="model.architecture",
         ) from None
     return float((when - start).days)
 
@@ -117,7 +117,7 @@ def from_feature_names(feature_names: Sequence[str]) -> TemporalLayout:
         raise ModelError(
             "feature names mix dates (_YYYYMMDD) and date indices (_tNN)",
             fix="name every feature of one table the same way",
-            field="spec.model.architecture",
+            field="model.architecture",
         )
     reference_channel = next(iter(channels))
     times = sorted(set(times_of[reference_channel]), key=_sort_key)
@@ -130,7 +130,7 @@ def from_feature_names(feature_names: Sequence[str]) -> TemporalLayout:
                 f"({min(tokens, key=_sort_key)}..{max(tokens, key=_sort_key)})",
                 fix="give every sensor the same date_step_days, or use architecture mlp or a "
                 "scikit-learn estimator, which take features on any dates",
-                field="spec.model.architecture",
+                field="model.architecture",
             )
     index = tuple(tuple(where[(c, t)] for c in channels) for t in times)
     positions = tuple(_position(t, times[0]) for t in times)

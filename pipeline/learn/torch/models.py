@@ -196,13 +196,13 @@ def network_class(architecture: str) -> type[nn.Module]:
             f"architecture {architecture!r} is not built in and cannot be imported",
             fix=f"use one of {', '.join(ARCHITECTURES)}, or the import path package.module:Class "
             "of a torch.nn.Module on the workers' Python path",
-            field="spec.model.architecture",
+            field="model.architecture",
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ModelError(
             f"{architecture!r} is not a torch.nn.Module class",
             fix="give the import path of a class derived from torch.nn.Module",
-            field="spec.model.architecture",
+            field="model.architecture",
         )
     return cls
 
@@ -213,7 +213,7 @@ def input_kind(cls: type[nn.Module]) -> str:
         raise ModelError(
             f"{cls.__name__}.input_kind is {kind!r}",
             fix="set the class attribute input_kind to 'flat' or 'temporal'",
-            field="spec.model.architecture",
+            field="model.architecture",
         )
     return str(kind)
 
@@ -232,9 +232,9 @@ def build_network(architecture: str, params: dict[str, Any], dims: NetworkDims) 
     clash = sorted(set(given) & set(params))
     if clash:
         raise ModelError(
-            f"spec.model.params sets {clash}, which sitsflow derives from the data",
-            fix=f"remove {', '.join(clash)} from spec.model.params",
-            field="spec.model.params",
+            f"model.params sets {clash}, which sitsflow derives from the data",
+            fix=f"remove {', '.join(clash)} from model.params",
+            field="model.params",
         )
     try:
         network = cls(**given, **params)
@@ -243,8 +243,8 @@ def build_network(architecture: str, params: dict[str, Any], dims: NetworkDims) 
         raise ModelError(
             f"{architecture} cannot be built with params {params}: {exc}",
             fix=f"use hyper-parameters it accepts ({', '.join(accepted) or 'none'}) with valid "
-            "values in spec.model.params",
-            field="spec.model.params",
+            "values in model.params",
+            field="model.params",
         ) from None
     _check_output(network, architecture, input_kind(cls), dims)
     return network
@@ -262,7 +262,7 @@ def _check_output(network: nn.Module, architecture: str, kind: str, dims: Networ
             f"{architecture} fails on a batch of shape {shape}: {type(exc).__name__}: {exc}",
             fix="check the module's forward against its input_kind ('flat': (batch, features); "
             "'temporal': (batch, time, channels))",
-            field="spec.model.architecture",
+            field="model.architecture",
         ) from None
     finally:
         network.train(was_training)
@@ -272,5 +272,5 @@ def _check_output(network: nn.Module, architecture: str, kind: str, dims: Networ
             f"{architecture} returns {got} for a batch of 2, expected (2, {dims.n_outputs})",
             fix="return one row of n_outputs scores (class logits, or 1 value for regression) "
             "per sample",
-            field="spec.model.architecture",
+            field="model.architecture",
         )

@@ -50,7 +50,7 @@ def rebuild_network(contract: ModelContract) -> SitsNetwork:
         raise ModelError(
             f"the torch model's config in {CONTRACT_FILE} is incomplete ({exc})",
             fix="point to an intact model folder written by sitsflow",
-            field="spec.model",
+            field="model",
         ) from None
     layout = (
         TemporalLayout.from_dict(layout_data, contract.feature_names)
@@ -74,7 +74,7 @@ def load_torch_model(
         raise ModelError(
             f"model weights {str(path)!r} named by {CONTRACT_FILE} do not exist",
             fix="point to an intact model folder (train the model again if it was deleted)",
-            field="spec.model",
+            field="model",
         ) from None
     except (RuntimeError, pickle.UnpicklingError, OSError) as exc:
         raise ModelError(
@@ -82,7 +82,7 @@ def load_torch_model(
             f"({str(exc).splitlines()[0]})",
             fix="point to an intact model folder; weights and model.json must come from the "
             "same training",
-            field="spec.model",
+            field="model",
         ) from None
     model = TorchModel(
         network,

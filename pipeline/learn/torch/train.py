@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.learn.config import ModelConfig, TrainingConfig
 from pipeline.learn.contract import ModelContract, Task
 from pipeline.learn.data import check_training_data
 from pipeline.learn.torch.estimator import SitsNetwork, TorchModel, resolve_device
 from pipeline.learn.torch.layout import TemporalLayout, from_feature_names
 from pipeline.learn.torch.models import NetworkDims, build_network, input_kind, network_class
-from pipeline.manifest import ModelSpec, TrainingSpec
 from pipeline.warnings import SamplingWarning
 
 
@@ -128,11 +128,11 @@ def _mean_loss(
 
 
 def prepare_network(
-    spec: ModelSpec, feature_names: Sequence[str], n_outputs: int
+    config: ModelConfig, feature_names: Sequence[str], n_outputs: int
 ) -> tuple[SitsNetwork, TemporalLayout | None, NetworkDims]:
     """The untrained network for these features (raises ModelError for a bad spec)."""
-    assert spec.architecture is not None  # the manifest requires it for kind torch
-    kind = input_kind(network_class(spec.architecture))
+    assert config.architecture is not None  # the manifest requires it for kind torch
+    kind = input_kind(network_class(config.architecture))
     layout = from_feature_names(feature_names) if kind == "temporal" else None
     dims = NetworkDims(
         n_features=len(feature_names),
@@ -141,28 +141,28 @@ def prepare_network(
         n_outputs=n_outputs,
         positions=layout.positions if layout else tuple(map(float, range(len(feature_names)))),
     )
-    core = build_network(spec.architecture, dict(spec.params), dims)
+    core = build_network(config.architecture, config.params_dict(), dims)
     return SitsNetwork(core, layout, len(feature_names)), layout, dims
 
 
-def _check_torch_spec(spec: ModelSpec, task: Task) -> None:
-    if task == "regression" and spec.training.class_weights != "none":
+def _check_torch_spec(config: ModelConfig, task: Task) -> None:
+    if task == "regression" and config.training.class_weights != "none":
         raise ModelError(
             "class_weights weigh classes, but the run's task is regression",
-            fix="remove spec.model.training.class_weights",
-            field="spec.model.training.class_weights",
+            fix="remove model.training.class_weights",
+            field="model.training.class_weights",
         )
 
 
-def check_network_spec(spec: ModelSpec, task: Task, feature_names: Sequence[str]) -> None:
+def check_network_spec(config: ModelConfig, task: Task, feature_names: Sequence[str]) -> None:
     """Build the network for these features without training it: a bad spec fails here."""
-    _check_torch_spec(spec, task)
-    resolve_device(spec.training.device)
-    prepare_network(spec, feature_names, 2 if task == "classification" else 1)
+    _check_torch_spec(config, task)
+    resolve_device(config.training.device)
+    prepare_network(config, feature_names, 2 if task == "classification" else 1)
 
 
 def fit_network(
-    spec: ModelSpec,
+    config: ModelConfig,
     features: np.ndarray,
     targets: np.ndarray,
     feature_names: Sequence[str],
@@ -171,17 +171,17 @@ def fit_network(
     task: Task = "classification",
     groups: np.ndarray | None = None,
 ) -> tuple[TorchModel, ModelContract]:
-    """Train the network of ``spec`` and wrap it for prediction."""
+    """Train the network of ``config`` and wrap it for prediction."""
     targets = np.asarray(targets)
     check_training_data(features, targets, feature_names, groups, task)
-    _check_torch_spec(spec, task)
+    _check_torch_spec(config, task)
     if not np.all(np.isfinite(features)):
         bad = int((~np.isfinite(features).all(axis=1)).sum())
         raise ModelError(
             f"{bad} training sample(s) have NaN or infinite features; networks cannot use them",
             fix="drop samples with missing values (pixels never valid in the period) first",
         )
-    settings = spec.training
+    settings = config.training
     device = resolve_device(settings.device)
     features = np.ascontiguousarray(features, dtype=np.float32)
     if task == "classification":
@@ -212,8 +212,8 @@ def fit_network(
         target_scale = float(targets[train_rows].std()) or 1.0
 
     with seeded(seed, device):
-        network, layout, dims = prepare_network(spec, feature_names, n_outputs)
-        if spec.standardize is not False:
+        network, layout, dims = prepare_network(config, feature_names, n_outputs)
+        if config.standardize is not False:
             network.set_normalization(*_normalization(features[train_rows], layout))
         network.to(device)
         if task == "classification":
@@ -246,8 +246,8 @@ def fit_network(
         }
     )
     contract = ModelContract(
-        estimator=spec.architecture or "",
-        params=dict(spec.params),
+        estimator=config.architecture or "",
+        params=config.params_dict(),
         feature_names=tuple(feature_names),
         classes=tuple(int(c) for c in classes),
         kind="torch",
@@ -255,16 +255,16 @@ def fit_network(
         model_file="model.pt",
         versions={"torch": torch.__version__},
         config={
-            "architecture": spec.architecture,
-            "params": dict(spec.params),
+            "architecture": config.architecture,
+            "params": config.params_dict(),
             "input_kind": "temporal" if layout is not None else "flat",
             "dims": asdict(dims),
             "layout": layout.to_dict() if layout is not None else None,
-            "standardize": spec.standardize is not False,
+            "standardize": config.standardize is not False,
             "target_mean": target_mean,
             "target_scale": target_scale,
         },
-        training={"settings": settings.model_dump(), "seed": seed, **record},
+        training={"settings": asdict(settings), "seed": seed, **record},
     )
     return model, contract
 
@@ -272,7 +272,7 @@ def fit_network(
 def _train_loop(
     network: nn.Module,
     loss: nn.Module,
-    settings: TrainingSpec,
+    settings: TrainingConfig,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_val: torch.Tensor,
@@ -302,8 +302,8 @@ def _train_loop(
             if not np.isfinite(entry["validation_loss"]):
                 raise ModelError(
                     f"the validation loss became {entry['validation_loss']} at epoch {epoch}",
-                    fix="lower spec.model.training.learning_rate",
-                    field="spec.model.training.learning_rate",
+                    fix="lower model.training.learning_rate",
+                    field="model.training.learning_rate",
                 )
             if entry["validation_loss"] < best_loss:
                 best_loss, best_epoch, waited = entry["validation_loss"], epoch, 0

@@ -234,29 +234,19 @@ def worker_capacity(client: Client) -> list[tuple[str, int, int]]:
 
 # --- starting early ------------------------------------------------------------------------------
 
-# What the units of each stage import on a worker (the first unit of a stage pays for it).
-# skops.io alone takes 2 s or more: its import scans every scikit-learn estimator; the train,
-# predict and validate units save or load the model with it.
-SKOPS = "skops.io"
-KERNELS = "pipeline.cube.build:load_kernels"
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "cube": ("pipeline.run.stages", KERNELS),
-    "samples": ("pipeline.run.stages",),
-    "train": ("pipeline.run.stages", "pipeline.learn", SKOPS),
-    "predict": ("pipeline.run.stages", "pipeline.predict.blockwise", SKOPS),
-    "mosaic": (
-        "pipeline.run.stages",
-        "pipeline.predict.outputs",
-        "pipeline.predict.stac",
-        "pipeline.validate.mapped_area",
-    ),
-    "validate": ("pipeline.run.stages", "pipeline.validate.report", "pipeline.learn", SKOPS),
-}
+SKOPS = "skops.io"  # saves and loads scikit-learn models: not needed by a torch model
 
 
 def stage_modules(stages: Sequence[str], model_kind: str = "sklearn") -> tuple[str, ...]:
-    """The modules the units of ``stages`` import, once each (no skops for a torch model)."""
-    wanted = (m for s in stages for m in STAGE_MODULES.get(s, ()))
+    """The modules the units of ``stages`` import on a worker, once each, from the registry:
+    each stage's own module, then what it names in ``worker_imports`` (the first unit of a stage
+    would pay for them); no skops for a torch model."""
+    from pipeline.stages import get
+
+    wanted: list[str] = []
+    for name in stages:
+        stage = get(name)
+        wanted += [type(stage).__module__, *getattr(stage, "worker_imports", ())]
     return tuple(m for m in dict.fromkeys(wanted) if m != SKOPS or model_kind != "torch")
 
 

@@ -256,6 +256,8 @@ class Cube:
     name = NAME
     version = VERSION
     needs = ("discover",)
+    # What its units import on a worker, loaded by the cluster warm-up (compiled kernels).
+    worker_imports = ("pipeline.cube.build:load_kernels",)
 
     def plan(self, context: PlanContext) -> StagePlan:
         config, store, layout = context.config, context.store, context.layout

@@ -206,6 +206,12 @@ class Mosaic:
     name = NAME
     version = VERSION
     needs = ("cube", "samples", "predict")
+    # What its units import on a worker, loaded by the cluster warm-up.
+    worker_imports = (
+        "pipeline.predict.outputs",
+        "pipeline.predict.stac",
+        "pipeline.validate.mapped_area",
+    )
 
     def plan(self, context: PlanContext) -> StagePlan:
         config, layout = context.config, context.layout

@@ -189,6 +189,8 @@ class Predict:
     name = NAME
     version = VERSION
     needs = ("cube", "samples", "train")
+    # What its units import on a worker, loaded by the cluster warm-up.
+    worker_imports = ("pipeline.predict.blockwise", "skops.io")
 
     def plan(self, context: PlanContext) -> StagePlan:
         cubes: Cubes = context.outputs("cube")

@@ -150,6 +150,9 @@ class Train:
     name = NAME
     version = VERSION
     needs = ("cube", "samples")
+    # What its units import on a worker, loaded by the cluster warm-up (skops.io alone
+    # takes 2 s or more: its import scans every scikit-learn estimator).
+    worker_imports = ("pipeline.learn", "skops.io")
 
     def plan(self, context: PlanContext) -> StagePlan:
         config = context.config
@@ -193,7 +196,7 @@ class Train:
         def check_model() -> None:
             from pipeline.learn import check_model_spec  # heavy (estimators, torch)
 
-            check_model_spec(config.model, config.task, features)
+            check_model_spec(config.model, config.task, features)  # type: ignore[arg-type]
 
         layout = context.layout
         return StagePlan(

@@ -369,6 +369,8 @@ class Validate:
     name = NAME
     version = VERSION
     needs = ("samples", "train", "mosaic")
+    # What its units import on a worker, loaded by the cluster warm-up.
+    worker_imports = ("pipeline.validate.report", "pipeline.learn", "skops.io")
 
     def plan(self, context: PlanContext) -> StagePlan:
         layout = context.layout

@@ -220,12 +220,21 @@ def test_a_closing_worker_freezes_its_heap() -> None:
 
 
 def test_the_warm_up_follows_the_stages_and_the_model() -> None:
-    assert stage_modules(["cube", "samples"]) == ("pipeline.run.stages", clusters.KERNELS)
+    kernels = "pipeline.cube.build:load_kernels"
+    assert stage_modules(["cube", "samples"]) == (
+        "pipeline.stages.cube",
+        kernels,
+        "pipeline.stages.samples",
+    )
     predict = stage_modules(["predict", "validate"])
-    assert predict[0] == "pipeline.run.stages" and len(set(predict)) == len(predict)
+    assert predict[0] == "pipeline.stages.predict" and len(set(predict)) == len(predict)
     assert SKOPS in predict
     assert SKOPS not in stage_modules(["train", "predict", "validate"], model_kind="torch")
-    assert stage_modules(["discover"]) == ()
+    assert stage_modules(["discover"]) == ("pipeline.stages.discover",)
+    # What the warm-up names is importable (a module:function is called).
+    assert clusters.import_modules(stage_modules(["cube", "mosaic"])) == list(
+        stage_modules(["cube", "mosaic"])
+    )
 
 
 @pytest.mark.parametrize("in_pod_env", [False, True])

@@ -20,7 +20,8 @@ import typer
 from rich.console import Console
 
 from pipeline.errors import SitsflowError
-from pipeline.manifest import RunManifest, json_schema, load_manifest, with_store
+from pipeline.manifest import RunManifest, json_schema, load_manifest, resolve, with_store
+from pipeline.manifest.fields import Command, locate
 from pipeline.run.logs import LogFormat, RunLog, bridge_logging, resolve_format
 from pipeline.warnings import SitsflowWarning
 
@@ -63,8 +64,11 @@ def _log(run: str | None = None) -> RunLog:
     return log
 
 
-def _fail(log: RunLog, exc: SitsflowError) -> None:
-    text = str(exc)
+def _fail(
+    log: RunLog, exc: SitsflowError, *, command: Command = "run", flags: list[str] | None = None
+) -> None:
+    # The field as this command's user knows it (manifest path or option).
+    text = str(locate(exc, command=command, flags=flags))
     log.error(text if not log.json else f"error: {text}")
     raise typer.Exit(code=2)
 
@@ -139,7 +143,7 @@ def status(
     _route_warnings(log)
     try:
         loaded = _load(manifest, store)
-        plan = plan_run(loaded, resume=True, check_lock=False)
+        plan = plan_run(resolve(loaded), resume=True, check_lock=False)
         stages = run_status(plan)
         history = sessions(plan.store)
         running = holder(plan.store)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipeline.run.config import RunConfig
 from pipeline.run.executor import Executor, StageOutcome, StageWork
 from pipeline.run.layout import RunLayout
 from pipeline.run.stage import StagePlan
@@ -24,7 +25,7 @@ class PlanContext:
     """Planning one stage: the run's configuration and the plans of the stages it needs."""
 
     stage: str
-    config: Any
+    config: RunConfig
     """The run's configuration: its ``name`` and one attribute per section (``model``...)."""
     store: RunStore
     layout: RunLayout
@@ -62,7 +63,7 @@ class RunContext:
     """What the run reports as its result (the validation scores, or an extraction's table)."""
 
     @property
-    def config(self) -> Any:
+    def config(self) -> RunConfig:
         return self.plan.config
 
     @property

@@ -12,13 +12,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from dask.utils import parse_bytes
 
 from pipeline import stages as registry
 from pipeline.errors import OutputError
+from pipeline.run.config import RunConfig
 from pipeline.run.context import PlanContext
 from pipeline.run.estimate import WorkEstimate, check_memory
 from pipeline.run.layout import RunLayout
@@ -31,7 +31,7 @@ from pipeline.storage import RunStore, check_writable
 
 @dataclass(frozen=True)
 class RunPlan:
-    config: Any
+    config: RunConfig
     """The run's configuration: ``name``, ``document`` and one attribute per section."""
     store: RunStore
     layout: RunLayout
@@ -69,16 +69,6 @@ class RunPlan:
         return self.outputs("samples").reference
 
 
-def config_of(manifest: Any) -> Any:
-    """The run's configuration as planning and execution read it: the spec's sections, the
-    run's name and the manifest's JSON document (what state/manifest.json records)."""
-    spec = manifest.spec
-    sections = {name: getattr(spec, name) for name in type(spec).model_fields}
-    return SimpleNamespace(
-        **sections, name=manifest.name, document=manifest.model_dump(mode="json")
-    )
-
-
 def check_store_state(store: RunStore, name: str, resume: bool, *, check_lock: bool = True) -> None:
     if check_lock:
         check_free(store, remote_too=False)  # another host's lock may be a dead driver's
@@ -105,7 +95,7 @@ def check_store_state(store: RunStore, name: str, resume: bool, *, check_lock: b
 
 
 def plan_run(
-    manifest: Any,
+    config: RunConfig,
     *,
     resume: bool = False,
     on_work_ahead: Callable[[list[str]], None] | None = None,
@@ -118,7 +108,6 @@ def plan_run(
     there, so that it comes up while planning ends. ``check_lock=False`` plans a store another
     driver is working in (to report on it).
     """
-    config = config_of(manifest)
     outputs = config.outputs
     store = RunStore(outputs.store)
     layout = RunLayout(Path(), outputs.labels, outputs.confidence, outputs.report, outputs.values)

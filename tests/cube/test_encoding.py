@@ -219,6 +219,7 @@ def test_unwritten_chunks_read_as_nan_and_float_values_are_refused(
 
 @pytest.mark.parametrize("encoding", ["int16", "float32"])
 def test_the_manifest_chooses_the_encoding_of_the_run(encoding: str, tmp_path: Path) -> None:
+    from pipeline.manifest import resolve
     from pipeline.run.runner import plan_run
     from pipeline.warnings import DataQualityWarning
     from tests.conftest import demo_in
@@ -229,7 +230,7 @@ def test_the_manifest_chooses_the_encoding_of_the_run(encoding: str, tmp_path: P
     spec = manifest.spec.model_copy(update={"outputs": outputs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        run = plan_run(manifest.model_copy(update={"spec": spec}))
+        run = plan_run(resolve(manifest.model_copy(update={"spec": spec})))
     assert run.cube.encoding == encoding
     expected = REFLECTANCE if encoding == "int16" else None
     assert run.cube.variable_encodings == {"s2_ndvi": expected}

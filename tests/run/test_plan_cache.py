@@ -14,7 +14,7 @@ import pytest
 from shapely.affinity import translate
 from shapely.geometry import box
 
-from pipeline.manifest import RunManifest, load_manifest
+from pipeline.manifest import RunManifest, load_manifest, resolve
 from pipeline.model import GridSpec
 from pipeline.run.plan_cache import FOLDER, PlanCache, cached_burn, code_digest
 from pipeline.run.runner import RunPlan, plan_run
@@ -148,11 +148,11 @@ def test_the_code_digest_follows_the_source(tmp_path: Path) -> None:
 
 def test_a_resumed_plan_reads_the_burn_and_the_pixels_back(tmp_path: Path) -> None:
     manifest = load_manifest(demo_manifest(tmp_path))
-    first = plan_run(manifest)
+    first = plan_run(resolve(manifest))
     assert first.cache is not None and first.cache.hits == 0 and first.cache.misses == 2
     assert not RunStore(manifest.spec.outputs.store).list_names(FOLDER)
     first.cache.flush()
-    again = plan_run(manifest)
+    again = plan_run(resolve(manifest))
     assert again.cache is not None and (again.cache.hits, again.cache.misses) == (2, 0)
     pd.testing.assert_frame_equal(again.outputs("samples").pixels, first.outputs("samples").pixels)
     np.testing.assert_array_equal(again.reference.polygon_ids, first.reference.polygon_ids)
@@ -164,7 +164,7 @@ def test_a_resumed_plan_reads_the_burn_and_the_pixels_back(tmp_path: Path) -> No
 
 def _plan_and_keep(manifest: RunManifest) -> RunPlan:
     """Plan, then write the plan cache as a run does once it holds the lock."""
-    plan = plan_run(manifest)
+    plan = plan_run(resolve(manifest))
     assert plan.cache is not None
     plan.cache.flush()
     return plan
@@ -176,7 +176,7 @@ def test_a_changed_sampling_rule_draws_the_pixels_again(tmp_path: Path) -> None:
     spec = manifest.spec.model_copy(
         update={"sampling": manifest.spec.sampling.model_copy(update={"seed": 7})}
     )
-    again = plan_run(manifest.model_copy(update={"spec": spec}))
+    again = plan_run(resolve(manifest.model_copy(update={"spec": spec})))
     assert again.cache is not None and (again.cache.hits, again.cache.misses) == (1, 1)
     assert again.digests["samples"] != first.digests["samples"]
     assert again.digests["cube_store"] == first.digests["cube_store"]
@@ -192,7 +192,7 @@ def test_moving_one_parcel_burns_again(tmp_path: Path) -> None:
     spec = manifest.spec.model_copy(
         update={"reference": manifest.spec.reference.model_copy(update={"path": str(moved)})}
     )
-    again = plan_run(manifest.model_copy(update={"spec": spec}))
+    again = plan_run(resolve(manifest.model_copy(update={"spec": spec})))
     assert again.cache is not None and (again.cache.hits, again.cache.misses) == (0, 2)
 
 
@@ -232,7 +232,7 @@ def test_a_resumed_plan_warns_as_the_first_did(tmp_path: Path) -> None:
     with pytest.warns(SamplingWarning, match="fewer than count=1000000") as first_time:
         _plan_and_keep(manifest)
     with pytest.warns(SamplingWarning, match="fewer than count=1000000") as again_time:
-        again = plan_run(manifest)
+        again = plan_run(resolve(manifest))
     assert again.cache is not None and again.cache.hits == 2
     said = [str(w.message) for w in first_time if w.category is SamplingWarning]
     assert [str(w.message) for w in again_time if w.category is SamplingWarning] == said
@@ -249,4 +249,4 @@ def test_a_strict_resume_still_fails_on_a_sampling_warning(tmp_path: Path) -> No
         _plan_and_keep(manifest)
     with warnings.catch_warnings(), pytest.raises(SamplingWarning):
         warnings.simplefilter("error", SamplingWarning)
-        plan_run(manifest)
+        plan_run(resolve(manifest))

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import stages as registry
 from pipeline.errors import SitsflowError
-from pipeline.manifest import load_manifest
+from pipeline.manifest import load_manifest, resolve
 from pipeline.run.context import PlanContext, RunContext
 from pipeline.run.execute import execute
 from pipeline.run.executor import StageWork
@@ -144,7 +144,7 @@ def test_register_refuses_a_misplaced_stage(toy_stages: Count) -> None:
 def _run(manifest: Path, resume: bool) -> tuple[RunPlan, dict[str, tuple[int, int]]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = plan_run(load_manifest(manifest), resume=resume)
+        plan = plan_run(resolve(load_manifest(manifest)), resume=resume)
         progress = Progress(log=RunLog("json", stream=io.StringIO()), interval=0.0)
         result = execute(plan, progress)
     return plan, {name: (o.ran, o.skipped) for name, o in result.outcomes.items()}

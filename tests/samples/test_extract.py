@@ -19,6 +19,7 @@ from pipeline.cube.plan import CubePlan
 from pipeline.cube.read import RasterioReader
 from pipeline.cube.store import create_cube_store
 from pipeline.errors import InputDataError
+from pipeline.manifest import resolve
 from pipeline.model import GridSpec
 from pipeline.run.runner import RunPlan, plan_run
 from pipeline.samples.extract import (
@@ -39,7 +40,7 @@ from tests.servers.dask_cluster import dask_cluster
 def demo(tmp_path_factory: pytest.TempPathFactory) -> RunPlan:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        return plan_run(demo_in(tmp_path_factory.mktemp("demo") / "store"))
+        return plan_run(resolve(demo_in(tmp_path_factory.mktemp("demo") / "store")))
 
 
 @pytest.fixture(scope="module")

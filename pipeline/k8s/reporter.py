@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,9 @@ from rich.console import Console
 from pipeline.k8s import API_VERSION, KIND, PLURAL
 from pipeline.k8s.status import progress_text, tiles_text
 from pipeline.run.progress import Bar, Progress
+from pipeline.stages import stage_names
 
 log = logging.getLogger(__name__)
-
-# The runner's stages in order; a stage not listed here is added at the end when it starts.
-STAGES = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
-
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_S = 5.0  # a report waits no longer: the run goes on
@@ -126,8 +123,10 @@ class StatusReporter:
 class ProgressTracker:
     """Overall progress from stage starts/ends and per-stage bars (equal weight per stage)."""
 
-    def __init__(self, stages: tuple[str, ...] = STAGES) -> None:
-        self.stages = list(stages)
+    def __init__(self, stages: Sequence[str] | None = None) -> None:
+        # The registry's stages in order (read now: a registered stage counts); a stage not
+        # there is added at the end when it starts.
+        self.stages = list(stage_names() if stages is None else stages)
         self.done: set[str] = set()
         self.current: str | None = None
         self._bar: tuple[int, int] = (0, 0)

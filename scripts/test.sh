@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-export PATH="$PWD/$VENV/bin:$PATH"
+[[ "$VENV" == /* ]] || VENV="$PWD/$VENV"  # VENV=/abs/path/.venv works too (a clone sharing a venv)
+export PATH="$VENV/bin:$PATH"
 echo "== ruff check"; ruff check pipeline tests examples
 echo "== ruff format --check"; ruff format --check pipeline tests examples
 echo "== mypy"; mypy

@@ -83,7 +83,7 @@ def check_memory(
     threads: int,
     *,
     where: str = "configured",
-    field_name: str = "spec.compute",
+    field_name: str = "compute",
 ) -> None:
     """Refuse a run whose workers cannot hold one unit per thread, saying what would fit."""
     needed = estimate.worker_bytes(threads)

@@ -202,7 +202,7 @@ def _check_workers(client: Any, work: WorkEstimate) -> None:
         raise ComputeError(
             "the scheduler has no worker",
             fix="start dask workers against it (dask worker <address>)",
-            field="spec.compute.address",
+            field="compute.address",
         )
     for name, limit, threads in capacity:
         if limit:

@@ -74,7 +74,7 @@ def check_free(store: RunStore, *, remote_too: bool = True) -> None:
         "ago)",
         fix="wait for that run to end or stop it; a driver that died releases the store after "
         f"{STALE_S:.0f} s without heartbeat (at once on the same host)",
-        field="spec.outputs.store",
+        field="outputs.store",
     )
 
 

@@ -83,14 +83,14 @@ def check_store_state(store: RunStore, name: str, resume: bool, *, check_lock: b
             f"run store {store.root!r} holds the work of run {previous!r}, not {name!r}",
             fix="choose another outputs.store (or --store) for this run, or use the run name "
             f"{previous!r} to continue that run",
-            field="spec.outputs.store",
+            field="outputs.store",
         )
     if not resume:
         raise OutputError(
             f"run store {store.root!r} already holds work of run {name!r}",
             fix="add --resume to continue it (finished units whose inputs did not change are "
             "kept, the others run again), or choose another outputs.store (or --store)",
-            field="spec.outputs.store",
+            field="outputs.store",
         )
 
 

@@ -132,7 +132,7 @@ def plan_period_tiles(
     period: Any,
     *,
     seasonal: bool,
-    field: str = "spec.period",
+    field: str = "period",
 ) -> tuple[TilePlan, ...]:
     """A cube plan per output tile of ``period`` (the period of ``layout``); a single-grid run
     has one tile without a key."""
@@ -177,7 +177,7 @@ def plan_period_tiles(
                 f"none of the {len(tiles)} tiles of spec.area has an acquisition in the period "
                 f"{period.start} .. {period.end}",
                 fix="check spec.area against the catalog's coverage and the period",
-                field="spec.area" if field == "spec.period" else field,
+                field="area" if field == "period" else field,
             )
     return tuple(
         TilePlan(
@@ -270,7 +270,7 @@ class Cube:
         check_user_features(first)
         periods = [PeriodTiles(config.period, None, layout, tiles)]
         for i, period in enumerate(config.also_map):
-            where = f"spec.also_map[{i}]"
+            where = f"also_map[{i}]"
             period_layout = layout.for_period(period.label)
             planned = plan_period_tiles(
                 config, sensors, store, period_layout, period, seasonal=True, field=where

@@ -82,7 +82,7 @@ def _discover(
                     profile,
                     start,
                     end,
-                    field=f"spec.sensors[{i}]",
+                    field=f"sensors[{i}]",
                     saved=saved,
                 )
                 sensors.append((profile, acquisitions))

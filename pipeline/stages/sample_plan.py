@@ -114,14 +114,14 @@ def tile_references(
                     cube,
                     tile.cube,
                     f"the sample window {start} .. {end}",
-                    "spec.reference.end_field" if config.reference.end_field else "spec.period",
+                    "reference.end_field" if config.reference.end_field else "period",
                 )
             out.append(SampleSource(tile, name, reference, cube))
     if not any(s.reference.present_ids().size for s in out):
         raise first_error or InputDataError(
             "no reference feature covers a pixel owned by a tile of spec.area",
             fix="check that the reference data and the tiles cover the same area",
-            field="spec.reference.path",
+            field="reference.path",
         )
     return out
 

@@ -254,7 +254,7 @@ class SamplesStage:
                         f"tiles {lacking} have acquisitions in {period.period.label} but none in "
                         "spec.period, so they have no region index",
                         fix="map a spec.period that covers every tile, or narrow spec.area",
-                        field="spec.also_map",
+                        field="also_map",
                     )
         pixels, identity = cached_sample_pixels(context.cache, config, references, regions)
         # Extraction, and samples with their own windows, read the samples' windows straight

@@ -99,13 +99,13 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
                     f"pixels; found {training['label'].nunique()}",
                     fix="add reference polygons of more classes over the mapped area, or lower "
                     "spec.sampling.min_pixels_per_class",
-                    field="spec.reference",
+                    field="reference",
                 )
         elif training.empty:
             raise InputDataError(
                 "no training pixel has a value for every feature",
                 fix="check the period and the reference data",
-                field="spec.reference",
+                field="reference",
             )
         model, contract = train_model(
             spec,

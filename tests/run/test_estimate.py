@@ -35,7 +35,7 @@ def test_too_small_workers_are_refused_with_what_would_fit() -> None:
     with pytest.raises(ComputeError) as caught:
         check_memory(work, 4 * 2**30, 2)
     error = caught.value
-    assert error.field == "spec.compute"
+    assert error.field == "compute"
     assert "2048 x 2048 px" in error.what and "4096 MiB memory limit" in error.what
     assert error.fix is not None
     assert "compute.chunk_size to" in error.fix and "compute.memory_limit to" in error.fix

@@ -30,7 +30,7 @@ def test_a_live_driver_holds_the_store(tmp_path: Path) -> None:
         with pytest.raises(OutputError) as caught:
             check_free(store)
         assert "in use by session 'other'" in str(caught.value)
-        assert caught.value.field == "spec.outputs.store"
+        assert caught.value.field == "outputs.store"
         with pytest.raises(OutputError), StoreLock(store, "mine"):
             pass
     finally:

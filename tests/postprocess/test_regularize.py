@@ -70,7 +70,7 @@ def test_an_island_takes_the_class_around_it_and_no_data_stays() -> None:
     labels = np.full((7, 7), 1, dtype=np.uint8)
     labels[3, 3] = 2
     labels[0, 0] = 0
-    out = regularize(labels, RegularizationConfig(mmu=2), 0, CODES)
+    out = regularize(labels, RegularizationConfig(mmu=2, passes=1), 0, CODES)
     assert out[3, 3] == 1 and out[0, 0] == 0 and (out[1:, 1:] == 1).all()
 
 
@@ -86,20 +86,22 @@ def test_the_majority_of_large_neighbours_decides_and_ties_go_to_the_lowest_code
         ],
         dtype=np.uint8,
     )
-    out = regularize(labels, RegularizationConfig(mmu=3, connectivity=4), 0, CODES)
+    out = regularize(labels, RegularizationConfig(mmu=3, connectivity=4, passes=1), 0, CODES)
     # 4-neighbours of the pair: 2 above and below, 2 on the left, 1 twice on the right: 2 wins
     assert (out[1:3, 2] == 2).all()
     labels[0, 2] = labels[3, 2] = 1  # now 2 x 2 and 4 x 1 ... and 1 region of 1 is large
-    out = regularize(labels, RegularizationConfig(mmu=3, connectivity=4), 0, CODES)
+    out = regularize(labels, RegularizationConfig(mmu=3, connectivity=4, passes=1), 0, CODES)
     assert (out[1:3, 2] == 1).all()
     tie = np.array([[1, 1, 1], [1, 3, 2], [2, 2, 2]], dtype=np.uint8)
     tie[0, 2] = 2  # 3's 4-neighbours: 1 (up, left), 2 (right, down): a tie -> code 1
-    assert regularize(tie, RegularizationConfig(mmu=2, connectivity=4), 0, CODES)[1, 1] == 1
+    assert (
+        regularize(tie, RegularizationConfig(mmu=2, connectivity=4, passes=1), 0, CODES)[1, 1] == 1
+    )
 
 
 def test_small_neighbours_decide_only_when_no_large_one_touches() -> None:
     labels = np.array([[1, 2, 1], [3, 4, 3], [0, 0, 0]], dtype=np.uint8)
-    out = regularize(labels, RegularizationConfig(mmu=4, connectivity=4), 0, CODES)
+    out = regularize(labels, RegularizationConfig(mmu=4, connectivity=4, passes=1), 0, CODES)
     # every region is small: each takes the majority of its own surrounding pixels
     np.testing.assert_array_equal(out, _reference(labels, 4, 4))
     assert out[1, 1] == 3  # 4's neighbours: 2 (up), 3 (left), 3 (right)
@@ -116,15 +118,24 @@ def test_small_neighbours_decide_only_when_no_large_one_touches() -> None:
     connectivity=st.sampled_from([4, 8]),
     holes=st.sampled_from([0.0, 0.1]),
     blobs=st.booleans(),
+    passes=st.integers(1, 2),
 )
 def test_the_kernel_follows_the_written_rules(
-    seed: int, rows: int, cols: int, mmu: int, connectivity: int, holes: float, blobs: bool
+    seed: int,
+    rows: int,
+    cols: int,
+    mmu: int,
+    connectivity: int,
+    holes: float,
+    blobs: bool,
+    passes: int,
 ) -> None:
     labels = _random_map(seed, rows, cols, holes, blobs)
-    config = RegularizationConfig(mmu=mmu, connectivity=connectivity)  # type: ignore[arg-type]
-    np.testing.assert_array_equal(
-        regularize(labels, config, 0, CODES), _reference(labels, mmu, connectivity)
-    )
+    config = RegularizationConfig(mmu, connectivity, passes=passes)  # type: ignore[arg-type]
+    expected = labels
+    for _ in range(passes):
+        expected = _reference(expected, mmu, connectivity)
+    np.testing.assert_array_equal(regularize(labels, config, 0, CODES), expected)
 
 
 @settings(max_examples=80, deadline=None)
@@ -138,6 +149,7 @@ def test_the_kernel_follows_the_written_rules(
     radius=st.sampled_from([0, 0, 1, 2]),
     holes=st.sampled_from([0.0, 0.1]),
     blobs=st.booleans(),
+    passes=st.integers(1, 3),
 )
 def test_chunked_equals_whole(
     seed: int,
@@ -149,9 +161,10 @@ def test_chunked_equals_whole(
     radius: int,
     holes: float,
     blobs: bool,
+    passes: int,
 ) -> None:
     labels = _random_map(seed, rows, cols, holes, blobs)
-    config = RegularizationConfig(mmu, connectivity, radius)  # type: ignore[arg-type]
+    config = RegularizationConfig(mmu, connectivity, radius, passes)  # type: ignore[arg-type]
     whole = regularize(labels, config, 0, CODES)
     grid = GridSpec("EPSG:3857", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), cols, rows)
     read = array_reader(labels)
@@ -187,4 +200,9 @@ def test_units_and_settings() -> None:
         RegularizationConfig(mmu=3, connectivity=6)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not among the classes"):
         regularize(np.array([[9]], dtype=np.uint8), RegularizationConfig(2), 0, CODES)
-    assert RegularizationConfig(mmu=10, majority_radius=1).halo == 19
+    with pytest.raises(ValueError, match="not among the classes"):
+        regularize(np.array([[9]], dtype=np.int32), RegularizationConfig(2), 0, CODES)
+    with pytest.raises(ManifestError, match="passes"):
+        RegularizationConfig(mmu=3, passes=0)
+    assert RegularizationConfig(mmu=10, majority_radius=1, passes=1).halo == 19
+    assert RegularizationConfig(mmu=10, majority_radius=1).halo == 37

@@ -6,6 +6,9 @@ keywords the API server accepts), adds the status the operator writes, and wraps
 Kubernetes checks types, ranges, enums and patterns at ``kubectl apply``; the operator then runs the
 full pydantic validation (cross-field rules) and rejects what the CRD cannot express.
 
+(Over 600 lines on purpose: the conversion, the CRD built from it and the offline check that
+reads a document as the API server would are one schema's three sides, kept in one place.)
+
 Regenerate the committed copies after changing the manifest model::
 
     python -m pipeline.k8s.crd --write      # helm/sitsflow/crds/ and deploy/crd.yaml

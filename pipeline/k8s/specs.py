@@ -11,7 +11,6 @@ handler also deletes them explicitly, to stop the workers at once).
 from __future__ import annotations
 
 import hashlib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -21,7 +20,7 @@ import yaml
 
 from pipeline.k8s import API_VERSION, KIND
 from pipeline.k8s.config import OperatorConfig
-from pipeline.manifest import ComputeSpec, RunManifest
+from pipeline.manifest import RunManifest
 from pipeline.run.dask_spec import (
     DASHBOARD_PORT,
     RUN_LABEL,
@@ -184,18 +183,6 @@ def config_for_run(config: OperatorConfig, manifest: RunManifest, ref: RunRef) -
 # --- the manifest the driver runs -------------------------------------------------------------
 
 
-def _address_mode() -> tuple[str, str] | None:
-    """(cluster value, field name) for 'connect to this scheduler', if ComputeSpec has it."""
-    field = ComputeSpec.model_fields.get("cluster")
-    allowed = set(typing.get_args(field.annotation)) if field is not None else set()
-    if "address" not in allowed:
-        return None
-    for key in ("address", "scheduler_address", "scheduler"):
-        if key in ComputeSpec.model_fields:
-            return "address", key
-    return None
-
-
 def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
     """The run manifest the driver reads: the SitsRun's own spec, pointed at its DaskCluster.
 
@@ -203,18 +190,14 @@ def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
     other key is the spec exactly as applied.
     """
     spec = dict(spec)
-    mode = _address_mode()
-    if mode is not None:
-        cluster_value, key = mode
-        # The operator made the cluster and its autoscaler: the driver only connects to it.
-        compute = {
-            k: v
-            for k, v in dict(spec.get("compute") or {}).items()
-            if k not in ("kubernetes", "adaptive", "dashboard_port")
-        }
-        if "connect_timeout_s" in ComputeSpec.model_fields:
-            compute.setdefault("connect_timeout_s", CONNECT_TIMEOUT_S)
-        spec["compute"] = {**compute, "cluster": cluster_value, key: ref.scheduler_address}
+    # The operator made the cluster and its autoscaler: the driver only connects to it.
+    compute = {
+        k: v
+        for k, v in dict(spec.get("compute") or {}).items()
+        if k not in ("kubernetes", "adaptive", "dashboard_port")
+    }
+    compute.setdefault("connect_timeout_s", CONNECT_TIMEOUT_S)
+    spec["compute"] = {**compute, "cluster": "address", "address": ref.scheduler_address}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

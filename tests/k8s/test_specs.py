@@ -34,6 +34,8 @@ from pipeline.k8s.specs import (
     driver_manifest,
 )
 from pipeline.manifest import RunManifest, parse_manifest
+from pipeline.run.clusters import kubernetes_cluster_spec
+from pipeline.run.config import ComputeConfig, KubernetesConfig
 from pipeline.run.dask_spec import k8s_quantity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +111,44 @@ def test_dask_cluster_fits_the_dask_kubernetes_crd_and_the_runs_compute() -> Non
     service = cluster["spec"]["scheduler"]["service"]
     assert service["selector"]["dask.org/cluster-name"] == "occitanie-2023-dask"
     assert {p["port"] for p in service["ports"]} == {8786, 8787}
+
+
+def test_the_operator_and_a_kubernetes_run_build_the_same_kind_of_cluster() -> None:
+    """One builder: the operator's DaskCluster and the one `compute.cluster: kubernetes` hands
+    to KubeCluster have the same labels, hardened pods, scratch volume and worker settings; they
+    differ in who manages them and in the operator's own settings (placement, pull secrets)."""
+    run = manifest(production())
+    ours = build_dask_cluster(REF, run, CONFIG)
+    compute = ComputeConfig(
+        cluster="kubernetes",
+        workers=40,
+        threads_per_worker=2,
+        memory_limit="12GiB",
+        kubernetes=KubernetesConfig(image=CONFIG.image, credentials_secret="s3-credentials"),
+    )
+    theirs = kubernetes_cluster_spec(compute, REF.name, {})
+    schema = dask_cluster_schema()
+    for cluster in (ours, theirs):
+        jsonschema.Draft4Validator(schema).validate(cluster)
+    assert set(ours["metadata"]["labels"]) == set(theirs["metadata"]["labels"])
+    for role in ("worker", "scheduler"):
+        mine, other = ours["spec"][role], theirs["spec"][role]
+        assert (
+            mine["metadata"]["labels"] | {"app.kubernetes.io/managed-by": "sitsflow"}
+            == (other["metadata"]["labels"])
+        )
+        assert mine["metadata"]["labels"]["app.kubernetes.io/component"] == role
+        for key in ("securityContext", "volumes", "automountServiceAccountToken"):
+            assert mine["spec"][key] == other["spec"][key], key
+        (a,), (b,) = mine["spec"]["containers"], other["spec"]["containers"]
+        for key in ("args", "resources", "securityContext", "volumeMounts", "envFrom", "ports"):
+            if role == "scheduler" and key == "resources":
+                continue  # the operator's chart value against the run's scheduler_memory
+            assert a[key] == b[key], (role, key)
+        names = {e["name"] for e in b["env"]}
+        assert names <= {e["name"] for e in a["env"]}  # the operator adds the run's identity
+    assert ours["spec"]["worker"]["spec"]["nodeSelector"] == {"pool": "batch"}
+    assert "nodeSelector" not in theirs["spec"]["worker"]["spec"]
 
 
 def test_driver_job_is_a_valid_job_that_runs_sitsflow_on_the_manifest() -> None:

@@ -1,9 +1,11 @@
 """Kubernetes: the SitsRun custom resource, its CRD, and the operator that runs it.
 
 ``crd`` builds the CustomResourceDefinition from the run manifest's pydantic schema (one source),
-``specs`` holds pure builders of the objects a run needs (DaskCluster, driver Job, ConfigMap),
-``status`` turns what the cluster reports into the run's status, and ``operator`` wires them into
-kopf handlers. Only ``operator`` imports kopf.
+``specs`` holds pure builders of the objects a run needs (driver Job, ConfigMap; the DaskCluster
+from ``pipeline.run.dask_spec``, the builder ``compute.cluster: kubernetes`` uses too),
+``status`` turns what the cluster reports into the run's status, ``api`` is the Kubernetes client
+(kr8s) and ``operator`` wires them into kopf handlers; ``reporter`` is the driver's side of the
+status (kr8s as well). Only ``operator`` imports kopf.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from kr8s.asyncio.objects import APIObject, ConfigMap, Job, Pod, Service, new_cl
 
 from pipeline.k8s import API_VERSION, KIND, PLURAL
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_S = 30.0
 
 DaskCluster = new_class("DaskCluster", version="kubernetes.dask.org/v1", namespaced=True)

@@ -57,7 +57,8 @@ class FrozenMap(Mapping[str, Any]):
         return isinstance(other, Mapping) and self._items == dict(other.items())
 
     def __repr__(self) -> str:
-        return f"FrozenMap({self._items!r})"
+        # As the dict it stands for: reports that print a model's params keep their text.
+        return repr(thaw(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenMap, (self._items,))

@@ -120,38 +120,60 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
 @numba.njit(cache=True, nogil=True)
 def label_regions(classes: np.ndarray, eight: bool) -> tuple[np.ndarray, int]:
     """Connected regions of equal class index (``classes`` int32, -1: no-data, never a region):
-    int32 labels 1..n numbered in raster order of each region's first pixel, 0 for no-data."""
+    int32 labels 1..n numbered in raster order of each region's first pixel, 0 for no-data.
+
+    Two passes: provisional labels copied from an already-seen neighbour of the same class
+    (union-find over provisional labels only, far fewer than pixels), then final numbers."""
     rows, cols = classes.shape
-    parent = np.arange(rows * cols, dtype=np.int64)
+    provisional = np.zeros((rows, cols), dtype=np.int32)
+    parent = np.zeros(rows * cols + 1, dtype=np.int32)
+    next_label = 1
     for i in range(rows):
         for j in range(cols):
             c = classes[i, j]
             if c < 0:
                 continue
-            p = i * cols + j
+            label = 0
             if j > 0 and classes[i, j - 1] == c:
-                _union(parent, p, p - 1)
+                label = provisional[i, j - 1]
             if i > 0:
-                if classes[i - 1, j] == c:
-                    _union(parent, p, p - cols)
+                up = provisional[i - 1, j] if classes[i - 1, j] == c else 0
                 if eight:
                     if j > 0 and classes[i - 1, j - 1] == c:
-                        _union(parent, p, p - cols - 1)
+                        diag = provisional[i - 1, j - 1]
+                        if label == 0:
+                            label = diag
+                        elif diag != label:
+                            _union(parent, label, diag)
                     if j + 1 < cols and classes[i - 1, j + 1] == c:
-                        _union(parent, p, p - cols + 1)
-    labels = np.zeros((rows, cols), dtype=np.int32)
-    root_label = np.zeros(rows * cols, dtype=np.int32)
+                        diag = provisional[i - 1, j + 1]
+                        if label == 0:
+                            label = diag
+                        elif diag != label:
+                            _union(parent, label, diag)
+                if up != 0:
+                    if label == 0:
+                        label = up
+                    elif up != label:
+                        _union(parent, label, up)
+            if label == 0:
+                label = next_label
+                parent[label] = label
+                next_label += 1
+            provisional[i, j] = label
+    final = np.zeros(next_label, dtype=np.int32)
     n = 0
     for i in range(rows):
         for j in range(cols):
-            if classes[i, j] < 0:
+            label = provisional[i, j]
+            if label == 0:
                 continue
-            r = _find(parent, i * cols + j)
-            if root_label[r] == 0:
+            root = _find(parent, label)
+            if final[root] == 0:
                 n += 1
-                root_label[r] = n
-            labels[i, j] = root_label[r]
-    return labels, n
+                final[root] = n
+            provisional[i, j] = final[root]
+    return provisional, n
 
 
 # --- majority filter ------------------------------------------------------------------------------
@@ -222,65 +244,81 @@ def sieve(
                 or (j == cols - 1 and open_edges[3])
             ):
                 large[lab] = True
-    small_index = np.full(n + 1, -1, dtype=np.int64)
-    n_small = 0
     for lab in range(1, n + 1):
         if size[lab] >= mmu:
             large[lab] = True
-        if not large[lab]:
-            small_index[lab] = n_small
-            n_small += 1
+    # the small regions with a pixel in the core: only those are decided here
     r0, r1, c0, c1 = core[0], core[1], core[2], core[3]
     out = classes[r0:r1, c0:c1].copy()
+    small_index = np.full(n + 1, -1, dtype=np.int64)
+    n_small = 0
+    for i in range(r0, r1):
+        for j in range(c0, c1):
+            lab = labels[i, j]
+            if lab != 0 and not large[lab] and small_index[lab] < 0:
+                small_index[lab] = n_small
+                n_small += 1
     if n_small == 0:
         return out
-    from_large = np.zeros((n_small, n_classes), dtype=np.int32)
-    from_all = np.zeros((n_small, n_classes), dtype=np.int32)
-    seen = np.empty(8, dtype=np.int64)
-    di = np.array([-1, 1, 0, 0, -1, -1, 1, 1])
-    dj = np.array([0, 0, -1, 1, -1, 1, -1, 1])
-    n_dir = 8 if eight else 4
-    # every valid pixel q counts once for each distinct small region it surrounds
-    for i in range(rows):
-        for j in range(cols):
+    # their pixels, grouped by region (they lie within mmu - 2 of the core)
+    reach = max(0, mmu - 2)
+    a0, a1 = max(0, r0 - reach), min(rows, r1 + reach)
+    b0, b1 = max(0, c0 - reach), min(cols, c1 + reach)
+    start = np.zeros(n_small + 1, dtype=np.int64)
+    for i in range(a0, a1):
+        for j in range(b0, b1):
             lab = labels[i, j]
-            if lab == 0:
-                continue
-            c = classes[i, j]
-            n_seen = 0
+            if lab != 0 and small_index[lab] >= 0:
+                start[small_index[lab] + 1] += 1
+    for s in range(n_small):
+        start[s + 1] += start[s]
+    fill = start[:-1].copy()
+    members = np.empty(start[n_small], dtype=np.int64)
+    for i in range(a0, a1):
+        for j in range(b0, b1):
+            lab = labels[i, j]
+            if lab != 0 and small_index[lab] >= 0:
+                s = small_index[lab]
+                members[fill[s]] = i * cols + j
+                fill[s] += 1
+    # each surrounding pixel counts once per region: a stamp per pixel, region by region
+    from_large = np.zeros(n_classes, dtype=np.int64)
+    from_all = np.zeros(n_classes, dtype=np.int64)
+    stamp = np.zeros(rows * cols, dtype=np.int32)
+    di = (-1, 1, 0, 0, -1, -1, 1, 1)
+    dj = (0, 0, -1, 1, -1, 1, -1, 1)
+    n_dir = 8 if eight else 4
+    target = np.empty(n_small, dtype=np.int32)
+    for s in range(n_small):
+        from_large[:] = 0
+        from_all[:] = 0
+        own = -1
+        for m in range(start[s], start[s + 1]):
+            p = members[m]
+            i, j = p // cols, p % cols
+            own = labels[i, j]
             for d in range(n_dir):
                 a, b = i + di[d], j + dj[d]
                 if a < 0 or a >= rows or b < 0 or b >= cols:
                     continue
                 other = labels[a, b]
-                if other == 0 or other == lab or small_index[other] < 0:
+                q = a * cols + b
+                if other == 0 or other == own or stamp[q] == s + 1:
                     continue
-                s = small_index[other]
-                dup = False
-                for t in range(n_seen):
-                    if seen[t] == s:
-                        dup = True
-                if dup:
-                    continue
-                seen[n_seen] = s
-                n_seen += 1
-                from_all[s, c] += 1
-                if large[lab]:
-                    from_large[s, c] += 1
-    target = np.empty(n_small, dtype=np.int32)
-    for lab in range(1, n + 1):
-        s = small_index[lab]
-        if s < 0:
-            continue
+                stamp[q] = s + 1
+                c = classes[a, b]
+                from_all[c] += 1
+                if large[other]:
+                    from_large[c] += 1
         best = -1
         for c in range(n_classes):  # strictly greater: a tie goes to the lowest class index
-            if from_large[s, c] > 0 and (best < 0 or from_large[s, c] > from_large[s, best]):
+            if from_large[c] > 0 and (best < 0 or from_large[c] > from_large[best]):
                 best = c
         if best < 0:
             for c in range(n_classes):
-                if from_all[s, c] > 0 and (best < 0 or from_all[s, c] > from_all[s, best]):
+                if from_all[c] > 0 and (best < 0 or from_all[c] > from_all[best]):
                     best = c
-        target[s] = region_class[lab] if best < 0 else best
+        target[s] = region_class[own] if best < 0 else best
     for i in range(r0, r1):
         for j in range(c0, c1):
             lab = labels[i, j]

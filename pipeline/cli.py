@@ -222,21 +222,6 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-# Library arguments and model-spec fields named in errors, as the crossval options that set them.
-_CROSSVAL_OPTIONS = {
-    "folds": "--folds",
-    "repeats": "--repeats",
-    "train_fraction": "--train-fraction",
-    "group_by": "--group-by",
-    "spec.model.estimator": "--estimator",
-    "spec.model.params": "--param",
-    "spec.model": "--estimator/--param",
-    "model.estimator": "--estimator",  # domain keys of pipeline.learn (issue 15)
-    "model.params": "--param",
-    "model": "--estimator/--param",
-}
-
-
 def _model_params(params: list[str]) -> dict[str, Any]:
     """``NAME=VALUE`` options as keyword arguments; values are YAML scalars (100, 0.5, true,
     null, sqrt)."""
@@ -356,13 +341,7 @@ def crossval(
             out, samples, result, title=f"Cross-validation: {table.name}", source=str(table)
         )
     except SitsflowError as exc:
-        option = _CROSSVAL_OPTIONS.get(exc.field or "")
-        if option:
-            fix = exc.fix or ""
-            for name, flag in _CROSSVAL_OPTIONS.items():
-                fix = fix.replace(name, flag) if "." in name else fix
-            exc = type(exc)(exc.what, fix=fix or None, field=option)
-        _fail(log, exc)
+        _fail(log, exc, command="crossval")
         return
     overall = result.summary.overall
     scores = ", ".join(
@@ -428,7 +407,8 @@ def train(
         samples = read_sample_table(table, group_column=group_by)
         done = train_from_table(samples, run_manifest.spec, out, model=model, source=str(table))
     except SitsflowError as exc:
-        _fail(log, exc)
+        given = {"--estimator": estimator, "--param": param, "--group-by": group_by}
+        _fail(log, exc, command="train", flags=[f for f, v in given.items() if v])
         return
     contract = done.contract
     typer.echo(

@@ -126,7 +126,7 @@ def parse_mgrs_tile(tile_id: str) -> MgrsSquare:
         text = text[1:]  # product names write tiles as T31TCJ
     fix = "give a Sentinel-2 tile id: zone 01-60, latitude band C-X, two square letters (31TCJ)"
     if len(text) != 5 or not text[:2].isdigit():
-        raise ManifestError(f"tile {tile_id!r} is not an MGRS tile id", fix=fix, field="spec.area")
+        raise ManifestError(f"tile {tile_id!r} is not an MGRS tile id", fix=fix, field="area")
     zone, band, column, row = int(text[:2]), text[2], text[3], text[4]
     column_set = _COLUMN_SETS[(zone - 1) % 3] if 1 <= zone <= 60 else ""
     if not 1 <= zone <= 60 or band not in _BANDS or column not in column_set:
@@ -134,13 +134,13 @@ def parse_mgrs_tile(tile_id: str) -> MgrsSquare:
             f"tile {tile_id!r} is not an MGRS tile id (zone {zone} uses column letters "
             f"{column_set or 'none'}, bands are {_BANDS})",
             fix=fix,
-            field="spec.area",
+            field="area",
         )
     if row not in _ROW_LETTERS:
         raise ManifestError(
             f"tile {tile_id!r} has row letter {row!r}, not one of {_ROW_LETTERS}",
             fix=fix,
-            field="spec.area",
+            field="area",
         )
     easting = (column_set.index(column) + 1) * _SQUARE
     row_offset = 5 if zone % 2 == 0 else 0  # even zones start their rows at F
@@ -168,7 +168,7 @@ def mgrs_tile_grid(square: MgrsSquare, resolution: float = 10.0) -> GridSpec:
         raise ManifestError(
             f"resolution {resolution} does not divide the 109800 m Sentinel-2 tile",
             fix="use 10, 20, 60 or another divisor of 109800 with the mgrs grid",
-            field="spec.area.resolution",
+            field="area.resolution",
         )
     return GridSpec(square.crs, (resolution, 0.0, left, 0.0, -resolution, top), size, size)
 
@@ -398,7 +398,7 @@ def mgrs_tiles_covering(
                             raise ManifestError(
                                 f"spec.area.region covers more than {max_tiles} Sentinel-2 tiles",
                                 fix="split the run into smaller regions or list spec.area.tiles",
-                                field="spec.area.region",
+                                field="area.region",
                             )
     return [found[k] for k in sorted(found)]
 
@@ -430,7 +430,7 @@ def _user_tiles(area: AreaConfig) -> list[Tile]:
         raise ManifestError(
             f"the area covers {len(cols) * len(rows)} tiles of {tile_size} px",
             fix="raise spec.area.tile_size or shrink the bbox/region",
-            field="spec.area",
+            field="area",
         )
     tiles = [user_tile(crs, resolution, tile_size, origin, c, r) for c in cols for r in rows]
     return sorted(tiles, key=lambda t: t.id)
@@ -444,7 +444,7 @@ def _parse_user_tile_id(tile_id: str) -> tuple[int, int]:
         raise ManifestError(
             f"tile {tile_id!r} is not a user-grid tile id",
             fix="write user-grid tiles as x<column>y<row>, e.g. x0y3 (columns east, rows south)",
-            field="spec.area.tiles",
+            field="area.tiles",
         )
     return int(match.group(1)), int(match.group(2))
 
@@ -494,7 +494,7 @@ def plan_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridSpec
             f"spec.area defines {len(tiles)} tiles ({', '.join(t.id for t in tiles.tiles[:4])}"
             f"{', ...' if len(tiles) > 4 else ''}); this stage builds one grid",
             fix="plan the run per tile with pipeline.grid.plan_tiles, or list a single tile",
-            field="spec.area",
+            field="area",
         )
     return tiles.tiles[0].grid
 
@@ -509,7 +509,7 @@ def _single_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridS
             f"item {missing.item_id!r} has no projection metadata (proj:code or proj:epsg, "
             "proj:transform, proj:shape), so the output grid cannot be taken from the items",
             fix="set spec.area.crs, spec.area.resolution and spec.area.bbox",
-            field="spec.area",
+            field="area",
         )
     if len(grids) > 1:
         sample = sorted(str(g) for g in grids)[:2]
@@ -518,7 +518,7 @@ def _single_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridS
             "so no single native grid exists",
             fix="set spec.area.crs, spec.area.resolution and spec.area.bbox (the output grid), "
             "or tile the area (spec.area.grid: mgrs with spec.area.tiles)",
-            field="spec.area",
+            field="area",
         )
     grid = grids.pop()
     assert grid is not None

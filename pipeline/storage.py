@@ -307,7 +307,7 @@ def _filesystem(protocol: str, settings: tuple[str | None, ...]) -> Any:
     return fsspec.filesystem(protocol, skip_instance_cache=True)
 
 
-def check_writable(folder: str | Path, *, field: str = "spec.outputs.store") -> None:
+def check_writable(folder: str | Path, *, field: str = "outputs.store") -> None:
     """Fail early, before any work, if ``folder`` cannot be created and written to.
 
     Creates nothing that was not there: a probe written for the check is removed again. Works for

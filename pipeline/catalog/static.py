@@ -235,7 +235,7 @@ def _choose_local(
             f"no item of {name} {redact(spec.url)!r} falls in the period {start} .. {end} "
             f"(it covers {times[0]:%Y-%m-%d} .. {times[-1]:%Y-%m-%d})",
             fix="set spec.period to dates the catalog covers",
-            field="spec.period",
+            field="period",
         )
     keep = ItemFilter.of(spec, start, end)
     chosen = [it for it in in_time if keep.keeps(it)]

@@ -220,7 +220,7 @@ def _sensor_series(
             f"{list(series)[len(sensor.series_names) - len(sensor.user_features) :]} on real data "
             f"but {list(sensor.user_features)} when the cube was planned",
             fix="return the same feature names whatever the input values",
-            field="spec.features.user_functions",
+            field="features.user_functions",
         )
     return series, filled.valid_count, valid
 

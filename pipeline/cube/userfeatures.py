@@ -22,7 +22,7 @@ from pipeline.errors import ManifestError
 
 UserFunction = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_FIELD = "spec.features.user_functions"
+_FIELD = "features.user_functions"
 
 
 @lru_cache(maxsize=64)

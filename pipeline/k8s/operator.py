@@ -58,6 +58,7 @@ from pipeline.k8s.status import (
     output_urls,
 )
 from pipeline.manifest import RunManifest, parse_manifest
+from pipeline.manifest.fields import locate
 
 FINALIZER = "sitsflow.dev/cleanup"
 RETRY_DELAYS = (2, 5, 15, 30, 60, 120)
@@ -81,7 +82,7 @@ def validate_run(ref: RunRef, spec: Mapping[str, Any]) -> RunManifest:
         source = f"SitsRun {ref.namespace}/{ref.name}"
         return parse_manifest(text, base_dir=Path("/"), source=source)
     except ManifestError as exc:
-        raise InvalidRunError(str(exc)) from None
+        raise InvalidRunError(str(locate(exc))) from None
 
 
 async def ensure(

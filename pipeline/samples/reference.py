@@ -135,7 +135,7 @@ def _check_geometries(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
             f"reference file {path!r} holds geometries that are neither polygons nor points "
             f"({counts}); lines and collections have no defined pixels",
             fix="keep only polygons or points (buffer lines into polygons if they are samples)",
-            field="spec.reference.path",
+            field="reference.path",
         )
     return frame
 
@@ -148,7 +148,7 @@ def _labels(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
         raise InputDataError(
             f"{int(labels.isna().sum())} reference feature(s) have no value in {field!r}",
             fix="give every feature a label, or remove the unlabelled ones",
-            field="spec.reference.label_field",
+            field="reference.label_field",
         )
     numeric = pd.to_numeric(labels, errors="coerce")
     if numeric.isna().any() or not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
@@ -158,7 +158,7 @@ def _labels(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
             "integers",
             fix="use an integer class-code field as spec.reference.label_field (put names in "
             "spec.reference.name_field)",
-            field="spec.reference.label_field",
+            field="reference.label_field",
         )
     return numeric.astype(np.int64)
 
@@ -174,7 +174,7 @@ def _values(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
             f"{int(bad.sum())} reference feature(s) have no numeric value in {field!r} "
             f"(e.g. {example!r})",
             fix="give every feature a finite number, or remove those features",
-            field="spec.reference.value_field",
+            field="reference.value_field",
         )
     return values.astype(np.float64)
 
@@ -190,7 +190,7 @@ def _dates(frame: gpd.GeoDataFrame, name: str, key: str) -> pd.Series:
             f"{int(bad.sum())} reference feature(s) have no date in {name!r} (e.g. feature "
             f"{index}: {raw.iloc[index]!r})",
             fix=f"give every feature a date (YYYY-MM-DD) in {name!r}, or remove those features",
-            field=f"spec.reference.{key}",
+            field=f"reference.{key}",
         )
     return parsed.dt.date
 
@@ -213,7 +213,7 @@ def feature_windows(
             f"{int(empty.sum())} reference feature(s) have a window that ends before it starts "
             f"(e.g. feature {index}: {starts.iloc[index]} .. {ends.iloc[index]})",
             fix=f"check the fields {spec.start_field!r} and {spec.end_field!r}",
-            field="spec.reference.end_field",
+            field="reference.end_field",
         )
     keys = [window_name(a, b) for a, b in zip(starts, ends, strict=True)]
     return pd.DataFrame(
@@ -234,7 +234,7 @@ def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> np.ndarray:
             f"nor 'validation' in {spec.split_field!r} (e.g. feature {index}: "
             f"{raw.iloc[index]!r})",
             fix=f"set {spec.split_field!r} to 'train' or 'validation' on every feature",
-            field="spec.reference.split_field",
+            field="reference.split_field",
         )
     return sides.to_numpy(dtype=object)
 
@@ -242,13 +242,13 @@ def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _read_once(path: str, layer: str | None, stamp: float) -> gpd.GeoDataFrame:
     """A reference file read once per version (tiles and windows each burn it again)."""
-    return read_vector(path, layer, "spec.reference.path")
+    return read_vector(path, layer, "reference.path")
 
 
 def _read_reference(spec: ReferenceConfig) -> gpd.GeoDataFrame:
     local = Path(spec.path)
     if "://" in spec.path or not local.exists():
-        return read_vector(spec.path, spec.layer, "spec.reference.path")
+        return read_vector(spec.path, spec.layer, "reference.path")
     return _read_once(spec.path, spec.layer, local.stat().st_mtime).copy()
 
 
@@ -258,7 +258,7 @@ def reference_windows(spec: ReferenceConfig, season: PeriodConfig) -> list[tuple
         return []
     frame = _read_reference(spec)
     require_fields(
-        frame, {"start_field": spec.start_field, "end_field": spec.end_field}, "spec.reference"
+        frame, {"start_field": spec.start_field, "end_field": spec.end_field}, "reference"
     )
     windows = feature_windows(frame, spec, season)
     pairs = windows[["window_start", "window_end"]].drop_duplicates()
@@ -368,7 +368,7 @@ def load_reference(
             "end_field": spec.end_field,
             "split_field": spec.split_field,
         },
-        "spec.reference",
+        "reference",
     )
     frame = _check_geometries(frame, spec.path)
     regression = spec.value_field is not None
@@ -431,7 +431,7 @@ def load_reference(
             f"no reference feature of {spec.path!r} covers a pixel of the output grid "
             f"(grid bounds {tuple(round(v, 2) for v in grid.bounds)} in {grid.crs})",
             fix="check that the reference data and the imagery cover the same area",
-            field="spec.reference.path",
+            field="reference.path",
         )
     if shared:
         warnings.warn(

@@ -84,7 +84,7 @@ def _sort_codes(codes: Sequence[object]) -> list[str]:
 
 def load_regions(spec: RegionsConfig, grid: GridSpec) -> RegionMap:
     """Burn the regions layer onto ``grid``; uncovered pixels take the nearest region."""
-    where = "spec.reference.regions"
+    where = "reference.regions"
     frame = read_vector(spec.path, spec.layer, f"{where}.path")
     require_fields(frame, {"field": spec.field}, where)
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
@@ -183,7 +183,7 @@ def check_region_training(
             f"region(s) {empty} have no training pixel, so no model can map them",
             fix="add reference features inside these regions, or merge each into a neighbouring "
             "region in the regions layer",
-            field="spec.reference.regions",
+            field="reference.regions",
         )
     if classification:
         single = {
@@ -197,7 +197,7 @@ def check_region_training(
                 "a classifier needs at least two",
                 fix="add reference features of other classes in these regions, or merge them "
                 "into a neighbouring region",
-                field="spec.reference.regions",
+                field="reference.regions",
             )
 
 

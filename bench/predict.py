@@ -183,13 +183,13 @@ def blockwise(
     from distributed import Client, LocalCluster
 
     from pipeline.model import GridSpec
+    from pipeline.parallel import run_units
     from pipeline.predict.blockwise import (
         MapEncoding,
         PredictTask,
         create_map_store,
         predict_chunk,
     )
-    from pipeline.run.executor import run_units
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     grid = GridSpec("EPSG:32633", (10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0), tile, tile)

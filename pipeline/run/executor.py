@@ -21,20 +21,18 @@ import pickle
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from distributed import Client, as_completed
+from distributed import Client
 
 from pipeline.errors import SitsflowError
+from pipeline.parallel import default_limit, submit_bounded
 from pipeline.run.units import Ledger, Record, Unit
 from pipeline.storage import RunStore
 from pipeline.warnings import SitsflowWarning, category_named
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 CONTEXTS = "state/contexts"
 
@@ -307,8 +305,7 @@ class Executor:
         if self.max_in_flight is not None:
             return self.max_in_flight
         assert self.client is not None
-        threads = sum(self.client.nthreads().values())
-        return max(2, 2 * threads)
+        return default_limit(self.client)
 
     def _run_on_cluster(
         self,
@@ -317,93 +314,22 @@ class Executor:
         context: str | None,
         finished: Callable[[Unit, UnitResult], None],
     ) -> None:
-        client = self.client
-        assert client is not None
-        pending: Iterator[Unit] = iter(todo)
-        in_flight: dict[str, tuple[Unit, Any]] = {}
-        queue = as_completed()
-        limit = self._limit()
-        limit_checked = time.monotonic()
+        assert self.client is not None
+        calls = [self._call(work, unit, context) for unit in todo]
 
-        def submit_one() -> bool:
-            unit = next(pending, None)
-            if unit is None:
-                return False
-            # Unique per unit, digest, session and stage run: dask treats equal keys as equal
-            # results, and a key cancelled earlier must not be reused.
-            key = f"{unit.stage}-{unit.key}-{unit.digest[:12]}-{self._token}{self._round}"
-            future = client.submit(
-                run_unit, self._call(work, unit, context), key=key, retries=self.retries
-            )
-            in_flight[str(future.key)] = (unit, future)
-            queue.add(future)
-            return True
+        def done(index: int, result: UnitResult) -> None:
+            if result.error is not None:
+                raise result.error.rebuild()
+            finished(todo[index], result)
 
-        while len(in_flight) < limit and submit_one():
-            pass
-        try:
-            for future in queue:
-                unit, _ = in_flight.pop(str(future.key))
-                result: UnitResult = future.result()
-                future.release()
-                if result.error is not None:
-                    raise result.error.rebuild()
-                finished(unit, result)
-                if time.monotonic() - limit_checked > 5:  # adaptive clusters grow and shrink
-                    limit, limit_checked = self._limit(), time.monotonic()
-                while len(in_flight) < limit and submit_one():
-                    pass
-        except BaseException:
-            if in_flight:
-                client.cancel([f for _, f in in_flight.values()], force=True)
-            raise
-
-
-# --- a plain map, for callers without units (kept for stage code that only needs a map) --------
-
-
-def run_units(
-    client: Client,
-    function: Callable[[T], R],
-    units: Sequence[T],
-    *,
-    key_prefix: str,
-    on_done: Callable[[R], None] | None = None,
-    max_in_flight: int | None = None,
-    retries: int = 2,
-) -> list[R]:
-    """Run ``function`` on every item on the cluster, at most ``max_in_flight`` at a time;
-    results come back in the items' order. No ledger: for work that is cheap to redo."""
-    if not units:
-        return []
-    if max_in_flight is None:
-        max_in_flight = max(2, 2 * (sum(client.nthreads().values()) or 1))
-    results: dict[int, Any] = {}
-    index_of: dict[str, int] = {}
-    pending = iter(enumerate(units))
-    queue = as_completed()
-    token = datetime.now(UTC).strftime("%H%M%S%f")
-
-    def submit_next() -> bool:
-        nxt = next(pending, None)
-        if nxt is None:
-            return False
-        index, unit = nxt
-        future = client.submit(
-            function, unit, key=f"{key_prefix}-{token}-{index}", retries=retries, pure=False
+        # Unique per unit, digest, session and stage run: dask treats equal keys as equal
+        # results, and a key cancelled earlier must not be reused.
+        submit_bounded(
+            self.client,
+            run_unit,
+            calls,
+            done,
+            key=lambda _, c: f"{c.stage}-{c.key}-{c.digest[:12]}-{self._token}{self._round}",
+            limit=self._limit,
+            retries=self.retries,
         )
-        index_of[str(future.key)] = index
-        queue.add(future)
-        return True
-
-    for _ in range(max_in_flight):
-        if not submit_next():
-            break
-    for future in queue:
-        index = index_of.pop(str(future.key))
-        results[index] = future.result()
-        future.release()
-        if on_done is not None:
-            on_done(results[index])
-        submit_next()
-    return [results[i] for i in range(len(units))]

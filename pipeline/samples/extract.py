@@ -290,7 +290,7 @@ def _run(
     on_done: Callable[[np.ndarray], None] | None,
 ) -> list[np.ndarray]:
     if client is not None:
-        from pipeline.run.executor import run_units
+        from pipeline.parallel import run_units
 
         return run_units(client, function, tasks, key_prefix=prefix, on_done=on_done)
     values = []

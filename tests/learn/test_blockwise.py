@@ -17,6 +17,7 @@ from distributed import Client
 from pipeline.learn import save_model, train_model
 from pipeline.learn.config import ModelConfig
 from pipeline.model import GridSpec
+from pipeline.parallel import run_units
 from pipeline.predict.blockwise import (
     CONFIDENCE_NODATA,
     CONFIDENCE_VARIABLE,
@@ -28,7 +29,6 @@ from pipeline.predict.blockwise import (
     predict_chunk,
     probability_variable,
 )
-from pipeline.run.executor import run_units
 from tests.learn.data import SLOVENIA_CLASSES, slovenia
 from tests.servers.dask_cluster import dask_cluster
 

@@ -124,6 +124,20 @@ class Cubes:
         )
 
 
+def cube_options(config: Any, start: Any, end: Any, *, seasonal: bool) -> dict[str, Any]:
+    """What every cube plan of the run is given besides its grid and acquisitions (the one
+    way the stages call ``plan_cube``: a tile's cube, a sample window's)."""
+    return {
+        "start": start,
+        "end": end,
+        "indices": config.features.indices,
+        "chunk_size": config.compute.chunk_size,
+        "user_functions": config.features.user_functions,
+        "season_names": seasonal,
+        "encoding": config.outputs.cube_encoding,
+    }
+
+
 def plan_period_tiles(
     config: Any,
     sensors: Sensors,
@@ -138,15 +152,7 @@ def plan_period_tiles(
     has one tile without a key."""
     tiles = plan_tiles(config.area, [a for _, acqs in sensors for a in acqs])
     mine = [(p, within(acqs, period.start, period.end)) for p, acqs in sensors]
-    common: dict[str, Any] = {
-        "start": period.start,
-        "end": period.end,
-        "indices": config.features.indices,
-        "chunk_size": config.compute.chunk_size,
-        "user_functions": config.features.user_functions,
-        "season_names": seasonal,
-        "encoding": config.outputs.cube_encoding,
-    }
+    common = cube_options(config, period.start, period.end, seasonal=seasonal)
     cubes: list[tuple[str | None, CubePlan]]
     if len(tiles) == 1:
         empty = [p.name for p, acqs in mine if not acqs]

@@ -14,6 +14,7 @@ import pystac
 from pipeline.catalog.items import discovery_fingerprint, save_items
 from pipeline.catalog.sensors import SensorProfile, sensor_profiles
 from pipeline.catalog.static import find_acquisitions
+from pipeline.learn.contract import seasonal_features
 from pipeline.model import Acquisition
 from pipeline.run.context import PlanContext, RunContext
 from pipeline.run.executor import StageWork
@@ -116,9 +117,9 @@ class Discover:
     def plan(self, context: PlanContext) -> StagePlan:
         config = context.config
         windows = tuple(reference_windows(config.reference, config.period))
-        # Samples of several seasons, or maps of several periods: one model reads the same
-        # features everywhere, so they are named by position in the season, not by date.
-        seasonal = bool(windows or config.also_map)
+        # Samples of several seasons, or maps of several periods: features named by position
+        # in the season (the rule's one home is the library's, train_from_table asks it too).
+        seasonal = seasonal_features(bool(windows), config.also_map)
         span = span_of(config, windows)
         sensors, items = _discover(config, context.store, context.layout, span)
         made = digest([(p, unsigned(a)) for p, a in sensors], span)

@@ -23,7 +23,7 @@ from pipeline.samples.regions import RegionMap, check_region_training
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
 from pipeline.stages.common import frame_for_digest, split_column, within
-from pipeline.stages.cube import TilePlan, check_same_dates
+from pipeline.stages.cube import TilePlan, check_same_dates, cube_options
 from pipeline.stages.discover import Sensors
 from pipeline.stages.regions import RegionPlan
 from pipeline.warnings import SitsflowWarning, category_named
@@ -57,19 +57,8 @@ def window_cube(config: Any, tile: TilePlan, sensors: Sensors, start: Any, end: 
         if tile.cube.tile is not None:
             dated = acquisitions_over(tile.cube.tile, dated)
         chosen.append((profile, dated))
-    return plan_cube(
-        tile.cube.grid,
-        chosen,
-        start,
-        end,
-        config.features.indices,
-        config.compute.chunk_size,
-        user_functions=config.features.user_functions,
-        tile=tile.cube.tile,
-        tiles=tile.cube.tiles,
-        season_names=True,
-        encoding=config.outputs.cube_encoding,
-    )
+    options = cube_options(config, start, end, seasonal=True)
+    return plan_cube(tile.cube.grid, chosen, **options, tile=tile.cube.tile, tiles=tile.cube.tiles)
 
 
 def tile_references(

@@ -176,6 +176,19 @@ def label_regions(classes: np.ndarray, eight: bool) -> tuple[np.ndarray, int]:
     return provisional, n
 
 
+@numba.njit(cache=True, nogil=True)
+def first_pixels(labels: np.ndarray, n: int) -> np.ndarray:
+    """The flat index of each label's first pixel (labels 1..n, numbered in raster order)."""
+    first = np.empty(n, dtype=np.int64)
+    flat = labels.ravel()
+    seen = 0
+    for p in range(flat.size):
+        if flat[p] > seen:  # labels appear in increasing order of their first pixel
+            first[seen] = p
+            seen += 1
+    return first
+
+
 # --- majority filter ------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,11 +91,6 @@ class ChunkPolygons:
     sides: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
 
 
-def _polygon(geojson: Mapping[str, Any]) -> shapely.Polygon:
-    rings = [shapely.linearrings(ring) for ring in geojson["coordinates"]]
-    return shapely.polygons(rings[0], rings[1:] or None)
-
-
 def _sums(values: np.ndarray, labels: np.ndarray, ok: np.ndarray, n: int) -> np.ndarray:
     """Integer sums of ``values`` per label 1..n over the pixels ``ok``."""
     summed = np.bincount(labels[ok], weights=values[ok].astype(np.float64), minlength=n + 1)
@@ -121,8 +117,7 @@ def polygonize_chunk(
     local, n = _kernels.label_regions(index, connectivity == 8)
     flat = local.ravel()
     valid = flat > 0
-    _, first_local = np.unique(flat, return_index=True)
-    first_local = first_local[1:] if flat[first_local[0]] == 0 else first_local
+    first_local = _kernels.first_pixels(local, n)
     rows, cols = np.divmod(first_local, window.width)
     first = (rows + window.row_off) * shape[1] + cols + window.col_off
     code = np.asarray(labels).ravel()[first_local]
@@ -179,15 +174,34 @@ def polygonize_chunk(
 
 
 def _outlines(local: np.ndarray, window: Window, n: int) -> np.ndarray:
-    """One (Multi)Polygon per label 1..n, in pixel coordinates of the grid."""
-    pieces: list[list[shapely.Polygon]] = [[] for _ in range(n + 1)]
+    """One (Multi)Polygon per label 1..n, in pixel coordinates of the grid. The rings GDAL
+    traces are gathered into flat arrays and built by shapely in one vectorized call each."""
     transform = Affine.translation(window.col_off, window.row_off)
+    rings: list[Any] = []
+    ring_polygon: list[int] = []
+    polygon_label: list[int] = []
     for geojson, value in shapes(local, mask=local > 0, connectivity=4, transform=transform):
-        pieces[int(value)].append(_polygon(geojson))
+        for ring in geojson["coordinates"]:
+            rings.append(ring)
+            ring_polygon.append(len(polygon_label))
+        polygon_label.append(int(value))
     out = np.empty(n, dtype=object)
-    for label in range(1, n + 1):
-        parts = pieces[label]
-        out[label - 1] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+    if not rings:
+        return out
+    lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
+    flat = np.fromiter(
+        chain.from_iterable(chain.from_iterable(rings)), dtype=np.float64, count=2 * lengths.sum()
+    )
+    built = shapely.linearrings(
+        flat.reshape(-1, 2), indices=np.repeat(np.arange(len(rings)), lengths)
+    )
+    polygons = shapely.polygons(built, indices=np.asarray(ring_polygon))
+    labels = np.asarray(polygon_label)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(1, n + 2))
+    for label in range(n):
+        parts = polygons[order[bounds[label] : bounds[label + 1]]]
+        out[label] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
     return out
 
 

@@ -231,12 +231,16 @@ def sieve(
     n_classes: int,
     open_edges: np.ndarray,
     core: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """Regions of fewer than ``mmu`` pixels take the majority class of their surrounding pixels
-    (rules in pipeline.postprocess.regularize); returns the core ``[r0:r1, c0:c1]`` (``core``).
+    (rules in pipeline.postprocess.regularize); returns the core ``[r0:r1, c0:c1]`` (``core``)
+    and whether the result may differ from the whole map's (``unsure``).
 
     ``open_edges`` (top, bottom, left, right) marks the sides of the array that are not the map's
-    edge: a region touching one may continue outside, so it counts as large.
+    edge: a region touching one may continue outside, so it counts as large. The result is
+    unsure when a region that decides something (one with a core pixel, or one around a small
+    region of the core) touches an open side with fewer than ``mmu`` pixels seen: its size in
+    the map is unknown. Never with a halo of 2 * mmu - 2 (the module's proof).
     """
     rows, cols = classes.shape
     labels, n = label_regions(classes, eight)
@@ -257,7 +261,9 @@ def sieve(
                 or (j == cols - 1 and open_edges[3])
             ):
                 large[lab] = True
+    unknown = np.zeros(n + 1, dtype=np.bool_)  # touches an open side, below the unit as seen
     for lab in range(1, n + 1):
+        unknown[lab] = large[lab] and size[lab] < mmu
         if size[lab] >= mmu:
             large[lab] = True
     # the small regions with a pixel in the core: only those are decided here
@@ -265,14 +271,17 @@ def sieve(
     out = classes[r0:r1, c0:c1].copy()
     small_index = np.full(n + 1, -1, dtype=np.int64)
     n_small = 0
+    unsure = False
     for i in range(r0, r1):
         for j in range(c0, c1):
             lab = labels[i, j]
+            if lab != 0 and unknown[lab]:
+                unsure = True
             if lab != 0 and not large[lab] and small_index[lab] < 0:
                 small_index[lab] = n_small
                 n_small += 1
     if n_small == 0:
-        return out
+        return out, unsure
     # their pixels, grouped by region (they lie within mmu - 2 of the core)
     reach = max(0, mmu - 2)
     a0, a1 = max(0, r0 - reach), min(rows, r1 + reach)
@@ -319,6 +328,8 @@ def sieve(
                 if other == 0 or other == own or stamp[q] == s + 1:
                     continue
                 stamp[q] = s + 1
+                if unknown[other]:
+                    unsure = True
                 c = classes[a, b]
                 from_all[c] += 1
                 if large[other]:
@@ -337,4 +348,4 @@ def sieve(
             lab = labels[i, j]
             if lab != 0 and small_index[lab] >= 0:
                 out[i - r0, j - c0] = target[small_index[lab]]
-    return out
+    return out, unsure

@@ -61,6 +61,29 @@ def read_with_halo(read: Reader, shape: tuple[int, int], window: Window, halo: i
     return Block(data, outer, core, open_sides)
 
 
+def trim(block: Block, halo: int) -> Block:
+    """``block`` with at most ``halo`` pixels around its core (a side cut is then open)."""
+    r0, r1, c0, c1 = block.core
+    rows, cols = block.data.shape[-2:]
+    cut = (max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo))
+    if cut == (0, rows, 0, cols):
+        return block
+    outer = Window(
+        block.outer.row_off + cut[0], block.outer.col_off + cut[2], cut[1] - cut[0], cut[3] - cut[2]
+    )
+    return Block(
+        block.data[..., cut[0] : cut[1], cut[2] : cut[3]],
+        outer,
+        (r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]),
+        (
+            block.open[0] or cut[0] > 0,
+            block.open[1] or cut[1] < rows,
+            block.open[2] or cut[2] > 0,
+            block.open[3] or cut[3] < cols,
+        ),
+    )
+
+
 def array_reader(array: Any) -> Reader:
     """A reader of an in-memory array or of anything sliced like one (a zarr array, a memmap)."""
 

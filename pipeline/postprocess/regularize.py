@@ -63,7 +63,7 @@ import numpy as np
 from pipeline.errors import ManifestError
 from pipeline.model import Window
 from pipeline.postprocess import _kernels
-from pipeline.postprocess.blocks import Block, Reader, read_with_halo
+from pipeline.postprocess.blocks import Block, Reader, read_with_halo, trim
 
 FIELD = "postprocess.regularization"
 
@@ -153,8 +153,24 @@ def regularize_block(
     block: Block, config: RegularizationConfig, nodata: int | float, codes: np.ndarray
 ) -> np.ndarray:
     """The regularized labels of a block's core; ``block`` holds labels read with a halo of at
-    least ``config.halo`` (more is allowed: the result is the same)."""
+    least ``config.halo`` (more is allowed: the result is the same).
+
+    First tried on a halo of ``mmu`` pixels per pass (half the proven one): the kernel says when
+    a region that decides something reaches the cut with fewer than ``mmu`` pixels seen, and
+    only then is the block done again on the full halo. Same result, less work on most maps."""
     codes = np.asarray(codes)
+    per_pass = min(config.sieve_halo, config.mmu)
+    fast = config.passes * per_pass + config.majority_radius
+    if fast < config.halo:
+        out, unsure = _regularize(trim(block, fast), config, nodata, codes, per_pass)
+        if not unsure:
+            return out
+    return _regularize(block, config, nodata, codes, config.sieve_halo)[0]
+
+
+def _regularize(
+    block: Block, config: RegularizationConfig, nodata: int | float, codes: np.ndarray, halo: int
+) -> tuple[np.ndarray, bool]:
     index = class_index(block.data, nodata, codes)
     r0, r1, c0, c1 = block.core
     opened = np.array(block.open, dtype=np.bool_)
@@ -171,9 +187,10 @@ def regularize_block(
         )
         index = index[cut[0] : cut[1], cut[2] : cut[3]]
         r0, r1, c0, c1 = r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]
-    eight, halo = config.connectivity == 8, config.sieve_halo
+    eight = config.connectivity == 8
+    unsure = False
     for _ in range(config.passes - 1):
-        # a pass is exact at sieve_halo or more from an open side: keep that part for the next
+        # a pass is right at `halo` or more from an open side: that part feeds the next one
         rows, cols = index.shape
         cut = (
             halo if opened[0] else 0,
@@ -181,13 +198,14 @@ def regularize_block(
             halo if opened[2] else 0,
             cols - (halo if opened[3] else 0),
         )
-        index = _kernels.sieve(index, config.mmu, eight, len(codes), opened, np.array(cut))
+        index, doubt = _kernels.sieve(index, config.mmu, eight, len(codes), opened, np.array(cut))
+        unsure |= doubt
         r0, r1, c0, c1 = r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]
     core = np.array([r0, r1, c0, c1], dtype=np.int64)
-    out = _kernels.sieve(index, config.mmu, eight, len(codes), opened, core)
+    out, doubt = _kernels.sieve(index, config.mmu, eight, len(codes), opened, core)
     labels = block.data[block.core[0] : block.core[1], block.core[2] : block.core[3]]
     result = np.where(out >= 0, codes[np.maximum(out, 0)], nodata)
-    return result.astype(labels.dtype)
+    return result.astype(labels.dtype), unsure or doubt
 
 
 def regularize_window(

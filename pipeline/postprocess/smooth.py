@@ -39,7 +39,7 @@ import numpy as np
 from pipeline.errors import ManifestError
 from pipeline.model import Window
 from pipeline.postprocess import _kernels
-from pipeline.postprocess.blocks import Block, Reader, read_with_halo
+from pipeline.postprocess.blocks import Block, Reader, read_with_halo, trim
 
 CLAMP = 1e-6
 FIELD = "postprocess.smoothing"
@@ -118,24 +118,8 @@ def smooth_block(block: Block, config: SmoothingConfig) -> np.ndarray:
     """The smoothed (K, h, w) float32 probabilities of a block's core (NaN: no-data); ``block``
     holds (K, H, W) probabilities read with a halo of at least ``config.halo``."""
     halo = config.halo
-    data = block.data
-    r0, r1, c0, c1 = block.core
-    # keep exactly `halo` pixels around the core (the read may have brought more)
-    rows, cols = data.shape[-2:]
-    cut = (max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo))
-    data = data[..., cut[0] : cut[1], cut[2] : cut[3]]
-    trimmed = Block(
-        data,
-        block.outer,
-        (r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]),
-        (
-            block.open[0] or cut[0] > 0,
-            block.open[1] or cut[1] < rows,
-            block.open[2] or cut[2] > 0,
-            block.open[3] or cut[3] < cols,
-        ),
-    )
-    padded = _mirrored(logits(data), trimmed, halo)
+    trimmed = trim(block, halo)  # the read may have brought more than the halo
+    padded = _mirrored(logits(trimmed.data), trimmed, halo)
     tau = config.smoothness_of(padded.shape[0])
     posterior = _kernels.bayes_smooth(padded, config.window_size, config.neigh_fraction, tau)
     return (1.0 / (1.0 + np.exp(-posterior))).astype(np.float32)

@@ -223,8 +223,8 @@ def _choose_local(
         close = difflib.get_close_matches(spec.collections[0], present, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise CatalogError(
-            f"{name} {redact(spec.url)!r} has no items in collections {spec.collections} (its "
-            f"items are of collections: {', '.join(present)})",
+            f"{name} {redact(spec.url)!r} has no items in collections "
+            f"{list(spec.collections)} (its items are of collections: {', '.join(present)})",
             fix=f"{hint}list collection ids of the catalog in {field}.collections",
             field=f"{field}.collections",
         )

@@ -50,7 +50,7 @@ def area_config(spec: AreaSpec) -> AreaConfig:
 
 def sensor_config(spec: SensorSpec) -> SensorConfig:
     values = _values(spec)
-    values["catalog"] = CatalogConfig(**_values(spec.catalog))
+    values["catalog"] = catalog_config(spec.catalog)
     values["bands"] = {
         name: None if band is None else BandConfig(**_values(band))
         for name, band in spec.bands.items()
@@ -63,7 +63,7 @@ def sensor_config(spec: SensorSpec) -> SensorConfig:
 def reference_config(spec: ReferenceSpec) -> ReferenceConfig:
     values = _values(spec)
     if spec.regions is not None:
-        values["regions"] = RegionsConfig(**_values(spec.regions))
+        values["regions"] = regions_config(spec.regions)
     return ReferenceConfig(**values)
 
 
@@ -114,3 +114,12 @@ def resolve(manifest: RunManifest) -> RunConfig:
         compute=compute_config(spec.compute),
         document=manifest.model_dump(mode="json"),
     )
+
+
+def catalog_config(spec: Any) -> CatalogConfig:
+    """One sensor's catalog section as the catalog package's config."""
+    return CatalogConfig(**_values(spec))
+
+
+def regions_config(spec: Any) -> RegionsConfig:
+    return RegionsConfig(**_values(spec))

@@ -26,9 +26,9 @@ from pipeline.cube.plan import SensorCube
 from pipeline.cube.read import RasterioReader
 from pipeline.errors import CatalogError
 from pipeline.grid import plan_grid
-from pipeline.manifest import AreaSpec, CatalogSpec
 from pipeline.testing import generators as gen
 from pipeline.testing.generators import SyntheticScene
+from tests.manifest import sections
 
 Writer = Callable[..., list[SyntheticScene]]
 WRITERS: dict[str, Writer] = {
@@ -245,7 +245,7 @@ def test_sentinel1_decodes_by_hand_per_orbit(tmp_path: Path, units: str) -> None
 def test_static_catalog_of_generated_items_feeds_discovery(tmp_path: Path) -> None:
     scenes = gen.sentinel1_rtc(tmp_path / "files", seed=2)
     url = str(gen.write_catalog(scenes, tmp_path / "stac"))
-    spec = CatalogSpec(kind="static", url=url)
+    spec = sections.catalog(kind="static", url=url)
     start, end = date(2022, 1, 1), date(2022, 3, 1)
     found = {}
     for profile in profile_by_name("sentinel1").configure("s1"):
@@ -259,8 +259,10 @@ def test_static_catalog_of_generated_items_feeds_discovery(tmp_path: Path) -> No
     asc_url = str(gen.write_catalog(asc_scenes, tmp_path / "asc"))
     (des,) = profile_by_name("sentinel1").configure("s1", options={"orbits": "descending"})
     with pytest.raises(CatalogError, match="orbits"):
-        find_acquisitions(CatalogSpec(url=asc_url), des, start, end, field="s[0]")
-    acquisitions, _ = find_acquisitions(CatalogSpec(url=asc_url), only_asc, start, end, field="s")
+        find_acquisitions(sections.catalog(url=asc_url), des, start, end, field="s[0]")
+    acquisitions, _ = find_acquisitions(
+        sections.catalog(url=asc_url), only_asc, start, end, field="s"
+    )
     assert acquisitions
 
 
@@ -271,6 +273,6 @@ def test_items_without_projection_are_named_when_a_grid_is_needed(tmp_path: Path
     assert all(a.grid is None for a in acquisitions)
     assert all("proj:code" not in s.item.properties for s in scenes)
     with pytest.raises(CatalogError) as info:
-        plan_grid(AreaSpec(), acquisitions)
+        plan_grid(sections.area(), acquisitions)
     message = str(info.value)
     assert scenes[0].item.id in message and "projection" in message and "spec.area" in message

@@ -29,10 +29,10 @@ from pipeline.catalog.static import find_acquisitions
 from pipeline.cube.build import read_sensor
 from pipeline.cube.plan import SensorCube
 from pipeline.cube.read import RasterioReader
-from pipeline.manifest import CatalogSpec
 from pipeline.model import Acquisition
 from pipeline.testing import generators as gen
 from pipeline.testing.generators import SyntheticScene
+from tests.manifest import sections
 from tests.servers.s3 import S3Server, s3_bucket_in_environment
 from tests.servers.stac_api import StacApiServer, pgstac_server
 
@@ -202,7 +202,7 @@ def decode(profile: SensorProfile, acquisition: Acquisition) -> tuple[np.ndarray
 def test_built_in_profile_through_pgstac_and_s3_decodes_by_hand(loaded: Loaded, name: str) -> None:
     case = CASES[name]
     profile = profile_of(case)
-    spec = CatalogSpec(
+    spec = sections.catalog(
         kind="stac_api", url=loaded.api.url, collections=[case.collection], **case.search
     )
     acquisitions, items = find_acquisitions(spec, profile, case.start, case.end, field=FIELD)
@@ -245,7 +245,7 @@ def test_both_sen2cor_baselines_keep_their_offset_through_pgstac(loaded: Loaded)
     """Scenes either side of 2022-01-25: 03.01 without the offset, 04.00 with it removed."""
     case = CASES["sen2cor-earth-search"]
     profile = profile_of(case)
-    spec = CatalogSpec(
+    spec = sections.catalog(
         kind="stac_api", url=loaded.api.url, collections=[case.collection], **case.search
     )
     acquisitions, items = find_acquisitions(spec, profile, case.start, case.end, field=FIELD)

@@ -25,7 +25,6 @@ from pipeline.catalog.sensors import BandRead, MaskRule, SensorProfile
 from pipeline.catalog.static import find_acquisitions
 from pipeline.cube.read import RasterioReader
 from pipeline.errors import CatalogError
-from pipeline.manifest import CatalogSpec
 from pipeline.model import Acquisition, GridSpec
 from tests.catalog.stac_fixtures import (
     S2_COLLECTION,
@@ -36,6 +35,7 @@ from tests.catalog.stac_fixtures import (
     scene_item,
     write_scene_files,
 )
+from tests.manifest import sections
 from tests.servers.dask_cluster import dask_cluster
 from tests.servers.s3 import SECRET_KEY, S3Server, s3_bucket_in_environment
 from tests.servers.stac_api import StacApiServer, pgstac_server
@@ -91,7 +91,9 @@ def assert_pixels_are_the_scenes(acquisitions: list[Acquisition]) -> None:
 
 
 def test_stac_api_items_with_s3_assets_are_read_through_vsis3(api: StacApiServer) -> None:
-    spec = CatalogSpec(kind="stac_api", url=api.url, collections=[S2_COLLECTION], tiles=["31TCJ"])
+    spec = sections.catalog(
+        kind="stac_api", url=api.url, collections=[S2_COLLECTION], tiles=["31TCJ"]
+    )
     acquisitions, _ = find_acquisitions(spec, PROFILE, START, END, field=FIELD)
     assert [a.item_id for a in acquisitions] == expected_ids(tiles=["31TCJ"])
     assert_pixels_are_the_scenes(acquisitions)
@@ -111,7 +113,7 @@ def test_static_catalog_on_s3(
     for path in (tmp_path / "catalog").rglob("*.json"):
         key = f"catalog/{path.relative_to(tmp_path / 'catalog')}"
         client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
-    spec = CatalogSpec(url=f"s3://{BUCKET}/catalog/catalog.json", max_cloud_cover=20)
+    spec = sections.catalog(url=f"s3://{BUCKET}/catalog/catalog.json", max_cloud_cover=20)
     acquisitions, _ = find_acquisitions(spec, PROFILE, START, END, field=FIELD)
     assert [a.item_id for a in acquisitions] == expected_ids(tiles=["31TCJ"], max_cloud=20)
     assert_pixels_are_the_scenes(acquisitions)
@@ -129,7 +131,7 @@ def test_item_collection_on_s3_with_relative_asset_hrefs(
     body = json.dumps({"type": "FeatureCollection", "features": features}).encode()
     client = boto3.client("s3", endpoint_url=s3.endpoint_url)
     client.put_object(Bucket=BUCKET, Key="lists/items.json", Body=body)
-    spec = CatalogSpec(kind="item_collection", url=f"s3://{BUCKET}/lists/items.json")
+    spec = sections.catalog(kind="item_collection", url=f"s3://{BUCKET}/lists/items.json")
     acquisitions, _ = find_acquisitions(spec, PROFILE, date(2020, 2, 1), END, field=FIELD)
     assert [a.item_id for a in acquisitions] == expected_ids(tiles=["31TCJ"])[1:]
     assert_pixels_are_the_scenes(acquisitions)
@@ -154,7 +156,9 @@ def _read_on_worker(href: str, grid: object) -> np.ndarray:
 def test_dask_workers_read_s3_with_settings_from_their_environment(
     api: StacApiServer, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = CatalogSpec(kind="stac_api", url=api.url, collections=[S2_COLLECTION], tiles=["31TCJ"])
+    spec = sections.catalog(
+        kind="stac_api", url=api.url, collections=[S2_COLLECTION], tiles=["31TCJ"]
+    )
     acquisitions, _ = find_acquisitions(spec, PROFILE, START, END, field=FIELD)
     tasks = [(a.assets["nir"].href, a.grid) for a in acquisitions]
     # Nothing that travels to a worker holds a credential.

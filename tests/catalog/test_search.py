@@ -9,18 +9,19 @@ retries; a dead, a hanging and a garbage-answering API must fail fast with a cle
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.items import discovery_fingerprint, load_saved_items, save_items
 from pipeline.catalog.search import HttpSettings, RetryingStacApiIO, redact, search_items
 from pipeline.catalog.sensors import BandRead, MaskRule, SensorProfile
 from pipeline.catalog.static import find_acquisitions
 from pipeline.errors import CatalogError
-from pipeline.manifest import CatalogSpec
 from tests.catalog.stac_fixtures import (
     LANDSAT_COLLECTION,
     S2_COLLECTION,
@@ -32,6 +33,7 @@ from tests.catalog.stac_fixtures import (
     scene_item,
     write_scene_files,
 )
+from tests.manifest import sections
 from tests.servers._process import free_port
 from tests.servers.faulty_proxy import faulty_proxy
 from tests.servers.stac_api import StacApiServer, pgstac_server
@@ -50,14 +52,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacApiServer]:
         yield server
 
 
-def spec(url: str, **fields: Any) -> CatalogSpec:
+def spec(url: str, **fields: Any) -> CatalogConfig:
     fields.setdefault("collections", [S2_COLLECTION])
     if not {"bbox", "intersects", "tiles"} & fields.keys():
         fields["tiles"] = ["31TCJ", "31TCK", "31TDJ"]
-    return CatalogSpec(kind="stac_api", url=url, **fields)
+    return sections.catalog(kind="stac_api", url=url, **fields)
 
 
-def ids(spec_: CatalogSpec, start: date = START, end: date = END) -> list[str]:
+def ids(spec_: CatalogConfig, start: date = START, end: date = END) -> list[str]:
     return [it.id for it in search_items(spec_, start, end, field=FIELD).items]
 
 
@@ -270,11 +272,11 @@ def test_a_repeated_run_reuses_the_saved_list_without_the_api(
         assert asked > 0
     # The API is gone now: without the saved list, discovery fails ...
     with pytest.raises(CatalogError, match="connection refused"):
-        find_acquisitions(catalog.model_copy(update={"retries": 0}), PROFILE, START, END,
+        find_acquisitions(replace(catalog, retries=0), PROFILE, START, END,
                           field=FIELD)  # fmt: skip
     # ... with it, the same acquisitions come back (request settings may differ).
     again, again_items = find_acquisitions(
-        catalog.model_copy(update={"retries": 0, "timeout_s": 1.0}), PROFILE, START, END,
+        replace(catalog, retries=0, timeout_s=1.0), PROFILE, START, END,
         field=FIELD, saved=saved,
     )  # fmt: skip
     assert again == first

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyproj import Transformer
 
+from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.items import (
     ItemFilter,
     discovery_fingerprint,
@@ -36,7 +38,7 @@ from pipeline.catalog.tiles import item_tile, normalize_tile, tile_footprint, ti
 from pipeline.cube.read import RasterioReader
 from pipeline.errors import CatalogError, ManifestError
 from pipeline.grid import plan_grid
-from pipeline.manifest import AreaSpec, CatalogSpec, parse_manifest
+from pipeline.manifest import parse_manifest
 from pipeline.model import GridSpec
 from pipeline.warnings import CatalogWarning
 from tests.catalog.stac_fixtures import (
@@ -50,6 +52,7 @@ from tests.catalog.stac_fixtures import (
     write_scene_files,
 )
 from tests.conftest import DEMO_DIR, DEMO_MANIFEST
+from tests.manifest import sections
 from tests.servers._process import free_port, running
 
 DEMO_CATALOG = DEMO_DIR / "catalog" / "catalog.json"
@@ -109,15 +112,15 @@ def http_root(tmp_path_factory: pytest.TempPathFactory, scene_folder: Path) -> I
         yield f"http://127.0.0.1:{port}"
 
 
-def collection_spec(url: str, **fields: Any) -> CatalogSpec:
-    return CatalogSpec(kind="item_collection", url=url, **fields)
+def collection_spec(url: str, **fields: Any) -> CatalogConfig:
+    return sections.catalog(kind="item_collection", url=url, **fields)
 
 
 # --- static catalogs -----------------------------------------------------------------------------
 
 
 def test_demo_catalog_with_a_cloud_filter() -> None:
-    spec = CatalogSpec(url=str(DEMO_CATALOG), max_cloud_cover=20)
+    spec = sections.catalog(url=str(DEMO_CATALOG), max_cloud_cover=20)
     acquisitions, _ = find_acquisitions(
         spec, DEMO_PROFILE, date(2017, 1, 1), date(2017, 12, 31), field=FIELD
     )
@@ -133,7 +136,7 @@ def test_demo_catalog_with_a_cloud_filter() -> None:
 
 
 def test_demo_catalog_outside_the_bbox_says_which_rule_left_nothing() -> None:
-    spec = CatalogSpec(url=str(DEMO_CATALOG), bbox=(1.0, 43.0, 2.0, 44.0))
+    spec = sections.catalog(url=str(DEMO_CATALOG), bbox=(1.0, 43.0, 2.0, 44.0))
     with pytest.raises(CatalogError) as info:
         find_acquisitions(spec, DEMO_PROFILE, date(2017, 1, 1), date(2017, 12, 31), field=FIELD)
     message = str(info.value)
@@ -142,7 +145,7 @@ def test_demo_catalog_outside_the_bbox_says_which_rule_left_nothing() -> None:
 
 
 def test_unknown_collection_lists_those_present() -> None:
-    spec = CatalogSpec(url=str(DEMO_CATALOG), collections=["sentinel-2-l2a"])
+    spec = sections.catalog(url=str(DEMO_CATALOG), collections=["sentinel-2-l2a"])
     with pytest.raises(CatalogError) as info:
         find_acquisitions(spec, DEMO_PROFILE, date(2017, 1, 1), date(2017, 12, 31), field=FIELD)
     message = str(info.value)
@@ -151,7 +154,7 @@ def test_unknown_collection_lists_those_present() -> None:
 
 
 def test_static_catalog_over_http(http_root: str) -> None:
-    spec = CatalogSpec(url=f"{http_root}/demo/catalog.json")
+    spec = sections.catalog(url=f"{http_root}/demo/catalog.json")
     acquisitions, _ = find_acquisitions(
         spec, DEMO_PROFILE, date(2017, 6, 1), date(2017, 6, 30), field=FIELD
     )
@@ -169,7 +172,7 @@ def test_static_catalog_over_http(http_root: str) -> None:
 
 def test_files_given_as_a_stac_api_are_refused_with_the_right_kind(http_root: str) -> None:
     def search(url: str) -> str:
-        spec = CatalogSpec(kind="stac_api", url=url, collections=["c"], tiles=["31TCJ"])
+        spec = sections.catalog(kind="stac_api", url=url, collections=["c"], tiles=["31TCJ"])
         with pytest.raises(CatalogError) as info:
             find_acquisitions(spec, DEMO_PROFILE, START, END, field=FIELD)
         return str(info.value)
@@ -181,7 +184,7 @@ def test_files_given_as_a_stac_api_are_refused_with_the_right_kind(http_root: st
 
 
 def test_missing_static_catalog_over_http_is_named(http_root: str) -> None:
-    spec = CatalogSpec(url=f"{http_root}/nope/catalog.json", retries=0)
+    spec = sections.catalog(url=f"{http_root}/nope/catalog.json", retries=0)
     with pytest.raises(CatalogError) as info:
         find_acquisitions(spec, DEMO_PROFILE, START, END, field=FIELD)
     assert "nope/catalog.json" in str(info.value) and "HTTP 404" in str(info.value)
@@ -251,7 +254,7 @@ def test_items_without_projection_are_named_when_the_grid_needs_them(tmp_path: P
     )
     assert acquisitions[0].grid is not None and acquisitions[1].grid is None
     with pytest.raises(CatalogError) as info:
-        plan_grid(AreaSpec(), acquisitions)
+        plan_grid(sections.area(), acquisitions)
     assert repr(SCENES[1].item_id) in str(info.value) and "proj:" in str(info.value)
 
 
@@ -304,13 +307,15 @@ def test_saved_list_roundtrip_and_corruption(tmp_path: Path, scene_folder: Path)
 
 
 def test_fingerprint_ignores_request_settings_only() -> None:
-    base = CatalogSpec(kind="stac_api", url="https://x.org/v1", collections=["c"], tiles=["31TCJ"])
+    base = sections.catalog(
+        kind="stac_api", url="https://x.org/v1", collections=["c"], tiles=["31TCJ"]
+    )
     same = discovery_fingerprint(base, START, END)
-    tuned = base.model_copy(update={"timeout_s": 5, "retries": 1, "page_size": 10})
+    tuned = replace(base, timeout_s=5, retries=1, page_size=10)
     assert discovery_fingerprint(tuned, START, END) == same
     assert discovery_fingerprint(base, START, date(2020, 12, 30)) != same
-    assert discovery_fingerprint(base.model_copy(update={"tiles": ["31TCK"]}), START, END) != same
-    clouds = base.model_copy(update={"max_cloud_cover": 10})
+    assert discovery_fingerprint(replace(base, tiles=["31TCK"]), START, END) != same
+    clouds = replace(base, max_cloud_cover=10)
     assert discovery_fingerprint(clouds, START, END) != same
 
 
@@ -320,7 +325,7 @@ def test_fingerprint_ignores_request_settings_only() -> None:
 def test_headers_come_from_the_environment_and_stay_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = CatalogSpec(
+    spec = sections.catalog(
         kind="stac_api", url="https://x.org/v1", collections=["c"], tiles=["31TCJ"],
         headers_from_env={"Authorization": "SITSFLOW_TEST_TOKEN"},
     )  # fmt: skip

@@ -35,8 +35,8 @@ from pipeline.grid import (
     utm_crs,
     utm_zone,
 )
-from pipeline.manifest import AreaSpec
 from pipeline.model import Window
+from tests.manifest import sections
 
 REFERENCE = json.loads((Path(__file__).parent / "mgrs_reference.json").read_text())["cases"]
 
@@ -223,18 +223,20 @@ def _owns_near(tile: Tile, tiles: list[Tile], lon: float, lat: float) -> bool:
 
 
 def test_plan_tiles_mgrs_from_ids_and_region() -> None:
-    area = AreaSpec(tiles=["T31TDJ", "31TCJ"])
+    area = sections.area(tiles=["T31TDJ", "31TCJ"])
     planned = plan_tiles(area, [])
     assert [t.id for t in planned.tiles] == ["31TCJ", "31TDJ"]
-    toulouse = AreaSpec(region=(1.40, 43.58, 1.48, 43.64))
+    toulouse = sections.area(region=(1.40, 43.58, 1.48, 43.64))
     assert [t.id for t in plan_tiles(toulouse, []).tiles] == ["31TCJ"]
     with pytest.raises(ManifestError, match="2 tiles"):
         plan_grid(area, [])
-    assert plan_grid(AreaSpec(tiles=["31TCJ"]), []).shape == (10980, 10980)
+    assert plan_grid(sections.area(tiles=["31TCJ"]), []).shape == (10980, 10980)
 
 
 def test_plan_tiles_user_grid_from_bbox() -> None:
-    area = AreaSpec(crs="EPSG:2154", resolution=10, tile_size=1000, bbox=(5000, 0, 25000, 9000))
+    area = sections.area(
+        crs="EPSG:2154", resolution=10, tile_size=1000, bbox=(5000, 0, 25000, 9000)
+    )
     planned = plan_tiles(area, [])
     assert [t.id for t in planned.tiles] == ["x0y-1", "x1y-1", "x2y-1"]
     assert planned.tiles[0].grid.transform == (10.0, 0.0, 0.0, 0.0, -10.0, 10000.0)

@@ -11,11 +11,12 @@ import pytest
 from shapely.geometry import LineString, Point, box
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import ReferenceSpec
 from pipeline.model import GridSpec
+from pipeline.samples.config import ReferenceConfig
 from pipeline.samples.reference import load_reference
 from pipeline.warnings import DataQualityWarning
 from tests.conftest import DEMO_DIR
+from tests.manifest import sections
 
 DEMO_GPKG = DEMO_DIR / "reference" / "lulc.gpkg"
 # The demo patch's grid, rounded: 100 x 101 pixels of 10 m in EPSG:32633.
@@ -42,13 +43,13 @@ def _write(tmp_path: Path, frame: gpd.GeoDataFrame, name: str = "ref.gpkg") -> s
     return str(path)
 
 
-def _spec(path: str, **kwargs: object) -> ReferenceSpec:
+def _spec(path: str, **kwargs: object) -> ReferenceConfig:
     kwargs.setdefault("label_field", "code")
-    return ReferenceSpec(path=path, **kwargs)
+    return sections.reference(path=path, **kwargs)
 
 
 def test_demo_polygons() -> None:
-    spec = ReferenceSpec(
+    spec = sections.reference(
         path=str(DEMO_GPKG), label_field="LULC_ID", name_field="LULC_NAME", ignore_labels=[0]
     )
     with pytest.warns(DataQualityWarning, match=r"of 84 reference feature\(s\) cover no pixel"):
@@ -72,9 +73,9 @@ def test_three_formats_give_the_same_raster(tmp_path: Path, name: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
         expected = load_reference(
-            ReferenceSpec(path=str(DEMO_GPKG), label_field="LULC_ID", ignore_labels=[0]), GRID
+            sections.reference(path=str(DEMO_GPKG), label_field="LULC_ID", ignore_labels=[0]), GRID
         )
-        got = load_reference(ReferenceSpec(path=path, label_field="LULC_ID"), GRID)
+        got = load_reference(sections.reference(path=path, label_field="LULC_ID"), GRID)
     np.testing.assert_array_equal(got.polygon_ids, expected.polygon_ids)
 
 
@@ -129,7 +130,7 @@ def test_regression_values(tmp_path: Path) -> None:
         crs="EPSG:32633",
     )
     reference = load_reference(
-        ReferenceSpec(path=_write(tmp_path, frame), value_field="height"), SMALL
+        sections.reference(path=_write(tmp_path, frame), value_field="height"), SMALL
     )
     assert reference.is_regression
     assert reference.legend == ()

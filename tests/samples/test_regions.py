@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from shapely.geometry import LineString, box
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import ReferenceSpec, RegionsSpec
+from pipeline.manifest.fields import locate
 from pipeline.model import GridSpec, Window
 from pipeline.samples.reference import load_reference
 from pipeline.samples.regions import (
@@ -30,6 +30,7 @@ from pipeline.samples.regions import (
     window_weights,
 )
 from pipeline.warnings import DataQualityWarning
+from tests.manifest import sections
 
 # 20 x 20 pixels of 10 m.
 GRID = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 20, 20)
@@ -56,7 +57,7 @@ def _two_regions(tmp_path: Path, gap: bool = True) -> str:
 
 
 def test_burn_with_nearest_fill(tmp_path: Path) -> None:
-    spec = RegionsSpec(path=_two_regions(tmp_path), field="zone")
+    spec = sections.regions(path=_two_regions(tmp_path), field="zone")
     with pytest.warns(DataQualityWarning, match=r"20 pixel\(s\) lie in no region polygon"):
         regions = load_regions(spec, GRID)
     assert regions.names == ("2", "10")  # numeric order, as text
@@ -76,7 +77,7 @@ def test_text_codes_and_overlaps(tmp_path: Path) -> None:
         crs="EPSG:32633",
     )
     with pytest.warns(DataQualityWarning, match=r"40 pixel\(s\) lie in more than one region"):
-        regions = load_regions(RegionsSpec(path=_write(tmp_path, frame), field="zone"), GRID)
+        regions = load_regions(sections.regions(path=_write(tmp_path, frame), field="zone"), GRID)
     assert regions.names == ("alpine", "karst")
     assert regions.filled_pixels == 0
 
@@ -116,16 +117,17 @@ def test_text_codes_and_overlaps(tmp_path: Path) -> None:
 )
 def test_bad_regions(tmp_path: Path, frame: gpd.GeoDataFrame, field: str, words: str) -> None:
     with pytest.raises(InputDataError) as info:
-        load_regions(RegionsSpec(path=_write(tmp_path, frame), field=field), GRID)
+        load_regions(sections.regions(path=_write(tmp_path, frame), field=field), GRID)
     assert words in str(info.value)
-    assert "spec.reference.regions" in str(info.value)
+    assert (info.value.field or "").startswith("reference.regions")  # a domain key
+    assert "spec.reference.regions" in str(locate(info.value))  # as `sitsflow run` prints it
     assert "Fix:" in str(info.value)
 
 
 def test_feature_goes_to_the_region_of_most_of_its_pixels(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        spec = RegionsSpec(path=_two_regions(tmp_path, gap=False), field="zone")
+        spec = sections.regions(path=_two_regions(tmp_path, gap=False), field="zone")
         regions = load_regions(spec, GRID)
     reference_file = tmp_path / "reference.gpkg"
     gpd.GeoDataFrame(
@@ -134,7 +136,9 @@ def test_feature_goes_to_the_region_of_most_of_its_pixels(tmp_path: Path) -> Non
         geometry=[_cells(0, 7, 2, 11), _cells(5, 9, 7, 13)],
         crs="EPSG:32633",
     ).to_file(reference_file)
-    reference = load_reference(ReferenceSpec(path=str(reference_file), label_field="code"), GRID)
+    reference = load_reference(
+        sections.reference(path=str(reference_file), label_field="code"), GRID
+    )
     assigned = polygon_regions(reference, regions)
     assert assigned == {0: regions.names.index("10"), 1: regions.names.index("2")}
 

@@ -12,21 +12,22 @@ import pytest
 from shapely.geometry import box
 
 from pipeline.errors import InputDataError
-from pipeline.manifest import ReferenceSpec, RegionsSpec, SamplingSpec
 from pipeline.model import GridSpec
+from pipeline.samples.config import SamplingConfig
 from pipeline.samples.reference import ReferencePolygons, load_reference
 from pipeline.samples.regions import RegionMap, load_regions
 from pipeline.samples.select import RunSamples, pixels_to_extract, sample_runs
 from pipeline.samples.split import TRAIN, VALIDATION
 from pipeline.warnings import DataQualityWarning, SamplingWarning
 from tests.conftest import DEMO_DIR
+from tests.manifest import sections
 
 GRID = GridSpec.from_bounds("EPSG:32633", (465181.0, 5079244.0, 466181.0, 5080254.0), 10.0)
 
 
 @pytest.fixture(scope="module")
 def reference() -> ReferencePolygons:
-    spec = ReferenceSpec(
+    spec = sections.reference(
         path=str(DEMO_DIR / "reference" / "lulc.gpkg"), label_field="LULC_ID", ignore_labels=[0]
     )
     with warnings.catch_warnings():
@@ -43,11 +44,11 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> RegionMap:
         geometry=[box(465181, 5079244, 465681, 5080254), box(465681, 5079244, 466181, 5080254)],
         crs="EPSG:32633",
     ).to_file(path)
-    return load_regions(RegionsSpec(path=str(path), field="zone"), GRID)
+    return load_regions(sections.regions(path=str(path), field="zone"), GRID)
 
 
 def _quiet_runs(
-    reference: ReferencePolygons, sampling: SamplingSpec, regions: RegionMap | None = None
+    reference: ReferencePolygons, sampling: SamplingConfig, regions: RegionMap | None = None
 ) -> list[RunSamples]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
@@ -55,7 +56,7 @@ def _quiet_runs(
 
 
 def test_runs_differ_by_seed_and_keep_polygons_whole(reference: ReferencePolygons) -> None:
-    sampling = SamplingSpec(seed=3, runs=3, max_pixels_per_polygon=20, min_pixels_per_class=1)
+    sampling = sections.sampling(seed=3, runs=3, max_pixels_per_polygon=20, min_pixels_per_class=1)
     runs = _quiet_runs(reference, sampling)
     assert [r.seed for r in runs] == [3, 4, 5]
     sides = []
@@ -76,7 +77,7 @@ def test_runs_differ_by_seed_and_keep_polygons_whole(reference: ReferencePolygon
 def test_per_region_split_and_smallest_class(
     reference: ReferencePolygons, regions: RegionMap
 ) -> None:
-    sampling = SamplingSpec(strategy="smallest_class", min_pixels_per_class=1)
+    sampling = sections.sampling(strategy="smallest_class", min_pixels_per_class=1)
     (run,) = _quiet_runs(reference, sampling, regions)
     assert set(run.pixels["region"]) == {0, 1}
     counts = run.training.groupby(["region", "label"]).size()
@@ -91,7 +92,7 @@ def test_per_region_split_and_smallest_class(
 
 
 def test_small_classes_are_dropped_with_a_warning(reference: ReferencePolygons) -> None:
-    sampling = SamplingSpec(max_pixels_per_polygon=2, min_pixels_per_class=20)
+    sampling = sections.sampling(max_pixels_per_polygon=2, min_pixels_per_class=20)
     with pytest.warns(SamplingWarning, match="fewer than 20 training pixels"):
         (run,) = sample_runs(reference, sampling)
     assert (run.training.groupby("label").size() >= 20).all()
@@ -104,8 +105,8 @@ def test_regression_runs(tmp_path: Path) -> None:
     frame.to_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        reference = load_reference(ReferenceSpec(path=str(path), value_field="height"), GRID)
-    sampling = SamplingSpec(strategy="percentage", fraction=0.5, runs=2)
+        reference = load_reference(sections.reference(path=str(path), value_field="height"), GRID)
+    sampling = sections.sampling(strategy="percentage", fraction=0.5, runs=2)
     runs = _quiet_runs(reference, sampling)
     for run in runs:
         assert "value" in run.pixels and "label" not in run.pixels
@@ -126,9 +127,11 @@ def test_region_without_samples_is_an_error(tmp_path: Path) -> None:
     ).to_file(regions_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataQualityWarning)
-        reference = load_reference(ReferenceSpec(path=str(ref_path), label_field="code"), small)
-        regions = load_regions(RegionsSpec(path=str(regions_path), field="zone"), small)
+        reference = load_reference(
+            sections.reference(path=str(ref_path), label_field="code"), small
+        )
+        regions = load_regions(sections.regions(path=str(regions_path), field="zone"), small)
     with pytest.raises(InputDataError) as info:
-        _quiet_runs(reference, SamplingSpec(min_pixels_per_class=1), regions)
+        _quiet_runs(reference, sections.sampling(min_pixels_per_class=1), regions)
     assert "region(s) ['2'] have no training pixel" in str(info.value)
     assert "Fix:" in str(info.value)

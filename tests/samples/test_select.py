@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.manifest import SamplingSpec
 from pipeline.samples.select import SelectionRule, drop_small_classes, select_pixels
 from pipeline.warnings import SamplingWarning
+from tests.manifest import sections
 
 
 @st.composite
@@ -200,13 +200,13 @@ def test_everything_is_returned_untouched() -> None:
 
 
 def test_rule_from_manifest() -> None:
-    spec = SamplingSpec(
+    spec = sections.sampling(
         strategy="percentage", fraction=0.2, within_polygon="periodic", max_pixels_per_polygon=7
     )
     assert SelectionRule.from_spec(spec) == SelectionRule(
         "percentage", fraction=0.2, within_polygon="periodic", max_pixels_per_polygon=7
     )
-    assert SelectionRule.from_spec(SamplingSpec()).is_everything
+    assert SelectionRule.from_spec(sections.sampling()).is_everything
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from pipeline.run.config import (
     KubernetesConfig,
     OutputsConfig,
     RunConfig,
+    VolumeConfig,
 )
 from pipeline.samples.config import ReferenceConfig, RegionsConfig, SamplingConfig
 
@@ -92,7 +93,10 @@ def compute_config(spec: ComputeSpec) -> ComputeConfig:
     if spec.adaptive is not None:
         values["adaptive"] = AdaptiveConfig(**_values(spec.adaptive))
     if spec.kubernetes is not None:
-        values["kubernetes"] = KubernetesConfig(**_values(spec.kubernetes))
+        kubernetes = _values(spec.kubernetes)
+        if "volumes" in kubernetes:
+            kubernetes["volumes"] = tuple(VolumeConfig(**_values(v)) for v in kubernetes["volumes"])
+        values["kubernetes"] = KubernetesConfig(**kubernetes)
     return ComputeConfig(**values)
 
 

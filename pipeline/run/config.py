@@ -25,6 +25,7 @@ __all__ = [
     "KubernetesConfig",
     "OutputsConfig",
     "RunConfig",
+    "VolumeConfig",
 ]
 
 Task = Literal["classification", "regression", "extraction"]
@@ -72,6 +73,19 @@ class AdaptiveConfig:
 
 
 @dataclass(frozen=True)
+class VolumeConfig:
+    """A PersistentVolumeClaim mounted in the driver and every worker (``kubernetes.volumes``)."""
+
+    claim: str
+    mount_path: str
+    read_only: bool = False
+
+    def __canonical__(self) -> dict[str, object]:
+        # The digest of the pydantic VolumeSpec it replaces.
+        return section_canonical(self, "VolumeSpec")
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     """A dask cluster the run starts on Kubernetes (``compute.kubernetes``)."""
 
@@ -81,6 +95,7 @@ class KubernetesConfig:
     service_account: str | None = None
     scheduler_memory: str = "2GiB"
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    volumes: tuple[VolumeConfig, ...] = ()
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic KubernetesSpec it replaces.

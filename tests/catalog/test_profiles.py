@@ -25,7 +25,7 @@ from pipeline.catalog.sensors import (
     sensor_profiles,
 )
 from pipeline.errors import CatalogError, ManifestError
-from pipeline.manifest import RunManifest, parse_manifest
+from pipeline.manifest import RunManifest, parse_manifest, resolve
 from pipeline.model import Acquisition, AssetRef
 from tests.conftest import DEMO_DIR, DEMO_MANIFEST
 
@@ -360,17 +360,17 @@ def theia(**more: Any) -> Any:
 
 
 def test_the_demo_manifest_stays_valid_and_generic() -> None:
-    sensor = parse(lambda s: None).spec.sensors[0]
+    sensor = resolve(parse(lambda s: None)).sensors[0]
     assert sensor.profile is None and sensor.date_step_days == 10
     (profile,) = sensor_profiles(sensor)
     assert profile.band_names == ("ndvi",)
     assert profile.masks == (MaskRule("cloud", invalid_values=(1,)),)
-    generic = parse(lambda s: s.update(profile="generic")).spec.sensors[0]
+    generic = resolve(parse(lambda s: s.update(profile="generic"))).sensors[0]
     assert sensor_profiles(generic) == sensor_profiles(sensor)
 
 
 def test_profile_sensor_with_a_band_list() -> None:
-    sensor = parse(theia(bands=["red", "B08"])).spec.sensors[0]
+    sensor = resolve(parse(theia(bands=["red", "B08"]))).sensors[0]
     assert list(sensor.bands) == ["red", "nir"]  # provider ids become band names
     (profile,) = sensor_profiles(sensor)
     assert profile.name == "s2" and profile.band_names == ("red", "nir")
@@ -381,20 +381,26 @@ def test_profile_sensor_with_a_band_list() -> None:
 
 
 def test_profile_sensor_defaults_to_every_band_and_the_profile_step() -> None:
-    sensor = parse(theia(profile="sentinel2-l3a-theia")).spec.sensors[0]
+    sensor = resolve(parse(theia(profile="sentinel2-l3a-theia"))).sensors[0]
     assert list(sensor.bands) == list(BUILT_IN["sentinel2-l3a-theia"].band_names)
     (profile,) = sensor_profiles(sensor)
     assert profile.date_step_days == 30
 
 
 def test_described_band_overrides_or_adds_and_masks_add_up() -> None:
-    sensor = parse(
-        theia(
-            bands={"red": None, "nir": {"asset": "B08", "scale": 0.001}, "ndvi": {"asset": "nd"}},
-            masks=[{"asset": "mymask", "invalid_values": [1]}],
-            options={},
+    sensor = resolve(
+        parse(
+            theia(
+                bands={
+                    "red": None,
+                    "nir": {"asset": "B08", "scale": 0.001},
+                    "ndvi": {"asset": "nd"},
+                },
+                masks=[{"asset": "mymask", "invalid_values": [1]}],
+                options={},
+            )
         )
-    ).spec.sensors[0]
+    ).sensors[0]
     (profile,) = sensor_profiles(sensor)
     assert profile.band_names == ("red", "nir", "ndvi")
     assert profile.band("nir") == BandRead("nir", "B08", 0.001)
@@ -414,7 +420,7 @@ def test_sentinel1_sensor_expands_into_orbit_series() -> None:
             options={"units": "db"},
         )
 
-    sensor = parse(change).spec.sensors[0]
+    sensor = resolve(parse(change)).sensors[0]
     profiles = sensor_profiles(sensor)
     assert [p.name for p in profiles] == ["s1_asc", "s1_des"]
     assert all(b.to_db for p in profiles for b in p.bands)

@@ -21,7 +21,7 @@ import xarray as xr
 from pipeline.catalog.sensors import SensorProfile
 from pipeline.catalog.static import find_acquisitions
 from pipeline.errors import CatalogError
-from pipeline.manifest import load_manifest
+from pipeline.manifest import load_manifest, resolve
 from tests.conftest import DEMO_DIR, REPO
 
 pytestmark = pytest.mark.slow
@@ -65,12 +65,12 @@ def test_resumed_run_uses_the_saved_items_when_the_catalog_is_gone(tmp_path: Pat
     for path in stac_files:
         path.unlink()
     # The catalog is unreachable now: a discovery without the saved list fails.
-    spec = load_manifest(manifest).spec
+    spec = resolve(load_manifest(manifest))
     sensor = spec.sensors[0]
     with pytest.raises(CatalogError):
         find_acquisitions(
             sensor.catalog, SensorProfile.from_spec(sensor), date(2017, 1, 1),
-            date(2017, 12, 31), field="spec.sensors[0]",
+            date(2017, 12, 31), field="sensors[0]",
         )  # fmt: skip
 
     output = run_cli(manifest, store, "--resume")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -204,25 +204,17 @@ def section_canonical(config: object, type_name: str) -> dict[str, object]:
 
 
 def section_json(config: object) -> dict[str, object]:
-    """A config's fields as the manifest section's ``model_dump(mode="json")`` gave them (a
-    pydantic section itself is dumped as such, while callers still pass those)."""
-    import dataclasses
-
-    dump = getattr(config, "model_dump", None)
-    if dump is not None:
-        return dict(dump(mode="json"))
+    """A config's fields as the manifest section's ``model_dump(mode="json")`` gave them."""
     return {
         f.name: _as_json(getattr(config, f.name))
-        for f in dataclasses.fields(config)  # type: ignore[arg-type]
+        for f in fields(config)  # type: ignore[arg-type]
         if f.compare
     }
 
 
 def _as_json(value: object) -> object:
     """``value`` as pydantic's ``model_dump(mode="json")`` writes it."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if is_dataclass(value) and not isinstance(value, type):
         return section_json(value)
     if isinstance(value, Mapping):
         return {k: _as_json(v) for k, v in value.items()}

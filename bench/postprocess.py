@@ -19,7 +19,8 @@ store; the in-memory paths load whole arrays first (not timed, but in their peak
   iterates, sitsflow takes the majority of the surrounding pixels in one pass: the pixels where
   they differ are counted, not an error) and against sitsflow's own whole-array pass (must be
   identical).
-* vectorization of the regularized map (4-connectivity): chunks polygonized, stitched and turned
+* vectorization of the regularized map (8-connectivity, as the sieve): chunks polygonized,
+  stitched and turned
   into a GeoDataFrame with statistics (confidence, shares of raw classes) against
   ``rasterio.features.shapes`` on the whole array (GeoJSON-like dicts, no statistics); the
   chunked polygons must equal a whole-array pass (count, areas, classes).
@@ -55,6 +56,7 @@ CLASSES = (
 )
 CODES = np.array([c for c, _ in CLASSES])
 NODATA = 0
+CONNECTIVITY = 8  # of the regions: the sieve's, the polygons' and GDAL's polygonize
 
 
 def _rss_mib(field: str) -> float:
@@ -138,7 +140,10 @@ def _measure(path: str, store: str, chunk: int, mmu: int) -> dict[str, Any]:
     tiny = np.full((len(CODES), 8, 8), 1 / len(CODES))
     sm.smooth(tiny, sm.SmoothingConfig())
     reg.regularize(np.ones((8, 8), np.uint8), reg.RegularizationConfig(3), NODATA, CODES)
-    vec.polygonize(np.ones((8, 8), np.uint8), CODES, NODATA)
+    vec.polygonize(
+        np.ones((8, 8), np.uint8), GridSpec("EPSG:32631", (1, 0, 0, 0, -1, 0), 8, 8), CODES, NODATA
+    )
+    import geopandas  # noqa: F401  (to_frame's import, not timed)
     import rasterio.features  # noqa: F401
 
     base = _rss_mib("VmRSS")
@@ -189,18 +194,20 @@ def _measure(path: str, store: str, chunk: int, mmu: int) -> dict[str, Any]:
                 vec.polygonize_chunk(
                     np.asarray(group["regular_label"][rows, cols]),
                     w,
-                    shape,
+                    grid,
                     CODES,
                     NODATA,
-                    connectivity=4,
+                    connectivity=CONNECTIVITY,
                     confidence=np.asarray(group["confidence"][rows, cols]),
                     raw=np.asarray(group["label"][rows, cols]),
                     raw_codes=CODES,
                 )
             )
         frame = vec.to_frame(
-            vec.stitch(parts, shape, 4), grid, dict(CLASSES), raw_codes=tuple(CODES)
+            vec.stitch(parts, grid, CONNECTIVITY), grid, dict(CLASSES), raw_codes=tuple(CODES)
         )
+        out["seconds"] = time.perf_counter() - started
+        out["cpu_seconds"] = time.process_time() - cpu
         out["polygons"] = len(frame)
         out["pixels_sum"] = int(frame["pixels"].sum())
         out["area_sum"] = float(frame.geometry.area.sum())
@@ -209,7 +216,9 @@ def _measure(path: str, store: str, chunk: int, mmu: int) -> dict[str, Any]:
         labels = np.asarray(group["regular_label"][:])
         started, cpu = time.perf_counter(), time.process_time()
         frame = vec.to_frame(
-            vec.polygonize(labels, CODES, NODATA, connectivity=4), grid, dict(CLASSES)
+            vec.polygonize(labels, grid, CODES, NODATA, connectivity=CONNECTIVITY),
+            grid,
+            dict(CLASSES),
         )
         out["polygons"] = len(frame)
         out["pixels_sum"] = int(frame["pixels"].sum())
@@ -219,13 +228,13 @@ def _measure(path: str, store: str, chunk: int, mmu: int) -> dict[str, Any]:
         labels = np.asarray(group["regular_label"][:])
         started, cpu = time.perf_counter(), time.process_time()
         polygons = list(
-            shapes(labels, mask=labels != NODATA, connectivity=4, transform=grid.affine)
+            shapes(labels, mask=labels != NODATA, connectivity=CONNECTIVITY, transform=grid.affine)
         )
         out["polygons"] = len(polygons)
     else:
         raise ValueError(path)
-    out["seconds"] = time.perf_counter() - started
-    out["cpu_seconds"] = time.process_time() - cpu
+    out.setdefault("seconds", time.perf_counter() - started)
+    out.setdefault("cpu_seconds", time.process_time() - cpu)
     out["peak_mib"] = _rss_mib("VmHWM")
     out["above_imports_mib"] = out["peak_mib"] - base
     return out
@@ -250,7 +259,16 @@ PATHS = (
 )
 
 
-def measure(size: int, chunk: int, mmu: int, work: Path) -> dict[str, Any]:
+SECTIONS = {
+    "smooth": ("smooth-chunked", "smooth-whole"),
+    "regularize": ("regularize-chunked", "regularize-whole", "sieve-gdal"),
+    "vectorize": ("vectorize-chunked", "vectorize-whole", "shapes-gdal"),
+}
+
+
+def measure(
+    size: int, chunk: int, mmu: int, work: Path, sections: tuple[str, ...] = tuple(SECTIONS)
+) -> dict[str, Any]:
     started = time.perf_counter()
     store = generate(work, size, chunk)
     figures: dict[str, Any] = {
@@ -262,6 +280,10 @@ def measure(size: int, chunk: int, mmu: int, work: Path) -> dict[str, Any]:
         "paths": {},
     }
     for path in PATHS:
+        if not any(path in SECTIONS[name] for name in sections):
+            continue
+        if path.startswith("vectorize") and "regularize" not in sections:
+            run_path("regularize-chunked", store, chunk, mmu)  # the map it polygonizes
         result = run_path(path, store, chunk, mmu)
         figures["paths"][path] = result
         print(
@@ -270,20 +292,27 @@ def measure(size: int, chunk: int, mmu: int, work: Path) -> dict[str, Any]:
             flush=True,
         )
     p = figures["paths"]
-    figures["ratios"] = {
-        "regularize_chunked_over_gdal_sieve": p["regularize-chunked"]["cpu_seconds"]
-        / p["sieve-gdal"]["cpu_seconds"],
-        "vectorize_chunked_over_gdal_shapes": p["vectorize-chunked"]["cpu_seconds"]
-        / p["shapes-gdal"]["cpu_seconds"],
-        "smooth_chunked_over_whole": p["smooth-chunked"]["cpu_seconds"]
-        / p["smooth-whole"]["cpu_seconds"],
-    }
-    figures["identical"] = {
-        "smoothing": p["smooth-whole"]["digest"],
-        "regularization": p["regularize-whole"]["digest"],
-        "vectorization": p["vectorize-chunked"]["polygons"] == p["vectorize-whole"]["polygons"]
-        and p["vectorize-chunked"]["pixels_sum"] == p["vectorize-whole"]["pixels_sum"],
-    }
+    ratios, identical = {}, {}
+    if "regularize" in sections:
+        ratios["regularize_chunked_over_gdal_sieve"] = (
+            p["regularize-chunked"]["cpu_seconds"] / p["sieve-gdal"]["cpu_seconds"]
+        )
+        identical["regularization"] = p["regularize-whole"]["digest"]
+    if "vectorize" in sections:
+        ratios["vectorize_chunked_over_gdal_shapes"] = (
+            p["vectorize-chunked"]["cpu_seconds"] / p["shapes-gdal"]["cpu_seconds"]
+        )
+        chunked, whole = p["vectorize-chunked"], p["vectorize-whole"]
+        identical["vectorization"] = (chunked["polygons"], chunked["pixels_sum"]) == (
+            whole["polygons"],
+            whole["pixels_sum"],
+        )
+    if "smooth" in sections:
+        ratios["smooth_chunked_over_whole"] = (
+            p["smooth-chunked"]["cpu_seconds"] / p["smooth-whole"]["cpu_seconds"]
+        )
+        identical["smoothing"] = p["smooth-whole"]["digest"]
+    figures["ratios"], figures["identical"] = ratios, identical
     return figures
 
 
@@ -299,19 +328,26 @@ def report(f: dict[str, Any]) -> str:
             f"| {name} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | "
             f"{r['peak_mib']:.0f} | {r['above_imports_mib']:.0f} |"
         )
-    ratios = f["ratios"]
-    vec = f["paths"]["vectorize-chunked"]
-    lines += [
-        f"regularization chunked / GDAL sieve in memory: "
-        f"{ratios['regularize_chunked_over_gdal_sieve']:.2f}x CPU (target <= 2); pixels where "
-        f"GDAL's rule differs: {f['paths']['sieve-gdal']['differ_from_sitsflow']:.2%}",
-        f"vectorization chunked (+ statistics) / GDAL shapes in memory: "
-        f"{ratios['vectorize_chunked_over_gdal_shapes']:.2f}x CPU (target <= 2); "
-        f"{vec['polygons']} polygons, all valid: {vec['valid']}, "
-        f"area {vec['area_sum']:.0f} m2 for {vec['pixels_sum']} px",
-        f"smoothing chunked / whole in memory: {ratios['smooth_chunked_over_whole']:.2f}x CPU",
-        f"chunked == whole: {f['identical']}",
-    ]
+    ratios, paths = f["ratios"], f["paths"]
+    if "regularize_chunked_over_gdal_sieve" in ratios:
+        lines.append(
+            f"regularization chunked / GDAL sieve in memory: "
+            f"{ratios['regularize_chunked_over_gdal_sieve']:.2f}x CPU (target <= 2); pixels "
+            f"where GDAL's rule differs: {paths['sieve-gdal']['differ_from_sitsflow']:.2%}"
+        )
+    if "vectorize_chunked_over_gdal_shapes" in ratios:
+        vec = paths["vectorize-chunked"]
+        lines.append(
+            f"vectorization chunked (+ statistics) / GDAL shapes in memory: "
+            f"{ratios['vectorize_chunked_over_gdal_shapes']:.2f}x CPU (target <= 2); "
+            f"{vec['polygons']} polygons, all valid: {vec['valid']}, "
+            f"area {vec['area_sum']:.0f} m2 for {vec['pixels_sum']} px"
+        )
+    if "smooth_chunked_over_whole" in ratios:
+        lines.append(
+            f"smoothing chunked / whole in memory: {ratios['smooth_chunked_over_whole']:.2f}x CPU"
+        )
+    lines.append(f"chunked == whole: {f['identical']}")
     return "\n".join(lines)
 
 
@@ -324,13 +360,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--mmu", type=int, default=50, help="minimum mapping unit (px)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="smooth,regularize,vectorize")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--work", type=Path, help="work folder, kept (default: temporary)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sitsflow-bench-post-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        figures = measure(args.size, args.chunk, args.mmu, work)
+        sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            parser.error(f"unknown section(s) {unknown}: choose from {', '.join(SECTIONS)}")
+        figures = measure(args.size, args.chunk, args.mmu, work, sections)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

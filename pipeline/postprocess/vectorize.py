@@ -5,19 +5,19 @@ Design (no polygon split at a chunk or tile border, memory bounded by a chunk pl
 1. ``polygonize_chunk`` (one unit per chunk, in parallel): label the chunk's regions (same
    class, 4- or 8-connected; the kernel of the regularization), trace each region's outline
    with GDAL's polygonizer (``rasterio.features.shapes``, 4-connected pieces; the pieces of an
-   8-connected region are joined into a MultiPolygon whose parts touch at corners), and sum its
+   8-connected region make a MultiPolygon whose parts touch at corners only), and sum its
    statistics: pixels, confidence, the pixels of each class before regularization, the
-   probability of each class. Outlines are traced in pixel coordinates (integers, exact in
-   floating point), so pieces of one region traced in two chunks share their edges exactly.
+   probability of each class. Outlines are traced in pixel coordinates (integers) and mapped
+   by the grid's affine, the same float operation on the same integers in every chunk, so
+   pieces of one region traced in two chunks share their edges exactly.
    A region that touches no inner chunk side is complete. The others are pending: they keep
    their pieces, their sums, and the chunk's border rows and columns of region labels.
 2. ``stitch`` (one unit): pending regions whose border pixels touch across a chunk side (with
    the same class and connectivity) are one region of the map (connected components of that
    graph); their outlines are merged (``shapely.union_all``) and their sums added. Sums are
    integers, so the statistics equal those of a whole-map pass exactly.
-3. ``to_frame``: pixel coordinates to the grid's CRS (one affine for every polygon), means and
-   shares from the sums, regions ordered by their first pixel in raster order (the same order
-   whatever the chunking), ids 1..n.
+3. ``to_frame``: means and shares from the sums, regions ordered by their first pixel in
+   raster order (the same order whatever the chunking), ids 1..n.
 
 Polygons are valid (GDAL traces 4-connected pieces; merged pieces share exact edges), and a
 region's area is its pixel count times the pixel area, which is also its polygon's area.
@@ -49,7 +49,7 @@ class Regions:
     """Regions and their sums (one row each). ``first`` is the region's first pixel in raster
     order on the grid (row * width + col); ``raw`` (n, K_raw) counts pixels of each class before
     regularization, ``probability`` (n, K_p) sums percent probabilities over ``probability_n``
-    pixels; ``geometry`` is in pixel coordinates (x = col, y = row)."""
+    pixels; ``geometry`` is in the grid's CRS."""
 
     code: np.ndarray
     first: np.ndarray
@@ -100,7 +100,7 @@ def _sums(values: np.ndarray, labels: np.ndarray, ok: np.ndarray, n: int) -> np.
 def polygonize_chunk(
     labels: np.ndarray,
     window: Window,
-    shape: tuple[int, int],
+    grid: GridSpec,
     codes: np.ndarray,
     nodata: int | float,
     *,
@@ -110,9 +110,10 @@ def polygonize_chunk(
     raw_codes: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
 ) -> ChunkPolygons:
-    """Regions of one chunk (``labels`` of ``window`` on a grid of ``shape``) with their sums.
+    """Regions of one chunk (``labels`` of ``window`` of ``grid``) with their sums.
     ``confidence`` (percent, 255 no-data), ``raw`` (labels before regularization, codes
     ``raw_codes``) and ``probabilities`` ((K, h, w) percent) are optional layers of the window."""
+    shape = grid.shape
     index = class_index(labels, nodata, np.asarray(codes))
     local, n = _kernels.label_regions(index, connectivity == 8)
     flat = local.ravel()
@@ -145,7 +146,7 @@ def polygonize_chunk(
         ok = valid & ~(p == PERCENT_NODATA).any(axis=0)
         probability = np.stack([_sums(layer, flat, ok, n) for layer in p], axis=1)
         probability_n = np.bincount(flat[ok], minlength=n + 1)[1:].astype(np.int64)
-    geometry = _outlines(local, window, n)
+    geometry = _outlines(local, window, grid, n)
     regions = Regions(
         code,
         first,
@@ -173,17 +174,21 @@ def polygonize_chunk(
     return ChunkPolygons(window, regions.take(complete), regions.take(pending), pending + 1, sides)
 
 
-def _outlines(local: np.ndarray, window: Window, n: int) -> np.ndarray:
-    """One (Multi)Polygon per label 1..n, in pixel coordinates of the grid. The rings GDAL
-    traces are gathered into flat arrays and built by shapely in one vectorized call each."""
+def _outlines(local: np.ndarray, window: Window, grid: GridSpec, n: int) -> np.ndarray:
+    """One (Multi)Polygon per label 1..n in the grid's CRS. GDAL traces rings in pixel
+    coordinates (integers); the grid's affine maps them, x = a * col + c, y = e * row + f: the
+    same operation on the same integers, so a corner shared by two chunks gets the same bits in
+    both. Rings are gathered into flat arrays and built by shapely in vectorized calls."""
+    a, b, c, d, e, f = grid.transform
+    if b or d:
+        raise ValueError(f"the grid is rotated ({grid.transform}); polygons need a north-up grid")
     transform = Affine.translation(window.col_off, window.row_off)
     rings: list[Any] = []
-    ring_polygon: list[int] = []
+    rings_per_polygon: list[int] = []
     polygon_label: list[int] = []
     for geojson, value in shapes(local, mask=local > 0, connectivity=4, transform=transform):
-        for ring in geojson["coordinates"]:
-            rings.append(ring)
-            ring_polygon.append(len(polygon_label))
+        rings.extend(geojson["coordinates"])
+        rings_per_polygon.append(len(geojson["coordinates"]))
         polygon_label.append(int(value))
     out = np.empty(n, dtype=object)
     if not rings:
@@ -191,23 +196,32 @@ def _outlines(local: np.ndarray, window: Window, n: int) -> np.ndarray:
     lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
     flat = np.fromiter(
         chain.from_iterable(chain.from_iterable(rings)), dtype=np.float64, count=2 * lengths.sum()
+    ).reshape(-1, 2)
+    flat = flat * [a, e] + [c, f]
+    ring_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    polygon_offsets = np.concatenate([[0], np.cumsum(rings_per_polygon)])
+    polygons = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, flat, (ring_offsets, polygon_offsets)
     )
-    built = shapely.linearrings(
-        flat.reshape(-1, 2), indices=np.repeat(np.arange(len(rings)), lengths)
-    )
-    polygons = shapely.polygons(built, indices=np.asarray(ring_polygon))
     labels = np.asarray(polygon_label)
     order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(1, n + 2))
-    for label in range(n):
-        parts = polygons[order[bounds[label] : bounds[label + 1]]]
-        out[label] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+    counts = np.bincount(labels, minlength=n + 1)[1:]
+    single = counts == 1
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out[single] = polygons[order[first[single]]]
+    # the 4-connected pieces of an 8-connected region touch at corners only: a valid
+    # MultiPolygon as they are, no union needed
+    multi = counts[labels[order] - 1] > 1
+    if multi.any():  # into `out` at label - 1; the single-piece labels keep their polygon
+        parts = order[multi]
+        shapely.multipolygons(polygons[parts], indices=labels[parts] - 1, out=out)
     return out
 
 
-def stitch(chunks: Sequence[ChunkPolygons], shape: tuple[int, int], connectivity: int) -> Regions:
+def stitch(chunks: Sequence[ChunkPolygons], grid: GridSpec, connectivity: int) -> Regions:
     """Every region of the map: the chunks' complete regions, and their pending ones merged
     across chunk sides."""
+    shape = grid.shape
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -299,11 +313,10 @@ def _concat(parts: Sequence[Regions]) -> Regions:
 
 
 def polygonize(
-    labels: np.ndarray, codes: np.ndarray, nodata: int | float, **layers: Any
+    labels: np.ndarray, grid: GridSpec, codes: np.ndarray, nodata: int | float, **layers: Any
 ) -> Regions:
     """Every region of a whole label map in memory (the reference pass)."""
-    shape = labels.shape
-    chunk = polygonize_chunk(labels, Window(0, 0, *shape), shape, codes, nodata, **layers)
+    chunk = polygonize_chunk(labels, Window(0, 0, *grid.shape), grid, codes, nodata, **layers)
     return chunk.complete
 
 
@@ -323,12 +336,10 @@ def to_frame(
     import geopandas as gpd
     import pandas as pd
 
-    a, b, c, d, e, f = grid.transform
-    if b or d:
-        raise ValueError(f"the grid is rotated ({grid.transform}); polygons need a north-up grid")
+    a, e = grid.transform[0], grid.transform[4]
     order = np.argsort(regions.first, kind="stable")
     r = regions.take(order)
-    geometry = shapely.transform(np.asarray(r.geometry), lambda xy: xy * [a, e] + [c, f])
+    geometry = np.asarray(r.geometry)
     with np.errstate(invalid="ignore", divide="ignore"):
         columns: dict[str, Any] = {
             "region": np.arange(1, len(order) + 1, dtype=np.int64),

@@ -24,6 +24,10 @@ CODES = np.array([1, 2, 3])
 GRID_T = (10.0, 0.0, 500_000.0, 0.0, -10.0, 6_000_000.0)
 
 
+def _grid(rows: int, cols: int) -> GridSpec:
+    return GridSpec("EPSG:32633", GRID_T, cols, rows)
+
+
 def _map(seed: int, rows: int, cols: int, holes: float) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     small = rng.integers(1, 4, (rows // 4 + 1, cols // 4 + 1))
@@ -62,7 +66,7 @@ def _chunked(labels, raw, confidence, probabilities, chunk: int, connectivity: i
             polygonize_chunk(
                 labels[r, c],
                 w,
-                (rows, cols),
+                grid,
                 CODES,
                 0,
                 connectivity=connectivity,
@@ -72,7 +76,7 @@ def _chunked(labels, raw, confidence, probabilities, chunk: int, connectivity: i
                 probabilities=probabilities[:, r, c],
             )
         )
-    return stitch(parts, (rows, cols), connectivity)
+    return stitch(parts, grid, connectivity)
 
 
 @settings(max_examples=40, deadline=None)
@@ -95,7 +99,7 @@ def test_chunked_equals_whole(
         "probabilities": probabilities,
         "connectivity": connectivity,
     }
-    whole = _frame(polygonize(labels, CODES, 0, **layers), rows, cols)
+    whole = _frame(polygonize(labels, _grid(rows, cols), CODES, 0, **layers), rows, cols)
     chunked = _frame(
         _chunked(labels, raw, confidence, probabilities, chunk, connectivity), rows, cols
     )
@@ -114,7 +118,9 @@ def test_statistics_of_a_region() -> None:
     raw = np.array([[1, 2, 2], [1, 1, 2], [3, 3, 2]], dtype=np.uint8)
     confidence = np.array([[50, 70, 90], [60, 80, 90], [255, 40, 90]], dtype=np.uint8)
     frame = _frame(
-        polygonize(labels, CODES, 0, confidence=confidence, raw=raw, raw_codes=CODES), 3, 3
+        polygonize(labels, _grid(3, 3), CODES, 0, confidence=confidence, raw=raw, raw_codes=CODES),
+        3,
+        3,
     )
     forest = frame[frame.class_code == 1].iloc[0]
     assert forest.class_name == "forest" and forest.pixels == 4 and forest.area == 400.0
@@ -127,8 +133,8 @@ def test_statistics_of_a_region() -> None:
 
 def test_diagonal_pixels_are_one_region_with_8_connectivity() -> None:
     labels = np.array([[1, 2], [2, 1]], dtype=np.uint8)
-    eight = polygonize(labels, CODES, 0, connectivity=8)
-    four = polygonize(labels, CODES, 0, connectivity=4)
+    eight = polygonize(labels, _grid(2, 2), CODES, 0, connectivity=8)
+    four = polygonize(labels, _grid(2, 2), CODES, 0, connectivity=4)
     assert len(eight.code) == 2 and len(four.code) == 4
     assert all(g.is_valid for g in eight.geometry)
 
@@ -138,6 +144,7 @@ def test_written_files_open_with_geopandas(tmp_path: Path) -> None:
     frame = _frame(
         polygonize(
             labels,
+            _grid(20, 24),
             CODES,
             0,
             confidence=confidence,

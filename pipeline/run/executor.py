@@ -234,10 +234,6 @@ class Executor:
         self._round = 0
         self._token = uuid.uuid4().hex[:6]  # executors of one session never share dask keys
 
-    def pending(self, units: Sequence[Unit]) -> tuple[list[Unit], list[Unit]]:
-        """(finished, to run) for ``units``."""
-        return self.ledger.split(units)
-
     def run(self, work: StageWork, *, read_summaries: bool = True) -> StageOutcome:
         started = time.perf_counter()
         self._round += 1

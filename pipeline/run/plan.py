@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,8 @@ def plan_run(
     return RunPlan(config, store, layout, plans, work, cache)
 
 
-def _estimate(
-    plans: Sequence[StagePlan] | Any, units: Mapping[str, Sequence[Unit]]
-) -> WorkEstimate:
+def _estimate(plans: Iterable[StagePlan], units: Mapping[str, Sequence[Unit]]) -> WorkEstimate:
+    """The run's size, from the stage that knows it (cube); none: a run of no pixels."""
     for plan in plans:
         if plan.estimate is not None:
             return plan.estimate(units)

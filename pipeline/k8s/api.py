@@ -1,10 +1,11 @@
 """The operator's Kubernetes client: kr8s, with errors a handler can act on.
 
 kopf watches the SitsRuns and patches them; this module creates, reads, lists, patches and
-deletes the objects a run owns (ConfigMap, DaskCluster, DaskAutoscaler, Job) and reads the
-driver's pods, through kr8s' asyncio API. kr8s finds the credentials (a kubeconfig, else the
-pod's service account) and re-reads them on a 401 (projected tokens rotate). Its failures are
-turned into typed errors so handlers can tell a retryable error from a final one.
+deletes the objects a run owns (ConfigMap, Secret, NetworkPolicy, DaskCluster, DaskAutoscaler,
+Job) and reads the driver's and the workers' pods, through kr8s' asyncio API. kr8s finds the
+credentials (a kubeconfig, else the pod's service account) and re-reads them on a 401
+(projected tokens rotate). Its failures are turned into typed errors so handlers can tell a
+retryable error from a final one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from typing import Any, TypeVar
 import httpx
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, ConfigMap, Job, Pod, Service, new_class
+from kr8s.asyncio.objects import (
+    APIObject,
+    ConfigMap,
+    Job,
+    NetworkPolicy,
+    Pod,
+    Secret,
+    Service,
+    new_class,
+)
 
 from pipeline.k8s import API_VERSION, KIND, PLURAL
 
@@ -33,6 +43,8 @@ KINDS: dict[str, type[APIObject]] = {
     "Pod": Pod,
     "Service": Service,
     "Job": Job,
+    "Secret": Secret,
+    "NetworkPolicy": NetworkPolicy,
     "DaskCluster": DaskCluster,
     "DaskAutoscaler": DaskAutoscaler,
     KIND: SitsRun,

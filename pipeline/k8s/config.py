@@ -38,6 +38,23 @@ class Resources(BaseModel):
         return {k: dict(v) for k, v in (("requests", self.requests), ("limits", self.limits)) if v}
 
 
+class NetworkPolicySettings(BaseModel):
+    """Who may reach a run's scheduler and workers besides the run's own pods."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    enabled: bool = Field(
+        True, description="Give every run NetworkPolicies that admit only its own pods."
+    )
+    dashboard_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="NetworkPolicy peers (namespaceSelector/podSelector) allowed to the dashboard "
+        "port, e.g. the ingress controller's namespace; empty: only the run's own pods.",
+    )
+
+
 class OperatorConfig(BaseModel):
     """Cluster-side settings of every run the operator starts."""
 
@@ -97,6 +114,12 @@ class OperatorConfig(BaseModel):
         description="Dashboard URL template with {namespace}, {name}, {service} (an ingress); "
         "default: the scheduler Service's in-cluster URL.",
     )
+    tls: bool = Field(
+        True,
+        description="TLS between the driver, the scheduler and the workers, with certificates "
+        "made per run (a Secret owned by the run); off: plain TCP.",
+    )
+    network_policy: NetworkPolicySettings = NetworkPolicySettings()
     poll_seconds: float = Field(
         10.0, gt=0, le=600, description="How often a running run's Job is checked."
     )

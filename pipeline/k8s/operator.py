@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -32,8 +33,10 @@ import yaml
 
 from pipeline.errors import ManifestError
 from pipeline.k8s import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from pipeline.k8s.admission import admission_message
 from pipeline.k8s.api import ApiError, ConflictError, ForbiddenError, KubeApi
 from pipeline.k8s.config import OperatorConfig, load_config
+from pipeline.k8s.network import build_network_policies
 from pipeline.k8s.specs import (
     RUN_LABEL,
     RunRef,
@@ -42,8 +45,11 @@ from pipeline.k8s.specs import (
     build_dask_autoscaler,
     build_dask_cluster,
     build_driver_job,
+    build_tls_secret,
+    child_name,
     config_for_run,
     dashboard_url,
+    run_volumes,
 )
 from pipeline.k8s.status import (
     FAILED,
@@ -57,6 +63,7 @@ from pipeline.k8s.status import (
     now,
     output_urls,
 )
+from pipeline.k8s.tls import make_certificates
 from pipeline.manifest import RunManifest, parse_manifest
 from pipeline.manifest.fields import locate
 
@@ -78,11 +85,24 @@ def validate_run(ref: RunRef, spec: Mapping[str, Any]) -> RunManifest:
     """The spec as a run manifest, checked by the same rules as `sitsflow validate`."""
     document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": ref.name}}
     text = yaml.safe_dump({**document, "spec": dict(spec)}, sort_keys=False)
+    source = f"SitsRun {ref.namespace}/{ref.name}"
     try:
-        source = f"SitsRun {ref.namespace}/{ref.name}"
-        return parse_manifest(text, base_dir=Path("/"), source=source)
+        manifest = parse_manifest(text, base_dir=Path("/"), source=source)
     except ManifestError as exc:
         raise InvalidRunError(str(locate(exc))) from None
+    # Valid for `sitsflow run` on a workstation, but what the pods cannot reach is refused here.
+    problems = admission_message(spec)
+    if problems:
+        raise InvalidRunError(f"{source} cannot run in the cluster:\n{problems}")
+    return manifest
+
+
+async def ensure_secret(api: KubeApi, secret: Mapping[str, Any]) -> None:
+    """Create the run's certificate Secret once. The operator may create and delete Secrets but
+    never read one: a Secret of that name already there is this run's (made by an earlier pass
+    of this handler; a leftover of a deleted run of the same name goes with its owner)."""
+    with contextlib.suppress(ConflictError):
+        await api.create(secret)
 
 
 async def ensure(
@@ -129,12 +149,19 @@ async def start_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any
         run_config = config_for_run(config, manifest, ref)
     except SpecConflictError as exc:
         raise InvalidRunError(f"SitsRun {ref.namespace}/{ref.name}: {exc}") from None
-    await ensure(api, build_config_map(ref, body.get("spec") or {}), ref)
+    spec = body.get("spec") or {}
+    if run_config.tls:
+        # Made before any pod that mounts it; the CA's key is not kept (see pipeline.k8s.tls).
+        files = make_certificates(f"{ref.namespace}/{ref.name}").files()
+        await ensure_secret(api, build_tls_secret(ref, files))
+    for policy in build_network_policies(ref, run_config):
+        await ensure(api, policy, ref)
+    await ensure(api, build_config_map(ref, spec, ref.address(run_config)), ref)
     await ensure(api, build_dask_cluster(ref, manifest, run_config), ref, update_spec=True)
     autoscaler = build_dask_autoscaler(ref, manifest)
     if autoscaler is not None:
         await ensure(api, autoscaler, ref, update_spec=True)
-    await ensure(api, build_driver_job(ref, run_config), ref)
+    await ensure(api, build_driver_job(ref, run_config, run_volumes(manifest)), ref)
     started = same_generation and status.get("phase") == RUNNING
     return {
         "phase": RUNNING if started else PENDING,
@@ -239,6 +266,9 @@ async def delete_run(api: KubeApi, body: Mapping[str, Any]) -> None:
     await api.delete("DaskAutoscaler", ref.namespace, ref.dask_cluster)
     await api.delete("DaskCluster", ref.namespace, ref.dask_cluster)
     await _delete_config_maps(api, ref)
+    for name in (child_name(ref.name, s) for s in ("scheduler-policy", "workers-policy")):
+        await api.delete("NetworkPolicy", ref.namespace, name)
+    await api.delete("Secret", ref.namespace, ref.tls_secret)
 
 
 # --- kopf -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pipeline.run.dask_spec import (
     SCHEDULER_PORT,
     ClusterSize,
     PodSettings,
+    Volume,
     build_dask_cluster_spec,
     container_security,
     dress_container,
@@ -81,6 +82,15 @@ class RunRef:
     @property
     def scheduler_address(self) -> str:
         return f"tcp://{self.scheduler_service}.{self.namespace}.svc:{SCHEDULER_PORT}"
+
+    @property
+    def tls_secret(self) -> str:
+        return child_name(self.name, "dask-tls")
+
+    def address(self, config: OperatorConfig) -> str:
+        """The scheduler's address as the driver and workers dial it (tls:// when closed)."""
+        plain = self.scheduler_address
+        return plain.replace("tcp://", "tls://", 1) if config.tls else plain
 
 
 def child_name(run: str, suffix: str, max_len: int = 63) -> str:
@@ -183,7 +193,9 @@ def config_for_run(config: OperatorConfig, manifest: RunManifest, ref: RunRef) -
 # --- the manifest the driver runs -------------------------------------------------------------
 
 
-def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
+def driver_manifest(
+    ref: RunRef, spec: Mapping[str, Any], address: str | None = None
+) -> dict[str, Any]:
     """The run manifest the driver reads: the SitsRun's own spec, pointed at its DaskCluster.
 
     The workers are the DaskCluster's, so ``compute`` is switched to the scheduler's address; every
@@ -197,7 +209,8 @@ def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
         if k not in ("kubernetes", "adaptive", "dashboard_port")
     }
     compute.setdefault("connect_timeout_s", CONNECT_TIMEOUT_S)
-    spec["compute"] = {**compute, "cluster": "address", "address": ref.scheduler_address}
+    address = address or ref.scheduler_address
+    spec["compute"] = {**compute, "cluster": "address", "address": address}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -206,8 +219,10 @@ def driver_manifest(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_config_map(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
-    text = yaml.safe_dump(driver_manifest(ref, spec), sort_keys=False)
+def build_config_map(
+    ref: RunRef, spec: Mapping[str, Any], address: str | None = None
+) -> dict[str, Any]:
+    text = yaml.safe_dump(driver_manifest(ref, spec, address), sort_keys=False)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -220,9 +235,13 @@ def build_config_map(ref: RunRef, spec: Mapping[str, Any]) -> dict[str, Any]:
 # --- pods -------------------------------------------------------------------------------------
 
 
-def pod_settings(ref: RunRef, config: OperatorConfig) -> PodSettings:
+def pod_settings(
+    ref: RunRef, config: OperatorConfig, volumes: tuple[Volume, ...] = ()
+) -> PodSettings:
     """The operator's pod settings for this run's pods (driver, scheduler and workers)."""
     return PodSettings(
+        volumes=volumes,
+        tls_secret=ref.tls_secret if config.tls else None,
         image=config.image,
         image_pull_policy=config.image_pull_policy,
         image_pull_secrets=tuple(config.image_pull_secrets),
@@ -236,6 +255,14 @@ def pod_settings(ref: RunRef, config: OperatorConfig) -> PodSettings:
         node_selector=config.node_selector,
         tolerations=tuple(config.tolerations),
     )
+
+
+def run_volumes(manifest: RunManifest) -> tuple[Volume, ...]:
+    """The claims the run's ``compute.kubernetes.volumes`` declares."""
+    section = manifest.spec.compute.kubernetes
+    if section is None:
+        return ()
+    return tuple(Volume(v.claim, v.mount_path, v.read_only) for v in section.volumes)
 
 
 def build_dask_cluster(
@@ -254,8 +281,9 @@ def build_dask_cluster(
             memory_limit=compute.memory_limit,
             scheduler_resources=config.scheduler_resources.as_dict(),
         ),
-        pods=pod_settings(ref, config),
+        pods=pod_settings(ref, config, run_volumes(manifest)),
         namespace=ref.namespace,
+        scheduler_address=ref.address(config),
     )
     cluster["metadata"]["ownerReferences"] = [owner_reference(ref)]
     return cluster
@@ -302,10 +330,13 @@ while True:
 INPUT_ERROR_EXIT_CODE = 2
 
 
-def build_driver_job(ref: RunRef, config: OperatorConfig) -> dict[str, Any]:
-    """A batch/v1 Job that runs ``sitsflow run`` on the run's manifest against its DaskCluster."""
+def build_driver_job(
+    ref: RunRef, config: OperatorConfig, volumes: tuple[Volume, ...] = ()
+) -> dict[str, Any]:
+    """A batch/v1 Job that runs ``sitsflow run`` on the run's manifest against its DaskCluster
+    (with the run's claims mounted and, when closed, its certificates)."""
     manifest_path = str(PurePosixPath(MANIFEST_DIR) / MANIFEST_FILE)
-    pods = pod_settings(ref, config)
+    pods = pod_settings(ref, config, volumes)
     driver: dict[str, Any] = {
         "name": "driver",
         "image": config.image,
@@ -317,7 +348,7 @@ def build_driver_job(ref: RunRef, config: OperatorConfig) -> dict[str, Any]:
         # the run's status.lastError, so `kubectl get sr -o wide` shows what to fix.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    dress_container(driver, pods, {"DASK_SCHEDULER_ADDRESS": ref.scheduler_address})
+    dress_container(driver, pods, {"DASK_SCHEDULER_ADDRESS": ref.address(config)})
     wait = {
         "name": "wait-for-scheduler",
         "image": config.image,
@@ -383,3 +414,15 @@ def dashboard_url(ref: RunRef, config: OperatorConfig) -> str:
             namespace=ref.namespace, name=ref.name, service=ref.scheduler_service
         )
     return f"http://{ref.scheduler_service}.{ref.namespace}.svc:{DASHBOARD_PORT}/status"
+
+
+def build_tls_secret(ref: RunRef, files: Mapping[str, str]) -> dict[str, Any]:
+    """The Secret holding the run's certificates (``pipeline.k8s.tls``), owned by the SitsRun."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(ref, ref.tls_secret, "dask-tls"),
+        "type": "kubernetes.io/tls",
+        "immutable": True,
+        "stringData": dict(files),
+    }

@@ -25,6 +25,10 @@ _IMAGE = (
     r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
 _SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# An absolute POSIX path without "." or ".." parts (a mount path).
+_MOUNT_PATH = r"^(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+/?$"
+# Paths a run's pods already use: a volume there would hide them.
+_RESERVED_MOUNTS = ("/tmp", "/etc/sitsflow", "/opt/venv", "/opt/sitsflow")
 
 
 class AdaptiveSpec(_Strict):
@@ -42,6 +46,42 @@ class AdaptiveSpec(_Strict):
                 "make minimum at most maximum",
             )
         return self
+
+
+class VolumeSpec(_Strict):
+    """A PersistentVolumeClaim mounted in the driver and every worker (shared file systems)."""
+
+    claim: str = Field(
+        description="Name of a PersistentVolumeClaim in the run's namespace (ReadWriteMany or "
+        "ReadOnlyMany: every worker mounts it).",
+        pattern=_SECRET_NAME,
+        max_length=253,
+    )
+    mount_path: str = Field(
+        description="Absolute path where the pods see the claim, e.g. /data; inputs and "
+        "outputs.store under it are read and written there.",
+        pattern=_MOUNT_PATH,
+        max_length=255,
+    )
+    read_only: bool = Field(
+        False, description="Mount read-only (inputs only: no outputs.store under it)."
+    )
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        value = value.rstrip("/") or "/"
+        for reserved in _RESERVED_MOUNTS:
+            if (
+                value == reserved
+                or value.startswith(reserved + "/")
+                or reserved.startswith(value + "/")
+            ):
+                raise ValueError(
+                    f"mount_path {value} overlaps {reserved}, which the run's pods use; "
+                    "mount the claim elsewhere, e.g. /data"
+                )
+        return value
 
 
 class KubernetesSpec(_Strict):
@@ -78,6 +118,25 @@ class KubernetesSpec(_Strict):
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
         "IfNotPresent", description="When the nodes pull the image."
     )
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="PersistentVolumeClaims mounted in the driver and every worker; local "
+        "inputs and a local outputs.store must lie under one of their mount paths.",
+    )
+
+    @field_validator("volumes")
+    @classmethod
+    def _distinct_mounts(cls, volumes: list[VolumeSpec]) -> list[VolumeSpec]:
+        paths = [v.mount_path for v in volumes]
+        for i, path in enumerate(paths):
+            for other in paths[i + 1 :]:
+                if path == other or other.startswith(path + "/") or path.startswith(other + "/"):
+                    raise ValueError(
+                        f"volumes mount {path} and {other}: one would hide the other; give each "
+                        "claim its own, separate mount_path"
+                    )
+        return volumes
 
 
 class ComputeSpec(_Strict):

@@ -35,6 +35,7 @@ from pipeline.run.config import ComputeConfig
 from pipeline.run.dask_spec import (
     ClusterSize,
     PodSettings,
+    Volume,
     build_dask_cluster_spec,
     scheduler_resources,
     worker_environment,
@@ -115,6 +116,8 @@ def kubernetes_cluster_spec(
             service_account=k8s.service_account,
             credentials_secret=k8s.credentials_secret,
             env=worker_environment({}) if env is None else env,
+            # The workers read and write the claims (the driver runs where it was started).
+            volumes=tuple(Volume(v.claim, v.mount_path, v.read_only) for v in k8s.volumes),
         ),
         namespace=k8s.namespace,
     )

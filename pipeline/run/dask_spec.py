@@ -12,6 +12,7 @@ storage and GDAL settings go, credentials never do.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 WORKER_DASHBOARD_PORT = 8788  # what make_worker_spec opens
 SCRATCH_DIR = "/tmp"
+TLS_DIR = "/etc/dask-tls"  # the run's certificates (a Secret), read-only
 RUN_USER = 10001  # the image's unprivileged user (deploy/Dockerfile)
 RUN_LABEL = "sitsflow.dev/run"
 
@@ -78,6 +80,41 @@ SCRATCH_ENV: dict[str, str] = {
     "MPLCONFIGDIR": f"{SCRATCH_DIR}/matplotlib",
     "DASK_TEMPORARY_DIRECTORY": f"{SCRATCH_DIR}/dask",
 }
+
+# --- TLS between the driver, the scheduler and the workers --------------------------------------
+
+#: The files of a run's TLS Secret: its own CA, and the one certificate and key that the
+#: scheduler, the workers and the driver present (dask checks the chain, not host names).
+TLS_CA, TLS_CERT, TLS_KEY = "ca.crt", "tls.crt", "tls.key"
+
+
+def tls_environment(directory: str = TLS_DIR) -> dict[str, str]:
+    """dask's own security settings (distributed.comm.tls.*) for certificates in ``directory``:
+    every connection encrypted and both ends authenticated by the run's CA."""
+    ca, cert, key = (f"{directory}/{name}" for name in (TLS_CA, TLS_CERT, TLS_KEY))
+    env = {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": ca,
+    }
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = cert
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = key
+    return env
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A PersistentVolumeClaim mounted at ``mount_path`` (``compute.kubernetes.volumes``)."""
+
+    claim: str
+    mount_path: str
+    read_only: bool = False
+
+    @property
+    def name(self) -> str:
+        # A pod volume name (a DNS label) that two claims cannot share.
+        return "data-" + hashlib.sha256(self.mount_path.encode()).hexdigest()[:10]
+
 
 # --- pieces shared by every pod a run owns ------------------------------------------------------
 
@@ -136,10 +173,15 @@ class PodSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
+    #: Claims mounted in the driver and the workers (not the scheduler: it reads no data).
+    volumes: tuple[Volume, ...] = ()
+    #: The Secret with the run's certificates (see ``tls_environment``); None: plain TCP.
+    tls_secret: str | None = None
 
 
-def pod_common(pods: PodSettings) -> dict[str, Any]:
-    """What every pod of a run has: identity, hardening, the scratch volume, placement."""
+def pod_common(pods: PodSettings, *, data: bool = True) -> dict[str, Any]:
+    """What every pod of a run has: identity, hardening, the scratch volume, placement, the TLS
+    certificates; ``data``: the claims too."""
     pod: dict[str, Any] = {}
     if pods.service_account:
         pod["serviceAccountName"] = pods.service_account
@@ -147,6 +189,18 @@ def pod_common(pods: PodSettings) -> dict[str, Any]:
     pod["automountServiceAccountToken"] = False
     pod["securityContext"] = pod_security()
     pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    if pods.tls_secret:
+        # 0440 with fsGroup: readable by the run's user only.
+        secret = {"secretName": pods.tls_secret, "defaultMode": 0o440}
+        pod["volumes"].append({"name": "dask-tls", "secret": secret})
+    if data:
+        pod["volumes"] += [
+            {
+                "name": v.name,
+                "persistentVolumeClaim": {"claimName": v.claim, "readOnly": v.read_only},
+            }
+            for v in pods.volumes
+        ]
     if pods.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in pods.image_pull_secrets]
     if pods.node_selector:
@@ -164,15 +218,28 @@ def env_list(*parts: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in merged.items()]
 
 
-def dress_container(container: dict[str, Any], pods: PodSettings, *env: Mapping[str, str]) -> None:
-    """Image policy, environment, credentials, hardening and the scratch mount, in place."""
+def dress_container(
+    container: dict[str, Any], pods: PodSettings, *env: Mapping[str, str], data: bool = True
+) -> None:
+    """Image policy, environment, credentials, hardening, the scratch, TLS and (``data``) claim
+    mounts, in place."""
     container["imagePullPolicy"] = pods.image_pull_policy
-    container["env"] = env_list(SCRATCH_ENV, pods.env, *env)
+    tls = tls_environment() if pods.tls_secret else {}
+    container["env"] = env_list(SCRATCH_ENV, pods.env, tls, *env)
     if pods.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": pods.credentials_secret}}]
     container["securityContext"] = container_security()
-    mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != "scratch"]
-    container["volumeMounts"] = [{"name": "scratch", "mountPath": SCRATCH_DIR}, *mounts]
+    ours = {"scratch", "dask-tls", *(v.name for v in pods.volumes)}
+    mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") not in ours]
+    added: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    if pods.tls_secret:
+        added.append({"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True})
+    if data:
+        added += [
+            {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only}
+            for v in pods.volumes
+        ]
+    container["volumeMounts"] = [*added, *mounts]
 
 
 # --- the DaskCluster ----------------------------------------------------------------------------
@@ -202,13 +269,23 @@ def build_dask_cluster_spec(
     size: ClusterSize,
     pods: PodSettings,
     namespace: str | None = None,
+    scheduler_address: str | None = None,
 ) -> dict[str, Any]:
     """A kubernetes.dask.org/v1 DaskCluster: dask-kubernetes' ``make_cluster_spec``, completed
     with what it does not set (threads and memory of the workers, the scheduler's own resources,
-    labels, identity, hardening, the scratch volume and the environment)."""
+    labels, identity, hardening, the scratch volume and the environment).
+
+    With ``pods.tls_secret`` the scheduler listens on TLS only and the workers connect to
+    ``scheduler_address`` (tls://...), which is then required: dask-kubernetes hands workers a
+    tcp:// address of its own, which a TLS scheduler refuses.
+    """
     from dask_kubernetes.operator import make_cluster_spec
 
+    if pods.tls_secret and not (scheduler_address or "").startswith("tls://"):
+        raise ValueError(f"a TLS cluster needs a tls:// scheduler address, not {scheduler_address}")
     memory = k8s_quantity(size.memory_limit)
+    # A positional address wins over the DASK_SCHEDULER_ADDRESS dask-kubernetes sets.
+    address = f"{scheduler_address} " if pods.tls_secret else ""
     spec: dict[str, Any] = make_cluster_spec(
         name=name,
         image=pods.image,
@@ -219,7 +296,7 @@ def build_dask_cluster_spec(
             "limits": {"memory": memory},
         },
         worker_command=(
-            f"dask worker --nthreads {size.threads_per_worker} "
+            f"dask worker {address}--nthreads {size.threads_per_worker} "
             f"--memory-limit {size.memory_limit.replace(' ', '')} "
             f"--local-directory {SCRATCH_DIR}/dask"
         ),
@@ -230,21 +307,14 @@ def build_dask_cluster_spec(
     for role in ("worker", "scheduler"):
         part = spec["spec"][role]
         part["metadata"] = {"labels": labels(instance, role, managed_by)}
-        part["spec"] = {**pod_common(pods), **part["spec"]}
+        part["spec"] = {**pod_common(pods, data=role == "worker"), **part["spec"]}
     (worker,) = spec["spec"]["worker"]["spec"]["containers"]
     dress_container(worker, pods, WORKER_POD_ENV)
     (scheduler,) = spec["spec"]["scheduler"]["spec"]["containers"]
-    dress_container(scheduler, pods)
+    dress_container(scheduler, pods, data=False)
     scheduler.update(
         # `dask-scheduler` (make_scheduler_spec's) is deprecated; the dashboard on its own port.
-        args=[
-            "dask",
-            "scheduler",
-            "--host",
-            "0.0.0.0",
-            "--dashboard-address",
-            f":{DASHBOARD_PORT}",
-        ],
+        args=scheduler_args(tls=bool(pods.tls_secret)),
         resources={k: dict(v) for k, v in size.scheduler_resources.items() if v},
         readinessProbe={
             "httpGet": {"port": "http-dashboard", "path": "/health"},
@@ -253,3 +323,12 @@ def build_dask_cluster_spec(
         },
     )
     return spec
+
+
+def scheduler_args(*, tls: bool, host: str = "0.0.0.0", port: int = SCHEDULER_PORT) -> list[str]:
+    """The scheduler's command: TLS only when ``tls`` (the certificates come from
+    ``tls_environment``), the dashboard (plain HTTP, for the probe and the ingress) apart."""
+    args = ["dask", "scheduler", "--host", host, "--port", str(port)]
+    if tls:
+        args += ["--protocol", "tls"]
+    return [*args, "--dashboard-address", f":{DASHBOARD_PORT}"]

@@ -36,6 +36,8 @@ RESOURCES = {
     "v1/configmaps": ("ConfigMap", True),
     "v1/pods": ("Pod", True),
     "v1/services": ("Service", True),
+    "v1/secrets": ("Secret", True),
+    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True),
     "batch/v1/jobs": ("Job", True),
     "kubernetes.dask.org/v1/daskclusters": ("DaskCluster", True),
     "kubernetes.dask.org/v1/daskautoscalers": ("DaskAutoscaler", True),

@@ -37,9 +37,12 @@ OPERATOR_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "delete"},
     ("kubernetes.dask.org", "daskclusters"): {"create", "get", "patch", "delete"},
     ("kubernetes.dask.org", "daskautoscalers"): {"create", "get", "patch", "delete"},
+    ("", "secrets"): {"create", "delete"},  # the run's certificates: never read
+    ("networking.k8s.io", "networkpolicies"): {"create", "get", "delete"},
     ("", "pods"): {"list"},
     ("", "events"): {"create"},
 }
+INGRESS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
 CUSTOM_VALUES = {
     "image": {
         "repository": "registry.example.org/geo/sitsflow",
@@ -71,6 +74,7 @@ CUSTOM_VALUES = {
         "activeDeadlineSeconds": 172800,
         "deleteClusterWhenDone": False,
         "dashboardUrl": "https://{name}.dask.example.org/status",
+        "networkPolicy": {"dashboardFrom": [INGRESS]},
         "pollSeconds": 30,
     },
 }
@@ -108,6 +112,7 @@ def test_rendered_objects_are_valid_kubernetes(helm: Any, tmp_path: Path, custom
         "ConfigMap",
         "CustomResourceDefinition",
         "Deployment",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "ServiceAccount",
@@ -274,3 +279,37 @@ def test_notes_tell_how_to_apply_a_first_run(helm: Any, tmp_path: Path) -> None:
     assert "no DaskCluster kind" not in notes(
         "--api-versions", "kubernetes.dask.org/v1/DaskCluster"
     )
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
+def test_the_chart_closes_every_runs_scheduler_and_workers(
+    helm: Any, tmp_path: Path, custom: bool
+) -> None:
+    """The baseline policy: a run's scheduler and workers admit nothing but the dashboard
+    ingress (each run's own policies, tests/k8s/test_tls.py, admit its driver and workers)."""
+    args = ["-f", values_file(tmp_path, CUSTOM_VALUES)] if custom else []
+    objects = render(helm, *args)
+    policies = of_kind(objects, "NetworkPolicy")
+    assert len(policies) == (2 if custom else 1)  # one per watched namespace
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        assert spec["podSelector"]["matchExpressions"] == [
+            {
+                "key": "app.kubernetes.io/component",
+                "operator": "In",
+                "values": ["scheduler", "worker"],
+            }
+        ]
+        if custom:
+            assert spec["ingress"] == [
+                {"from": [INGRESS], "ports": [{"protocol": "TCP", "port": 8787}]}
+            ]
+        else:
+            assert spec["ingress"] == []
+    (config_map,) = [o for o in of_kind(objects, "ConfigMap") if "config.json" in o["data"]]
+    config = OperatorConfig.model_validate(json.loads(config_map["data"]["config.json"]))
+    assert config.tls is True and config.network_policy.enabled is True
+    assert config.network_policy.dashboard_from == ([INGRESS] if custom else [])
+    off = render(helm, "-f", values_file(tmp_path, {"runs": {"networkPolicy": {"enabled": False}}}))
+    assert of_kind(off, "NetworkPolicy") == []

@@ -37,6 +37,8 @@ RUNS = "sitsflow.dev/v1alpha1/sitsruns"
 JOBS = "batch/v1/jobs"
 CLUSTERS = "kubernetes.dask.org/v1/daskclusters"
 CONFIG_MAPS = "v1/configmaps"
+SECRETS = "v1/secrets"
+POLICIES = "networking.k8s.io/v1/networkpolicies"
 CONFIG = OperatorConfig(
     image="registry.example.org/sitsflow:test",
     credentials_secret="s3-credentials",
@@ -189,8 +191,15 @@ async def test_apply_creates_cluster_job_and_manifest(cluster: Cluster) -> None:
     dask = cluster.get(CLUSTERS, "slovenia-demo-dask")
     config_map = cluster.get(CONFIG_MAPS, "slovenia-demo-manifest-g1")
     assert dask is not None and config_map is not None
+    # The closed scheduler: the run's certificates and its two NetworkPolicies.
+    secret = cluster.get(SECRETS, "slovenia-demo-dask-tls")
+    policies = [
+        cluster.get(POLICIES, f"slovenia-demo-{p}-policy") for p in ("scheduler", "workers")
+    ]
+    assert secret is not None and all(policies)
+    assert set(secret["stringData"]) == {"ca.crt", "tls.crt", "tls.key"}
 
-    for child in (job, dask, config_map):
+    for child in (job, dask, config_map, secret, *policies):
         (owner,) = child["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["uid"]) == ("SitsRun", "slovenia-demo", uid)
         assert child["metadata"]["labels"]["sitsflow.dev/run"] == "slovenia-demo"
@@ -209,7 +218,7 @@ async def test_apply_creates_cluster_job_and_manifest(cluster: Cluster) -> None:
     (driver,) = job["spec"]["template"]["spec"]["containers"]
     assert driver["args"] == ["sitsflow", "run", "/etc/sitsflow/run.yaml", "--resume"]
     env = {e["name"]: e.get("value") for e in driver["env"]}
-    assert env["DASK_SCHEDULER_ADDRESS"] == "tcp://slovenia-demo-dask-scheduler.runs.svc:8786"
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tls://slovenia-demo-dask-scheduler.runs.svc:8786"
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["manifest"]["configMap"]["name"] == "slovenia-demo-manifest-g1"
     manifest = yaml.safe_load(config_map["data"]["run.yaml"])
@@ -346,6 +355,31 @@ async def test_delete_removes_every_child(cluster: Cluster) -> None:
     assert cluster.get(JOBS, "slovenia-demo-driver-g1") is None
     assert cluster.get(CLUSTERS, "slovenia-demo-dask") is None
     assert cluster.get(CONFIG_MAPS, "slovenia-demo-manifest-g1") is None
+    assert cluster.get(SECRETS, "slovenia-demo-dask-tls") is None
+    assert cluster.get(POLICIES, "slovenia-demo-scheduler-policy") is None
+
+
+async def test_a_run_the_pods_could_not_read_or_write_is_refused_at_admission(
+    cluster: Cluster,
+) -> None:
+    run = demo_run("local-run")
+    run["spec"]["outputs"]["store"] = "/data/out"
+    run["spec"]["reference"]["path"] = "reference/lulc.gpkg"
+    await cluster.apply(run)
+    status = await cluster.wait_for(
+        "the Failed phase",
+        lambda: (
+            cluster.status("local-run").get("phase") == "Failed" and cluster.status("local-run")
+        ),
+    )
+    error = status["lastError"]
+    assert error.startswith("SitsRun runs/local-run cannot run in the cluster:")
+    assert "spec.outputs.store: '/data/out' is a local path" in error
+    assert "spec.reference.path: 'reference/lulc.gpkg' is a relative path" in error
+    assert "s3://bucket/" in error and "compute.kubernetes.volumes" in error
+    await asyncio.sleep(0.3)
+    assert cluster.get(JOBS, "local-run-driver-g1") is None
+    assert cluster.get(SECRETS, "local-run-dask-tls") is None
 
 
 async def test_invalid_spec_fails_for_good_with_the_validation_message(cluster: Cluster) -> None:

@@ -116,9 +116,10 @@ def test_dask_cluster_fits_the_dask_kubernetes_crd_and_the_runs_compute() -> Non
 def test_the_operator_and_a_kubernetes_run_build_the_same_kind_of_cluster() -> None:
     """One builder: the operator's DaskCluster and the one `compute.cluster: kubernetes` hands
     to KubeCluster have the same labels, hardened pods, scratch volume and worker settings; they
-    differ in who manages them and in the operator's own settings (placement, pull secrets)."""
+    differ in who manages them and in the operator's own settings (placement, pull secrets, TLS:
+    compared here with TLS off, checked on its own in test_tls.py)."""
     run = manifest(production())
-    ours = build_dask_cluster(REF, run, CONFIG)
+    ours = build_dask_cluster(REF, run, CONFIG.model_copy(update={"tls": False}))
     compute = ComputeConfig(
         cluster="kubernetes",
         workers=40,
@@ -175,7 +176,7 @@ def test_driver_job_is_a_valid_job_that_runs_sitsflow_on_the_manifest() -> None:
     assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2]
     assert job["spec"]["activeDeadlineSeconds"] == 86400
     env = {e["name"]: e["value"] for e in driver["env"]}
-    assert env["DASK_SCHEDULER_ADDRESS"] == "tcp://occitanie-2023-dask-scheduler.maps.svc:8786"
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tls://occitanie-2023-dask-scheduler.maps.svc:8786"
     assert env["SITSFLOW_RUN_NAME"] == "occitanie-2023"
     assert env["AWS_ENDPOINT_URL"] == "https://s3.example.org"
 

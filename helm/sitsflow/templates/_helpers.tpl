@@ -74,6 +74,8 @@ app.kubernetes.io/part-of: sitsflow
   "deleteClusterWhenDone" $runs.deleteClusterWhenDone
   "reportStatus" $runs.reportStatus
   "dashboardUrl" (default nil $runs.dashboardUrl)
+  "tls" $runs.tls
+  "networkPolicy" $runs.networkPolicy
   "pollSeconds" $runs.pollSeconds
 -}}
 {{- range .Values.imagePullSecrets -}}

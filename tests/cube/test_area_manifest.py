@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.errors import ManifestError
 from pipeline.grid import grid_kind, plan_tiles
-from pipeline.manifest import RunManifest, parse_manifest
+from pipeline.manifest import RunManifest, parse_manifest, resolve
 from tests.conftest import DEMO_DIR, DEMO_MANIFEST
 
 
@@ -29,10 +29,10 @@ TRIANGLE = [[1.4, 43.58], [1.48, 43.58], [1.48, 43.64], [1.4, 43.58]]
 
 
 def test_the_demo_keeps_its_native_grid_and_indices() -> None:
-    spec = parse().spec
-    assert grid_kind(spec.area) == "native"
-    assert spec.features.indices is None  # defaults per sensor: none for an ndvi-only sensor
-    assert spec.features.user_functions == []
+    config = resolve(parse())
+    assert grid_kind(config.area) == "native"
+    assert config.features.indices is None  # defaults per sensor: none for an ndvi-only sensor
+    assert config.features.user_functions == ()
 
 
 @pytest.mark.parametrize(
@@ -60,9 +60,9 @@ def test_the_demo_keeps_its_native_grid_and_indices() -> None:
     ],
 )  # fmt: skip
 def test_tilings_load(area: dict[str, Any], kind: str, tiles: list[str]) -> None:
-    spec = parse(area=area).spec
-    assert grid_kind(spec.area) == kind
-    assert [t.id for t in plan_tiles(spec.area, []).tiles] == tiles
+    area_config = resolve(parse(area=area)).area  # what the grid code takes
+    assert grid_kind(area_config) == kind
+    assert [t.id for t in plan_tiles(area_config, []).tiles] == tiles
 
 
 MALFORMED = [

@@ -158,7 +158,7 @@ def item_id(run_name: str, role: str) -> str:
             f"STAC item id {value!r} (run name {run_name!r}, output {role!r}) may hold only "
             "letters, digits, '.', '_' and '-', starting with a letter or digit",
             fix="rename the run (metadata.name) to letters, digits and '-'",
-            field="metadata.name",
+            field="name",
         )
     return value
 
@@ -322,7 +322,7 @@ def output_item(
         raise InputDataError(
             f"the period ends ({end}) before it starts ({start})",
             fix="give the run's period as (start, end)",
-            field="spec.period",
+            field="period",
         )
     if output.role == "labels" and not legend:
         raise InputDataError(

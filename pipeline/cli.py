@@ -429,19 +429,19 @@ def _progress(log: RunLog) -> Any:
 
 
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
-    from pipeline.manifest.to_config import compute_config
-
     log = _log()
     _route_warnings(log)
     started: list[ClusterStarter] = []
     try:
         manifest = _load(manifest_path, store)
         log.run = manifest.name
-        compute, model_kind = compute_config(manifest.spec.compute), manifest.spec.model.kind
         log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
-        # Imported after the first line: the runner's imports (dask, pandas...) take 2-3 s.
+        # Imported after the first line: these imports (dask, pandas...) take 2-3 s.
+        from pipeline.manifest.to_config import compute_config
         from pipeline.run.clusters import ClusterStarter
         from pipeline.run.runner import execute, plan_run
+
+        compute, model_kind = compute_config(manifest.spec.compute), manifest.spec.model.kind
 
         def start_cluster(stages: list[str]) -> None:
             # The inputs checked out and work is left: the cluster starts while planning ends.

@@ -1,10 +1,13 @@
 """One exception hierarchy for the whole chain.
 
 Every error a user can cause names the value, the rule it broke and how to fix it, so that the
-manifest can be corrected from the message alone. Messages never contain credentials.
+manifest can be corrected from the message alone. Messages never contain credentials: every
+rendered message goes through ``pipeline.secrets.mask``.
 """
 
 from __future__ import annotations
+
+from pipeline.secrets import mask
 
 
 class SitsflowError(Exception):
@@ -24,7 +27,7 @@ class SitsflowError(Exception):
         parts.append(".")
         if self.fix:
             parts.append(f" Fix: {self.fix.rstrip('.')}.")
-        return "".join(parts)
+        return mask("".join(parts))
 
 
 class ManifestError(SitsflowError):

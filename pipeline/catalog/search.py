@@ -1,11 +1,15 @@
 """STAC API search: pystac-client over one HTTP layer that retries what may succeed next time.
 
-``RetryingStacApiIO`` is the only place sitsflow talks HTTP to catalogs. Every request has a
-bounded timeout; timeouts, dropped connections and 408/425/429/5xx answers are retried with
-exponential back-off (honouring Retry-After); other answers fail at once. A request therefore
-gives up after at most ``(retries + 1) * timeout_s`` plus the back-off waits. ``search_items``
-turns what can go wrong (dead API, garbage answers, unknown collections, empty results) into
-CatalogErrors that name the URL and say what to change.
+``RetryingStacApiIO`` is the only place sitsflow talks HTTP to catalogs. ``timeout_s`` bounds
+each attempt whole, connection, headers and body together: a watchdog shuts the socket of an
+attempt that is not complete by then, so a server that drips a few bytes every second (which a
+per-read timeout never notices) is cut off too. Timeouts, dropped connections and
+408/425/429/5xx answers are retried with exponential back-off (honouring Retry-After), each
+retry logged at info level with its cause; other answers fail at once. A request therefore gives
+up after at most ``(retries + 1) * timeout_s`` plus the back-off waits. Header values (which may
+be credentials) are registered with ``pipeline.secrets`` and never appear in a message.
+``search_items`` turns what can go wrong (dead API, garbage answers, unknown collections, empty
+results) into CatalogErrors that name the URL and say what to change.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import logging
 import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 import requests
+import urllib3
 from pystac.link import Link
 from pystac_client import Client, ConformanceClasses
 from pystac_client.errors import ClientTypeError
@@ -41,12 +48,14 @@ from pipeline.catalog.items import (
 )
 from pipeline.catalog.tiles import item_tile, tiles_footprint
 from pipeline.errors import CatalogError
+from pipeline.secrets import mask, register
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
+DEADLINE_SLACK_S = 0.05
 _TRANSIENT_ERRORS = (
     requests.ConnectionError,  # refused, reset, DNS; includes ConnectTimeout
     requests.Timeout,
@@ -87,6 +96,7 @@ class HttpSettings:
                     f"remove {header!r} from headers_from_env",
                     field=field,
                 )
+            register(value)  # a credential, whatever the variable's name: never in a message
             headers[header] = value
         return cls(spec.timeout_s, spec.retries, spec.backoff_s, headers)
 
@@ -154,6 +164,87 @@ def _retry_after_s(response: requests.Response) -> float | None:
         return None
 
 
+# --- one deadline per attempt -------------------------------------------------------------------
+
+_attempt = threading.local()
+
+
+class _Deadline:
+    """Shuts the sockets of one attempt when its time is up (a per-read timeout does not bound
+    a server that sends a byte every second; shutting the socket ends the blocked read)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _attempt.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _attempt.deadline = None
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch_connection(connection: Any) -> None:
+    deadline = getattr(_attempt, "deadline", None)
+    if deadline is not None:
+        deadline.watch(getattr(connection, "sock", None))
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)  # connects (bounded by the connect timeout), sends
+        _watch_connection(self)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watch_connection(self)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections put their socket under the attempt's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool,
+        }  # fmt: skip
+
+
 class RetryingStacApiIO(StacApiIO):
     """pystac-client's HTTP class with bounded timeouts, retries and back-off on every request."""
 
@@ -162,6 +253,9 @@ class RetryingStacApiIO(StacApiIO):
             headers=dict(settings.headers), timeout=settings.timeout_s, max_retries=None
         )
         self.settings = settings
+        adapter = _DeadlineAdapter(max_retries=0)  # retries are ours, with back-off and logs
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self._jitter = random.Random(seed)
         self.attempts = 0  # every HTTP attempt made, for tests and reports
 
@@ -195,16 +289,22 @@ class RetryingStacApiIO(StacApiIO):
             self.attempts += 1
             status: int | None = None
             retry_after: float | None = None
+            # Just after the per-read timeout, so that a silent server is reported as such.
+            deadline = _Deadline(timeout + DEADLINE_SLACK_S)
             try:
-                response = self.session.send(prepared, timeout=timeout, **send_kwargs)
-                body = response.content  # reading may time out or be cut off too
-            except _TRANSIENT_ERRORS as exc:
-                problem = _describe(exc, timeout)
+                with deadline:
+                    response = self.session.send(prepared, timeout=timeout, **send_kwargs)
+                    body = response.content  # reading may time out or be cut off too
             except requests.RequestException as exc:
-                raise ApiRequestError(
-                    href, _describe(exc, timeout), attempts=attempt,
-                    elapsed_s=time.monotonic() - started,
-                ) from None  # fmt: skip
+                if isinstance(exc, requests.Timeout) or not deadline.expired:
+                    if not isinstance(exc, _TRANSIENT_ERRORS):
+                        raise ApiRequestError(
+                            href, _describe(exc, timeout), attempts=attempt,
+                            elapsed_s=time.monotonic() - started,
+                        ) from None  # fmt: skip
+                    problem = _describe(exc, timeout)
+                else:
+                    problem = f"no complete answer within {timeout:g} s (a slow or stalled server)"
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -212,7 +312,8 @@ class RetryingStacApiIO(StacApiIO):
                         return body.decode("utf-8")
                     except UnicodeDecodeError:
                         raise GarbageAnswerError(href, "the answer is not UTF-8 text") from None
-                snippet = " ".join(response.text.split())[:200]
+                # A server may echo the request's headers (credentials): masked here already.
+                snippet = mask(" ".join(response.text.split()))[:200]
                 problem = f"HTTP {status} {response.reason or ''}".rstrip()
                 problem += f": {snippet}" if snippet else ""
                 if status not in RETRY_STATUSES:

@@ -51,7 +51,7 @@ _SHIPPED = re.compile(
     r"GOOGLE_APPLICATION_CREDENTIALS|AZURE_STORAGE_ACCOUNT|PROJ_NETWORK)$"
 )
 # Names that hold secrets even when they match the pattern above (GDAL_HTTP_USERPWD ...).
-_NEVER = re.compile(r"(SECRET|TOKEN$|PASSWORD|USERPWD|AUTH|HEADER|COOKIE|KEY$|_KEY_)")
+_NEVER = re.compile(r"(SECRET|TOKEN$|PASSWORD|USERPWD|AUTH|HEADER|COOKIE|KEY$|_KEY_|BEARER)")
 
 
 def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -3,15 +3,15 @@
 Every event has a name (``stage.finished``), a human message and fields. In JSON mode each event
 is one line ``{"ts", "level", "event", "run", "message", ...fields}`` on stderr, for log
 collectors (Kubernetes, CI). Before anything is written, every string goes through a
-``Redactor``: values of secret-looking environment variables, URL passwords and signed-URL
-query parameters are replaced by ``***``.
+``Redactor``: credential values (``pipeline.secrets``: credential and secret-looking environment
+variables, headers from the environment; whole or any token of them), URL passwords and
+signed-URL query parameters are replaced by ``***``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -20,47 +20,35 @@ from typing import Any, Literal, TextIO
 
 from rich.console import Console
 
+from pipeline import secrets as credentials
+
 LogFormat = Literal["auto", "json", "text"]
 
-# Environment variable names whose values are secrets (AWS_SECRET_ACCESS_KEY, *_TOKEN ...).
-_SECRET_NAME = re.compile(
-    r"(SECRET|TOKEN|PASSWORD|PASSWD|PWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_KEY|AUTH|SAS|"
-    r"SIGNATURE|COOKIE|CONNECTION_STRING)",
-    re.IGNORECASE,
-)
-_NOT_SECRET = frozenset({"PWD", "OLDPWD"})  # the shell's working directories
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@")
 _SIGNED_QUERY = re.compile(
     r"(?P<head>[?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|sig|signature|"
     r"token|access_token|se|sv|skoid|sktid|skt|ske|sks|skv|st|sp|sr|spr)=)[^&\s\"']+",
     re.IGNORECASE,
 )
-MASK = "***"
+MASK = credentials.MASK
 
 
 class Redactor:
-    """Removes secrets from text: known secret values, URL passwords, signed-URL parameters."""
+    """Removes secrets from text: known secret values (and their parts), URL passwords,
+    signed-URL parameters. Values registered later (a catalog's headers, read while planning)
+    are masked too: the registry is read at each call."""
 
     def __init__(self, secrets: set[str] | None = None) -> None:
-        # Longest first, so that a secret containing another is masked whole.
-        self._secrets = sorted(
-            (s for s in (secrets or set()) if len(s) >= 6), key=len, reverse=True
-        )
+        self._secrets: set[str] = set()
+        for value in secrets or set():
+            self._secrets.update(credentials.parts(value))
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Redactor:
-        env = os.environ if environ is None else environ
-        values = {
-            value
-            for name, value in env.items()
-            if name not in _NOT_SECRET and _SECRET_NAME.search(name) and value
-        }
-        return cls(values)
+        return cls(credentials.known(environ))
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
+        text = credentials.mask(text, self._secrets | credentials.known({}))
         text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
         return _SIGNED_QUERY.sub(lambda m: m.group("head") + MASK, text)
 
@@ -148,7 +136,7 @@ class _Bridge(logging.Handler):
     """Sends records of Python loggers (distributed, sitsflow modules) through a RunLog."""
 
     def __init__(self, log: RunLog) -> None:
-        super().__init__(level=logging.WARNING)
+        super().__init__(level=logging.INFO)
         self._log = log
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -156,12 +144,22 @@ class _Bridge(logging.Handler):
             message = record.getMessage()
         except Exception:  # a bad format string in a library must not stop the run
             message = str(record.msg)
-        level = "error" if record.levelno >= logging.ERROR else "warning"
+        if record.levelno >= logging.ERROR:
+            level = "error"
+        elif record.levelno >= logging.WARNING:
+            level = "warning"
+        else:
+            level = "info"
         self._log.event("log", message, level=level, logger=record.name)
 
 
+#: Loggers whose info lines are shown too: catalog retries and their causes, item counts.
+INFO_LOGGERS = ("pipeline.catalog",)
+
+
 def bridge_logging(log: RunLog, names: tuple[str, ...] = ("distributed", "pipeline")) -> None:
-    """Route warnings and errors of these loggers through ``log`` (replacing their handlers)."""
+    """Route warnings and errors of these loggers through ``log`` (replacing their handlers),
+    and the info lines of ``INFO_LOGGERS`` (which pass through their parent's handler)."""
     handler = _Bridge(log)
     for name in names:
         logger = logging.getLogger(name)
@@ -170,3 +168,5 @@ def bridge_logging(log: RunLog, names: tuple[str, ...] = ("distributed", "pipeli
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
         logger.propagate = False
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)

@@ -110,7 +110,7 @@ def test_missing_bucket_is_refused_without_secrets(s3: str) -> None:
     with pytest.raises(OutputError) as caught:
         check_writable("s3://no-such-bucket-here/runs/x")
     message = str(caught.value)
-    assert "spec.outputs.store" in message and "no-such-bucket-here" in message
+    assert "outputs.store" in message and "no-such-bucket-here" in message
     assert "Fix:" in message
     assert SECRET_KEY not in message and ACCESS_KEY not in message
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in message

@@ -351,6 +351,29 @@ def status_schema() -> Schema:
                 "description": "When the run succeeded or failed.",
             },
             "observedGeneration": count("The spec generation the status describes."),
+            "conditions": {
+                "type": "array",
+                "description": "Planned, ClusterReady, Progressing, Succeeded and Failed, with "
+                "reasons (Kubernetes API conventions).",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type", "status", "lastTransitionTime"],
+                    "properties": {
+                        "type": text("Planned, ClusterReady, Progressing, Succeeded or Failed."),
+                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                        "reason": text("Why, in CamelCase (e.g. Unschedulable, DriverFailed)."),
+                        "message": text("Why, in words, with what to do."),
+                        "lastTransitionTime": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the status last changed.",
+                        },
+                        "observedGeneration": count("The spec generation it describes."),
+                    },
+                },
+            },
         },
     }
 

@@ -13,6 +13,10 @@ API server that is down or throttling, or a 403 from admission (a full quota), i
 back-off.
 
 Run it with ``python -m pipeline.k8s.operator`` (what the chart's Deployment does).
+
+(Over 600 lines on purpose: the run's life cycle, start, poll, change and delete, and the kopf
+handlers that map their errors read best as one file; the pure parts live in specs, status,
+conditions, admission, network and tls.)
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ from pipeline.errors import ManifestError
 from pipeline.k8s import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from pipeline.k8s.admission import admission_message
 from pipeline.k8s.api import ApiError, ConflictError, ForbiddenError, KubeApi
+from pipeline.k8s.conditions import (
+    CLUSTER_READY,
+    PLANNED,
+    PROGRESSING,
+    condition,
+    find,
+    is_true,
+    merge,
+)
+from pipeline.k8s.conditions import FAILED as FAILED_C
+from pipeline.k8s.conditions import SUCCEEDED as SUCCEEDED_C
 from pipeline.k8s.config import OperatorConfig, load_config
 from pipeline.k8s.network import build_network_policies
 from pipeline.k8s.specs import (
@@ -57,6 +72,7 @@ from pipeline.k8s.status import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    cluster_state,
     driver_error,
     driver_stuck,
     job_state,
@@ -75,7 +91,14 @@ Status = dict[str, Any]
 
 
 class InvalidRunError(Exception):
-    """The SitsRun's spec breaks a manifest rule: no retry can fix it, the user must."""
+    """The SitsRun's spec breaks a manifest rule: no retry can fix it, the user must.
+
+    ``reason`` is the Failed condition's: InvalidSpec (a manifest rule), NotAdmitted (what the
+    pods could not reach) or NotAllowed (a pod setting the cluster admin keeps)."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # --- the work, without kopf -------------------------------------------------------------------
@@ -93,7 +116,7 @@ def validate_run(ref: RunRef, spec: Mapping[str, Any]) -> RunManifest:
     # Valid for `sitsflow run` on a workstation, but what the pods cannot reach is refused here.
     problems = admission_message(spec)
     if problems:
-        raise InvalidRunError(f"{source} cannot run in the cluster:\n{problems}")
+        raise InvalidRunError(f"{source} cannot run in the cluster:\n{problems}", "NotAdmitted")
     return manifest
 
 
@@ -148,7 +171,7 @@ async def start_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any
     try:
         run_config = config_for_run(config, manifest, ref)
     except SpecConflictError as exc:
-        raise InvalidRunError(f"SitsRun {ref.namespace}/{ref.name}: {exc}") from None
+        raise InvalidRunError(f"SitsRun {ref.namespace}/{ref.name}: {exc}", "NotAllowed") from None
     spec = body.get("spec") or {}
     if run_config.tls:
         # Made before any pod that mounts it; the CA's key is not kept (see pipeline.k8s.tls).
@@ -163,10 +186,37 @@ async def start_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any
         await ensure(api, autoscaler, ref, update_spec=True)
     await ensure(api, build_driver_job(ref, run_config, run_volumes(manifest)), ref)
     started = same_generation and status.get("phase") == RUNNING
+    conditions = status.get("conditions")
+    if not same_generation:
+        conditions = merge(
+            conditions,
+            [
+                condition(
+                    PLANNED,
+                    True,
+                    "Accepted",
+                    f"generation {ref.generation} accepted: its manifest, DaskCluster and driver "
+                    "Job exist",
+                    ref.generation,
+                ),
+                condition(
+                    CLUSTER_READY, False, "Starting", "the DaskCluster starts", ref.generation
+                ),
+                condition(
+                    PROGRESSING, False, "DriverStarting", "the driver pod starts", ref.generation
+                ),
+                condition(
+                    SUCCEEDED_C, False, "NotFinished", "the run is not finished", ref.generation
+                ),
+                condition(FAILED_C, False, "NotFailed", "the run has not failed", ref.generation),
+            ],
+            now(),
+        )
     return {
         "phase": RUNNING if started else PENDING,
         "message": status.get("message") if started else "waiting for the driver pod to start",
         "lastError": None,
+        "conditions": conditions,
         "observedGeneration": ref.generation,
         "daskCluster": ref.dask_cluster,
         "driverJob": ref.driver_job,
@@ -179,44 +229,106 @@ async def start_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any
 
 
 async def sync_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any]) -> Status:
-    """The phase as the driver Job reports it; frees the workers once the driver is done."""
+    """The phase and conditions as the driver Job, the DaskCluster and its pods report them;
+    frees the workers once the driver is done."""
     ref = RunRef.from_body(body)
     status = dict(body.get("status") or {})
     job_name = status.get("driverJob")
     if not job_name or status.get("phase") in FINISHED:
         return {}
+    generation = int(status.get("observedGeneration") or ref.generation)
+    conditions = status.get("conditions")
+    planned = find(conditions, PLANNED)
+    if planned is not None and int(planned.get("observedGeneration") or 0) < ref.generation:
+        # A spec change not handled yet: its handler writes the status; a poll of this stale
+        # view would overwrite what it writes.
+        return {}
     job = await api.find("Job", ref.namespace, job_name)
     if job is None:
+        error = (
+            f"the driver Job {job_name} was deleted while the run was "
+            f"{str(status.get('phase', PENDING)).lower()}; apply the SitsRun again to rerun it"
+        )
         return {
             "phase": FAILED,
             "message": f"the driver Job {job_name} is gone",
-            "lastError": f"the driver Job {job_name} was deleted while the run was "
-            f"{str(status.get('phase', PENDING)).lower()}; apply the SitsRun again to rerun it",
+            "lastError": error,
+            "conditions": merge(
+                conditions, _finished(False, "DriverJobDeleted", error, generation), now()
+            ),
             "completionTime": now(),
         }
     state = job_state(job)
+    pods = await api.list("Pod", ref.namespace, {RUN_LABEL: ref.name})
     # lastError is cleared once a stuck driver starts; a failure sets it again below.
     patch: Status = {"phase": state.phase, "message": state.message, "lastError": None}
+    updates = []
     if state.phase in (PENDING, FAILED):
-        pods = await api.list(
-            "Pod", ref.namespace, {RUN_LABEL: ref.name, "app.kubernetes.io/component": "driver"}
-        )
-        pods = [p for p in pods if _owned_by_job(p, job)]
+        drivers = [p for p in pods if _component(p) == "driver" and _owned_by_job(p, job)]
         if state.phase == PENDING:
-            stuck = driver_stuck(pods)
+            stuck = driver_stuck(drivers)
             if stuck:
                 patch.update(message=f"the driver cannot start: {stuck}", lastError=stuck)
         else:
-            patch["lastError"] = driver_error(pods) or state.message
-    if state.phase == SUCCEEDED:
-        patch["progress"] = "100%"
+            patch["lastError"] = driver_error(drivers) or state.message
     if state.phase in FINISHED:
+        ok = state.phase == SUCCEEDED
+        text = state.message if ok else str(patch["lastError"])
+        updates += _finished(ok, "Completed" if ok else "DriverFailed", text, generation)
+        if ok:
+            patch["progress"] = "100%"
         patch["completionTime"] = now()
         if config.delete_cluster_when_done:
             await api.delete("DaskAutoscaler", ref.namespace, ref.dask_cluster)
             if await api.delete("DaskCluster", ref.namespace, ref.dask_cluster):
                 patch["message"] += "; its DaskCluster is deleted"
+            updates.append(
+                condition(
+                    CLUSTER_READY, False, "Released", "the DaskCluster is deleted", generation
+                )
+            )
+    else:
+        cluster = cluster_state(
+            await api.find("DaskCluster", ref.namespace, ref.dask_cluster), pods
+        )
+        updates.append(
+            condition(CLUSTER_READY, cluster.ready, cluster.reason, cluster.message, generation)
+        )
+        was_ready = is_true(conditions, CLUSTER_READY)
+        if cluster.blocked and not cluster.workers_running:
+            # Waiting will not help: say why instead of Running until a connect timeout.
+            patch.update(phase=PENDING, message=f"waiting for workers: {cluster.message}")
+        elif state.phase == RUNNING and not (cluster.ready or was_ready):
+            patch.update(phase=PENDING, message=f"the driver waits for workers: {cluster.message}")
+        running = state.phase == RUNNING
+        updates.append(
+            condition(
+                PROGRESSING,
+                running,
+                "DriverRunning" if running else "DriverStarting",
+                state.message if running else str(patch["message"]),
+                generation,
+            )
+        )
+    patch["conditions"] = merge(conditions, updates, now())
     return patch
+
+
+def _component(pod: Mapping[str, Any]) -> str:
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component"))
+
+
+def _finished(ok: bool, reason: str, message: str, generation: int) -> list[dict[str, Any]]:
+    """The conditions of a run that has stopped, successfully (``ok``) or not."""
+    return [
+        condition(PROGRESSING, False, "Finished", "the driver has stopped", generation),
+        condition(
+            SUCCEEDED_C, ok, reason if ok else "NotFinished", message if ok else "", generation
+        ),
+        condition(
+            FAILED_C, not ok, "NotFailed" if ok else reason, "" if ok else message, generation
+        ),
+    ]
 
 
 def _owned_by_job(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
@@ -230,20 +342,47 @@ def _owned_by_job(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
 
 
 async def restart_run(api: KubeApi, config: OperatorConfig, body: Mapping[str, Any]) -> Status:
-    """A spec changed: rerun a finished run with it; leave a running one alone and say why."""
+    """A spec changed. A finished run reruns with it. A running one is never left on the old
+    spec silently: a valid change stops the old driver and a new one resumes the run with the new
+    spec (the run store keeps every finished work unit); an invalid one is refused with a Planned
+    condition that says why, and the run goes on with the spec it had."""
     ref = RunRef.from_body(body)
     status = dict(body.get("status") or {})
-    if status.get("phase") in (PENDING, RUNNING) and status.get("observedGeneration"):
-        return {
-            "message": f"the spec changed (generation {ref.generation}) while the run is "
-            f"{status['phase'].lower()}: the change is not applied; delete the SitsRun and apply "
-            "it again to rerun with it (finished work units are reused)"
-        }
+    old_generation = status.get("observedGeneration")
+    active = status.get("phase") in (PENDING, RUNNING) and old_generation
+    if active:
+        try:
+            manifest = validate_run(ref, body.get("spec") or {})
+            config_for_run(config, manifest, ref)
+        except (InvalidRunError, SpecConflictError) as exc:
+            why = (
+                f"generation {ref.generation} is not applied: {exc}. The run goes on with "
+                f"generation {old_generation}; fix the spec and apply it again"
+            )
+            # The condition describes the refused generation: the poll knows it was handled.
+            refused = condition(PLANNED, False, "SpecChangeRefused", why, ref.generation)
+            return {
+                "message": f"a change of the spec is refused (generation {ref.generation}): "
+                "see the Planned condition",
+                "conditions": merge(status.get("conditions"), [refused], now()),
+            }
     old_job = status.get("driverJob")
     if old_job and old_job != ref.driver_job:
         await api.delete("Job", ref.namespace, old_job)
     await _delete_config_maps(api, ref, keep=ref.config_map)
-    return await start_run(api, config, body)
+    started = await start_run(api, config, body)
+    if active and started:
+        applied = condition(
+            PLANNED,
+            True,
+            "SpecChangeApplied",
+            f"generation {ref.generation} applied while the run was "
+            f"{str(status['phase']).lower()}: the driver of generation {old_generation} is stopped "
+            "and a new one resumes the run (finished work units are kept)",
+            ref.generation,
+        )
+        started["conditions"] = merge(started.get("conditions"), [applied], now())
+    return started
 
 
 async def _delete_config_maps(api: KubeApi, ref: RunRef, keep: str | None = None) -> None:
@@ -291,12 +430,19 @@ async def _fail_for_good(
     body: Mapping[str, Any],
     error: str,
     message: str = "the spec is invalid: fix it and apply it again",
+    reason: str = "InvalidSpec",
 ) -> None:
     ref = RunRef.from_body(body)
+    current = (body.get("status") or {}).get("conditions")
+    updates = [
+        condition(PLANNED, False, reason, error, ref.generation),
+        *_finished(False, reason, error, ref.generation),
+    ]
     fields = {
         "phase": FAILED,
         "message": message,
         "lastError": error,
+        "conditions": merge(current, updates, now()),
         "observedGeneration": ref.generation,
         "completionTime": now(),
     }
@@ -324,7 +470,7 @@ async def _guarded(api: KubeApi, body: Mapping[str, Any], retry: int, work: Any)
         result: Status = await work
         return result
     except InvalidRunError as exc:
-        await _fail_for_good(api, body, str(exc))
+        await _fail_for_good(api, body, str(exc), reason=exc.reason)
         raise kopf.PermanentError(str(exc)) from None
     except ForbiddenError as exc:
         denied = rbac_denied_message(exc)
@@ -335,7 +481,11 @@ async def _guarded(api: KubeApi, body: Mapping[str, Any], retry: int, work: Any)
         # Fail the run with the verb and resource to grant, where `kubectl get` shows it.
         try:
             await _fail_for_good(
-                api, body, denied, "the operator is not allowed to do this: see lastError"
+                api,
+                body,
+                denied,
+                "the operator is not allowed to do this: see lastError",
+                reason="Forbidden",
             )
         except ApiError as status_error:  # even the status is refused: the log must say it
             log.error("%s (and its status could not be written: %s)", denied, status_error)

@@ -154,3 +154,98 @@ def progress_text(fraction: float) -> str:
 
 def tiles_text(done: int, total: int) -> str:
     return f"{done}/{total}"
+
+
+# --- the DaskCluster and its pods ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What the run's DaskCluster and its pods say: ready (scheduler and a worker running),
+    or why not (reason as in ``pipeline.k8s.conditions``, message in the pods' own words)."""
+
+    ready: bool
+    reason: str
+    message: str
+    workers_running: int = 0
+    workers_wanted: int = 0
+
+    @property
+    def blocked(self) -> bool:
+        """Waiting cannot help: the pods need a person (capacity, quota, image)."""
+        return self.reason in ("Unschedulable", "ImagePullFailed")
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> str | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and str(condition.get("status")) == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            return str(condition.get("message") or "no node fits the pod")
+    return None
+
+
+def _running(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running"
+
+
+def _pull_failure(pod: Mapping[str, Any]) -> str | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+    return None
+
+
+def cluster_state(
+    dask_cluster: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> ClusterState:
+    """The cluster's readiness from the DaskCluster and the run's scheduler and worker pods
+    (selected by the ``app.kubernetes.io/component`` label the shared builder sets)."""
+    if dask_cluster is None:
+        return ClusterState(False, "ClusterMissing", "the DaskCluster does not exist (yet)")
+    wanted = int(((dask_cluster.get("spec") or {}).get("worker") or {}).get("replicas") or 0)
+
+    def role(pod: Mapping[str, Any]) -> str:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        return str(labels.get("app.kubernetes.io/component", ""))
+
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    schedulers = [p for p in live if role(p) == "scheduler"]
+    workers = [p for p in live if role(p) == "worker"]
+    running = sum(1 for p in workers if _running(p))
+    counts = {"workers_running": running, "workers_wanted": wanted}
+    stuck = [(p, why) for p in [*schedulers, *workers] if (why := _unschedulable(p))]
+    if stuck and not (running and any(_running(p) for p in schedulers)):
+        why = stuck[0][1]
+        kinds = sorted({role(p) for p, _ in stuck})
+        n_workers = sum(1 for p, _ in stuck if role(p) == "worker")
+        what = f"{n_workers} of {wanted} worker pods" if "worker" in kinds else ""
+        if "scheduler" in kinds:
+            what = f"the scheduler pod{' and ' + what if what else ''}"
+        return ClusterState(
+            False,
+            "Unschedulable",
+            f"{what} cannot be scheduled: {why} (lower spec.compute.workers, "
+            "threads_per_worker or memory_limit, or add nodes)",
+            **counts,
+        )
+    pulls = [why for p in [*schedulers, *workers] if (why := _pull_failure(p))]
+    if pulls and not running:
+        return ClusterState(
+            False, "ImagePullFailed", f"the image cannot be pulled ({pulls[0]})", **counts
+        )
+    if schedulers and any(_running(p) for p in schedulers) and running:
+        message = f"{running} of {wanted} workers running"
+        if stuck:
+            message += f"; {len(stuck)} pod(s) cannot be scheduled: {stuck[0][1]}"
+        return ClusterState(True, "WorkersRunning", message, **counts)
+    phase = (dask_cluster.get("status") or {}).get("phase") or "Pending"
+    return ClusterState(
+        False,
+        "Starting",
+        f"the DaskCluster is {str(phase).lower()}: {running} of {wanted} workers running",
+        **counts,
+    )

@@ -97,6 +97,29 @@ class Cluster:
         run = self.get(RUNS, name)
         return dict(run.get("status") or {}) if run else {}
 
+    async def start_pods(
+        self, run: str, workers: int = 2, status: dict[str, Any] | None = None
+    ) -> None:
+        """Play the dask-kubernetes controller and the kubelet: the run's scheduler and worker
+        pods (labelled as the shared builder labels them), Running unless ``status`` says
+        otherwise (for the workers)."""
+        running = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        pods = [("scheduler", f"{run}-dask-scheduler", running)]
+        pods += [
+            ("worker", f"{run}-dask-default-worker-{i}", status or running) for i in range(workers)
+        ]
+        for component, name, pod_status in pods:
+            labels = {"sitsflow.dev/run": run, "app.kubernetes.io/component": component}
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}}
+            if self.get("v1/pods", name) is None:
+                await self.request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+            await self.request(
+                "PATCH",
+                f"/api/v1/namespaces/{NS}/pods/{name}/status",
+                {"status": pod_status},
+                merge=True,
+            )
+
 
 @pytest.fixture(scope="module")
 def operator_role(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any] | None:
@@ -312,6 +335,7 @@ async def test_job_success_makes_the_run_succeed(cluster: Cluster) -> None:
         {"status": {"active": 1}},
         merge=True,
     )
+    await cluster.start_pods("slovenia-demo")
     await cluster.wait_for(
         "Running", lambda: cluster.status("slovenia-demo").get("phase") == "Running"
     )

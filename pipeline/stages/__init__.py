@@ -6,7 +6,22 @@ warm-up and ``sitsflow status`` read it here).
 Each built-in stage is a module of this package exposing ``STAGE`` (a ``pipeline.run.stage.Stage``),
 imported only when planning needs it: importing this package stays light (no numba, sklearn or
 torch). Adding a stage is one module plus one name below; a stage from outside the package is
-added with ``register(stage, after="predict")``.
+added with ``register(stage, after="predict")``. A stage (see ``pipeline.run.stage.Stage``)::
+
+    class Smooth:
+        name, version, needs = "smooth", 1, ("predict",)
+
+        def plan(self, context):             # pure: units and digests, nothing written
+            upstream = context.input("predict")   # only stages named in ``needs``
+            units = [Unit(self.name, key, stage_digest(self.name, self.version, ...), payload)]
+            return StagePlan(self.name, units, digest=..., outputs=...)
+
+        def run(self, context):              # its units through the executor
+            plan = context.stage_plan(self.name)
+            context.run(StageWork(self.name, plan.units, smooth_unit, SmoothContext(...)))
+
+``smooth_unit(context, payload) -> summary`` runs on a worker and writes its output; units
+whose digest the ledger holds are skipped (tests/run/test_registry.py runs such a stage).
 """
 
 from __future__ import annotations

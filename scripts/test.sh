@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's one test entry point (README command 2, and CI through .ci/run):
-# lint (ruff), format check, types (mypy), then the test suite.
+# lint (ruff), format check, types (mypy), the layering contracts (import-linter), then the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -9,4 +9,5 @@ export PATH="$VENV/bin:$PATH"
 echo "== ruff check"; ruff check pipeline tests examples
 echo "== ruff format --check"; ruff format --check pipeline tests examples
 echo "== mypy"; mypy
+echo "== import contracts"; lint-imports --no-cache
 echo "== pytest"; pytest "$@"

@@ -103,8 +103,8 @@ def workflow() -> dict[Any, Any]:
 
 def test_ci_workflow_validates_applies_and_waits() -> None:
     flow = workflow()
-    assert set(flow["jobs"]) == {"validate", "apply"}
-    assert flow["jobs"]["apply"]["needs"] == "validate"
+    assert set(flow["jobs"]) == {"manifests", "validate", "apply"}
+    assert flow["jobs"]["apply"]["needs"] == ["manifests", "validate"]
     for job in flow["jobs"].values():
         for step in job["steps"]:
             assert ("run" in step) != ("uses" in step), step
@@ -112,8 +112,12 @@ def test_ci_workflow_validates_applies_and_waits() -> None:
     assert "sitsflow validate" in scripts
     assert "python -m pipeline.k8s.crd --validate" in scripts
     assert "kubectl apply --server-side --dry-run=server" in scripts
-    assert "Succeeded)" in scripts and "Failed)" in scripts and ".status.lastError" in scripts
-    assert "secrets.KUBECONFIG" in scripts and "AWS_SECRET" not in scripts
+    assert "bash ci/sitsrun.sh" in scripts  # apply and wait (tests/k8s/test_ci.py runs it)
+    waits = (REPO / "deploy" / "ci" / "sitsrun.sh").read_text()
+    assert ".status.observedGeneration" in waits and ".status.lastError" in waits
+    assert '@.type=="Succeeded"' in waits and '@.type=="Failed"' in waits
+    assert flow["jobs"]["apply"]["env"]["KUBECONFIG_DATA"] == "${{ secrets.KUBECONFIG }}"
+    assert "AWS_SECRET" not in scripts
 
 
 def test_ci_workflow_installs_sitsflow_from_its_tagged_sources() -> None:

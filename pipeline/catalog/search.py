@@ -307,21 +307,25 @@ class RetryingStacApiIO(StacApiIO):
                     problem = f"no complete answer within {timeout:g} s (a slow or stalled server)"
             else:
                 status = response.status_code
-                if 200 <= status < 300:
-                    try:
-                        return body.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise GarbageAnswerError(href, "the answer is not UTF-8 text") from None
-                # A server may echo the request's headers (credentials): masked here already.
-                snippet = mask(" ".join(response.text.split()))[:200]
-                problem = f"HTTP {status} {response.reason or ''}".rstrip()
-                problem += f": {snippet}" if snippet else ""
-                if status not in RETRY_STATUSES:
-                    raise ApiRequestError(
-                        href, problem, attempts=attempt, elapsed_s=time.monotonic() - started,
-                        status_code=status,
-                    )  # fmt: skip
-                retry_after = _retry_after_s(response)
+                if deadline.expired:  # cut off: what came may look whole (headers without body)
+                    status = None
+                    problem = f"no complete answer within {timeout:g} s (a slow or stalled server)"
+                else:
+                    if 200 <= status < 300:
+                        try:
+                            return body.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise GarbageAnswerError(href, "the answer is not UTF-8 text") from None
+                    # A server may echo the request's headers (credentials): masked here already.
+                    snippet = mask(" ".join(response.text.split()))[:200]
+                    problem = f"HTTP {status} {response.reason or ''}".rstrip()
+                    problem += f": {snippet}" if snippet else ""
+                    if status not in RETRY_STATUSES:
+                        raise ApiRequestError(
+                            href, problem, attempts=attempt, elapsed_s=time.monotonic() - started,
+                            status_code=status,
+                        )  # fmt: skip
+                    retry_after = _retry_after_s(response)
             elapsed = time.monotonic() - started
             if attempt > self.settings.retries:
                 raise ApiRequestError(

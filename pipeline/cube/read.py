@@ -12,6 +12,11 @@ picks the cheapest exact way for each read:
 docs/cube.md explains why this reader was chosen over stackstac and odc-stac (by measurement).
 Open datasets are kept per thread (``DatasetCache``) so that the chunks of one tile that land on
 the same worker do not reopen every file: an open costs about 1.5 ms locally, far more on S3.
+
+Remote reads (/vsicurl/, /vsis3/ ...) are bounded like catalog requests (``HttpLimits``): GDAL's
+GDAL_HTTP_TIMEOUT bounds a whole request (curl's total time, not a per-read wait), the low-speed
+settings cut a transfer that crawls, and GDAL_HTTP_MAX_RETRY retries it; a read therefore gives
+up after about ``(retries + 1) * timeout_s``. Settings the environment gives win.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numba
@@ -32,6 +39,42 @@ from rasterio.windows import Window as RioWindow
 
 from pipeline.errors import CatalogError
 from pipeline.model import GridSpec
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """How long a remote read may take: ``timeout_s`` per request whole, ``retries`` more tries
+    (the catalog's ``timeout_s`` / ``retries`` defaults)."""
+
+    timeout_s: float = 30.0
+    retries: int = 5
+    min_bytes_per_s: int = 1
+
+    def gdal_options(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """GDAL configuration options, leaving out those the environment sets."""
+        env = os.environ if environ is None else environ
+        seconds = str(max(1, math.ceil(self.timeout_s)))
+        options = {
+            "GDAL_HTTP_TIMEOUT": seconds,  # curl's CURLOPT_TIMEOUT: connection, headers, body
+            "GDAL_HTTP_CONNECTTIMEOUT": seconds,
+            "GDAL_HTTP_LOW_SPEED_TIME": seconds,
+            "GDAL_HTTP_LOW_SPEED_LIMIT": str(self.min_bytes_per_s),
+            "GDAL_HTTP_MAX_RETRY": str(self.retries),
+            "GDAL_HTTP_RETRY_DELAY": "0.5",
+        }
+        return {k: v for k, v in options.items() if k not in env}
+
+    def remote_options(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``gdal_options`` for a remote file: no probing of sibling files (.aux.xml, .ovr ...),
+        each of which would be one more bounded request."""
+        env = os.environ if environ is None else environ
+        options = self.gdal_options(env)
+        if "GDAL_DISABLE_READDIR_ON_OPEN" not in env:
+            options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+        return options
+
+
+DEFAULT_HTTP_LIMITS = HttpLimits()
 
 
 class Reader(Protocol):
@@ -151,10 +194,13 @@ def _limit_block_cache() -> None:
     if _block_cache_set:
         return
     _block_cache_set = True
-    if "GDAL_CACHEMAX" not in os.environ:
-        from rasterio._env import set_gdal_config
+    from rasterio._env import set_gdal_config
 
+    if "GDAL_CACHEMAX" not in os.environ:
         set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_BYTES)
+    # Remote reads are bounded in every process, whoever builds the reader.
+    for name, value in DEFAULT_HTTP_LIMITS.gdal_options().items():
+        set_gdal_config(name, value)
 
 
 def _read_clipped(
@@ -252,12 +298,31 @@ def _upsample_bilinear(
 
 
 class RasterioReader:
-    """The production reader: GDAL through rasterio (local files, /vsis3/, /vsicurl/)."""
+    """The production reader: GDAL through rasterio (local files, /vsis3/, /vsicurl/).
 
-    def __init__(self, cache: DatasetCache | None = None) -> None:
+    ``http``: limits of remote reads other than the process-wide defaults (a test, a sensor
+    with its own timeout_s / retries)."""
+
+    def __init__(self, cache: DatasetCache | None = None, http: HttpLimits | None = None) -> None:
         self.cache = cache or _DATASETS
+        self.http = http
 
     def read(
+        self,
+        href: str,
+        band_index: int,
+        grid: GridSpec,
+        *,
+        resampling: str = "nearest",
+        nodata: float | None = None,
+    ) -> np.ndarray:
+        _limit_block_cache()  # the process defaults first: set inside an Env, they would win
+        if self.http is None or _local_stamp(href) is not None:
+            return self._read(href, band_index, grid, resampling=resampling, nodata=nodata)
+        with rasterio.Env(**self.http.remote_options()):
+            return self._read(href, band_index, grid, resampling=resampling, nodata=nodata)
+
+    def _read(
         self,
         href: str,
         band_index: int,

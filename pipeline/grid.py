@@ -506,8 +506,9 @@ def _single_grid(area: AreaConfig, acquisitions: Sequence[Acquisition]) -> GridS
     if None in grids:
         missing = next(a for a in acquisitions if a.grid is None)
         raise CatalogError(
-            f"item {missing.item_id!r} has no projection metadata (proj:code or proj:epsg, "
-            "proj:transform, proj:shape), so the output grid cannot be taken from the items",
+            f"item {missing.item_id!r} has no complete projection metadata (a CRS as proj:code, "
+            "proj:epsg, proj:wkt2 or proj:projjson, with proj:transform and proj:shape, on the "
+            "item or its band assets), so the output grid cannot be taken from the items",
             fix="set spec.area.crs, spec.area.resolution and spec.area.bbox",
             field="area",
         )

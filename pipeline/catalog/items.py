@@ -18,6 +18,8 @@ from typing import Any
 import pystac
 import shapely
 import shapely.geometry
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.sensors import SensorProfile
@@ -46,16 +48,44 @@ def item_datetime(item: pystac.Item) -> datetime:
     return when
 
 
-def _grid_from(fields: dict[str, Any]) -> GridSpec | None:
+def _crs_from(fields: dict[str, Any], item_id: str) -> str | None:
+    """The CRS of the projection extension as a string GDAL and pyproj read, or None.
+
+    ``proj:code`` / ``proj:epsg`` are kept as written (they enter unit digests). A CRS given only
+    as ``proj:wkt2`` or ``proj:projjson`` (MODIS sinusoidal has no EPSG code) becomes its
+    authority code when it is exactly one (so it matches items that give the code), else WKT2.
+    """
     code = fields.get("proj:code")
     if code is None and fields.get("proj:epsg") is not None:
         code = f"EPSG:{fields['proj:epsg']}"
+    if code is not None:
+        return str(code)
+    for key in ("proj:wkt2", "proj:projjson"):
+        given = fields.get(key)
+        if given is None:
+            continue
+        try:
+            crs = (
+                CRS.from_json_dict(given) if isinstance(given, dict) else CRS.from_user_input(given)
+            )
+        except (CRSError, TypeError, ValueError) as exc:
+            raise CatalogError(
+                f"item {item_id!r} has a {key} that is not a valid CRS ({exc})",
+                fix=f"correct the item's {key}, or give proj:code (e.g. 'EPSG:32631')",
+            ) from None
+        authority = crs.to_authority(min_confidence=100)
+        return f"{authority[0]}:{authority[1]}" if authority else str(crs.to_wkt())
+    return None
+
+
+def _grid_from(fields: dict[str, Any], item_id: str) -> GridSpec | None:
+    crs = _crs_from(fields, item_id)
     transform = fields.get("proj:transform")
     shape = fields.get("proj:shape")
-    if code is None or transform is None or shape is None:
+    if crs is None or transform is None or shape is None:
         return None
     return GridSpec(
-        crs=str(code),
+        crs=crs,
         transform=tuple(float(v) for v in transform[:6]),  # type: ignore[arg-type]
         width=int(shape[1]),
         height=int(shape[0]),
@@ -65,6 +95,9 @@ def _grid_from(fields: dict[str, Any]) -> GridSpec | None:
 def native_grid(item: pystac.Item, asset_keys: Sequence[str] = ()) -> GridSpec | None:
     """The item's grid from the projection extension, or None when it has none.
 
+    The CRS comes from ``proj:code`` (or ``proj:epsg``), else ``proj:wkt2``, else
+    ``proj:projjson``; the grid needs ``proj:transform`` and ``proj:shape`` too.
+
     Asset-level proj fields override the item's (Earth Search puts proj:shape and proj:transform
     on each asset); with several band resolutions the finest grid wins, the others are resampled.
     """
@@ -73,12 +106,12 @@ def native_grid(item: pystac.Item, asset_keys: Sequence[str] = ()) -> GridSpec |
     for key in asset_keys:
         asset = item.assets.get(key)
         if asset is not None:
-            grid = _grid_from({**props, **asset.extra_fields})
+            grid = _grid_from({**props, **asset.extra_fields}, item.id)
             if grid is not None:
                 grids.append(grid)
     if grids:
         return min(grids, key=lambda g: (g.resolution[0] * g.resolution[1], g.crs))
-    return _grid_from(props)
+    return _grid_from(props, item.id)
 
 
 def parse_item(item: pystac.Item, profile: SensorProfile, *, field: str) -> Acquisition:

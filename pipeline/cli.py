@@ -98,10 +98,15 @@ StoreOption = Annotated[
 def validate(
     manifest: Annotated[Path, typer.Argument(help="Run manifest (YAML).")],
 ) -> None:
-    """Check a manifest: schema, ranges, consistency. Reads no data and writes nothing."""
+    """Check a manifest: schema, ranges, consistency, and the reference's fields and labels (its
+    attributes only: no geometry, no imagery). Writes nothing."""
+    from pipeline.samples.reference import check_reference
+
     log = _log()
     try:
         run = load_manifest(manifest)
+        config = resolve(run)
+        check_reference(config.reference, config.period)
     except SitsflowError as exc:
         _fail(log, exc)
         return

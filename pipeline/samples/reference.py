@@ -1,9 +1,10 @@
 """Reference data: labelled polygons or points, read once and burnt onto the output grid.
 
 A reference feature is one sampling unit: a polygon, or a point (which covers the one pixel it
-falls in). Classification reads an integer class code per feature (``label_field``), regression a
-number (``value_field``). Pixels covered by two or more features are left out, because their
-label is ambiguous; a warning says how many.
+falls in). Classification reads a class per feature (``label_field``: integer codes, or text
+that gets codes 1..K in sorted order of the names), regression a number (``value_field``).
+Pixels covered by two or more features are left out, because their label is ambiguous; a warning
+says how many.
 
 A feature may carry its own time window (``start_field``/``end_field``): the season it was
 observed in. Features of different windows may cover the same ground (a parcel observed in 2016
@@ -14,6 +15,7 @@ pixels are sampled on that window's own date grid.
 from __future__ import annotations
 
 import gc
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,10 @@ PALETTE = (
     "#1f78b4", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7", "#bebada",
 )  # fmt: skip
 
+log = logging.getLogger(__name__)
+
+_TEXT_LABEL = "__sitsflow_text_label__"
+"""A column holding a reference's text labels while it is loaded (they become the names)."""
 _AREAL = ("Polygon", "MultiPolygon")
 _PUNCTUAL = ("Point", "MultiPoint")
 _POLYGON, _MULTIPOLYGON = int(shapely.GeometryType.POLYGON), int(shapely.GeometryType.MULTIPOLYGON)
@@ -140,7 +146,18 @@ def _check_geometries(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     return frame
 
 
-def _labels(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
+def text_label_codes(labels: pd.Series) -> dict[str, int]:
+    """Codes 1..K for text class labels, in sorted order of the names: the numbering
+    ``sitsflow train`` gives a sample table's classes, so both agree."""
+    return {name: code for code, name in enumerate(sorted(set(labels.astype(str))), start=1)}
+
+
+def _labels(frame: pd.DataFrame, spec: ReferenceConfig) -> tuple[pd.Series, pd.Series | None]:
+    """Integer class codes, and the text labels they stand for (None when the field holds codes).
+
+    Integer codes are kept as they are; a field holding text gets codes 1..K in sorted order of
+    the texts (``text_label_codes``), and the texts become the class names.
+    """
     field = spec.label_field
     assert field is not None
     labels = frame[field]
@@ -151,19 +168,36 @@ def _labels(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
             field="reference.label_field",
         )
     numeric = pd.to_numeric(labels, errors="coerce")
-    if numeric.isna().any() or not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
-        example = labels[numeric.isna() | (np.mod(numeric.fillna(0.5), 1) != 0)].iloc[0]
+    if numeric.isna().any():  # text labels
+        if spec.ignore_labels:
+            raise InputDataError(
+                f"field {field!r} holds text labels (e.g. {labels[numeric.isna()].iloc[0]!r}) but "
+                f"ignore_labels lists codes {list(spec.ignore_labels)}; text labels get their "
+                "codes from their sorted names",
+                fix="remove reference.ignore_labels; leave the unwanted features out of the file",
+                field="reference.ignore_labels",
+            )
+        text = labels.astype(str)
+        codes = text_label_codes(text)
+        log.info(
+            "reference.label_field %r holds text: class codes %s (sorted names)",
+            field,
+            ", ".join(f"{code}={name}" for name, code in codes.items()),
+        )
+        return text.map(codes).astype(np.int64), text
+    if not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
+        example = labels[np.mod(numeric, 1) != 0].tolist()[0]
         raise InputDataError(
-            f"field {field!r} holds non-integer values (e.g. {example!r}); class codes must be "
-            "integers",
-            fix="use an integer class-code field as spec.reference.label_field (put names in "
-            "spec.reference.name_field)",
+            f"field {field!r} holds non-integer numbers (e.g. {example!r}); class labels must be "
+            "integer codes or text",
+            fix="use an integer class-code field or a text field as spec.reference.label_field "
+            "(put names in spec.reference.name_field)",
             field="reference.label_field",
         )
-    return numeric.astype(np.int64)
+    return numeric.astype(np.int64), None
 
 
-def _values(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
+def _values(frame: pd.DataFrame, spec: ReferenceConfig) -> pd.Series:
     field = spec.value_field
     assert field is not None
     values = pd.to_numeric(frame[field], errors="coerce")
@@ -179,7 +213,7 @@ def _values(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> pd.Series:
     return values.astype(np.float64)
 
 
-def _dates(frame: gpd.GeoDataFrame, name: str, key: str) -> pd.Series:
+def _dates(frame: pd.DataFrame, name: str, key: str) -> pd.Series:
     """The field ``name`` as dates; an error names a feature whose value is not a date."""
     raw = frame[name]
     parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
@@ -196,7 +230,7 @@ def _dates(frame: gpd.GeoDataFrame, name: str, key: str) -> pd.Series:
 
 
 def feature_windows(
-    frame: gpd.GeoDataFrame, spec: ReferenceConfig, season: PeriodConfig
+    frame: pd.DataFrame, spec: ReferenceConfig, season: PeriodConfig
 ) -> pd.DataFrame:
     """Each feature's window (``window_start``, ``window_end``, ``window``): its own dates, or
     its start plus the length of ``season`` when there is no end field."""
@@ -222,7 +256,7 @@ def feature_windows(
     )
 
 
-def _fixed_split(frame: gpd.GeoDataFrame, spec: ReferenceConfig) -> np.ndarray:
+def _fixed_split(frame: pd.DataFrame, spec: ReferenceConfig) -> np.ndarray:
     assert spec.split_field is not None
     raw = frame[spec.split_field]
     sides = raw.astype(str).str.strip().str.lower()
@@ -375,7 +409,7 @@ def load_reference(
     if regression:
         target = _values(frame, spec)
     else:
-        target = _labels(frame, spec)
+        target, texts = _labels(frame, spec)
         unused = sorted(set(spec.ignore_labels) - set(target.tolist()))
         if unused:
             warnings.warn(
@@ -386,6 +420,8 @@ def load_reference(
             )
         keep = ~target.isin(spec.ignore_labels)
         frame, target = frame[keep], target[keep]
+        if texts is not None:
+            frame = frame.assign(**{_TEXT_LABEL: texts[keep]})
     frame = frame.to_crs(grid.crs).reset_index(drop=True)
     target = target.reset_index(drop=True)
 
@@ -396,7 +432,7 @@ def load_reference(
         table["name"] = ""
     else:
         table["label"] = target.to_numpy()
-        names = frame[spec.name_field] if spec.name_field else target
+        names = frame[spec.name_field] if spec.name_field else frame.get(_TEXT_LABEL, target)
         table["name"] = names.astype(str).to_numpy()
     if spec.group_field:
         groups = frame[spec.group_field]
@@ -480,3 +516,70 @@ def _legend(table: pd.DataFrame) -> tuple[ClassInfo, ...]:
         ClassInfo(int(code), str(names[code]) or str(code), PALETTE[i % len(PALETTE)])
         for i, code in enumerate(sorted(names))
     )
+
+
+_CHECKED_FIELDS = (
+    "label_field", "value_field", "name_field", "group_field", "start_field", "end_field",
+    "split_field",
+)  # fmt: skip
+
+
+def check_reference(spec: ReferenceConfig, season: PeriodConfig | None = None) -> int:
+    """What ``load_reference`` would refuse in the reference's attributes, read cheaply (the
+    file's schema and the configured columns, no geometry): the file opens and has a CRS, every
+    configured field exists, labels (codes or text), values, dates and splits are valid, and the
+    geometries are polygons or points. ``sitsflow validate`` calls it. Returns the feature count.
+    """
+    import pyogrio
+
+    wanted = {key: getattr(spec, key) for key in _CHECKED_FIELDS if getattr(spec, key)}
+    if Path(spec.path).suffix.lower() in (".parquet", ".geoparquet"):
+        whole = read_vector(spec.path, spec.layer, "reference.path")
+        fields = [str(c) for c in whole.columns if c != whole.geometry.name]
+        kinds = set(whole.geom_type.dropna())
+        frame: pd.DataFrame | None = pd.DataFrame(whole.drop(columns=whole.geometry.name))
+    else:
+        if "://" not in spec.path and not Path(spec.path).exists():
+            read_vector(spec.path, spec.layer, "reference.path")  # its error names the file
+        try:
+            info = pyogrio.read_info(spec.path, layer=spec.layer)
+        except Exception:  # pyogrio raises many types: read_vector words the error
+            read_vector(spec.path, spec.layer, "reference.path")
+            raise
+        if info.get("crs") is None:
+            read_vector(spec.path, spec.layer, "reference.path")  # the no-CRS error
+        frame = None
+        fields = [str(f) for f in info["fields"]]
+        kind = str(info.get("geometry_type") or "")
+        kinds = (
+            {kind.removesuffix(" Z").removesuffix(" M")} if kind and kind != "Unknown" else set()
+        )
+    for key, name in wanted.items():
+        if name not in fields:
+            raise InputDataError(
+                f"the file has no field {name!r} (its fields: {', '.join(fields)})",
+                fix=f"set reference.{key} to one of its fields",
+                field=f"reference.{key}",
+            )
+    if frame is None:
+        columns = sorted(set(wanted.values()))
+        frame = pyogrio.read_dataframe(
+            spec.path, layer=spec.layer, columns=columns, read_geometry=False
+        )
+    bad_kinds = sorted(kinds - set(_AREAL + _PUNCTUAL))
+    if bad_kinds:
+        raise InputDataError(
+            f"reference file {spec.path!r} holds geometries that are neither polygons nor points "
+            f"({', '.join(bad_kinds)}); lines and collections have no defined pixels",
+            fix="keep only polygons or points (buffer lines into polygons if they are samples)",
+            field="reference.path",
+        )
+    if spec.value_field is not None:
+        _values(frame, spec)
+    else:
+        _labels(frame, spec)
+    if spec.start_field is not None and season is not None:
+        feature_windows(frame, spec, season)
+    if spec.split_field is not None:
+        _fixed_split(frame, spec)
+    return len(frame)

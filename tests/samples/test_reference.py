@@ -13,7 +13,7 @@ from shapely.geometry import LineString, Point, box
 from pipeline.errors import InputDataError
 from pipeline.model import GridSpec
 from pipeline.samples.config import ReferenceConfig
-from pipeline.samples.reference import load_reference
+from pipeline.samples.reference import check_reference, load_reference
 from pipeline.warnings import DataQualityWarning
 from tests.conftest import DEMO_DIR
 from tests.manifest import sections
@@ -149,8 +149,7 @@ def _frame(**columns: list[object]) -> gpd.GeoDataFrame:
     ("frame", "spec", "words"),
     [
         (_frame(code=[1, None]), {}, ["1 reference feature(s) have no value in 'code'"]),
-        (_frame(code=["forest", "water"]), {}, ["non-integer values", "'forest'"]),
-        (_frame(code=[1.5, 2.0]), {}, ["non-integer values", "1.5"]),
+        (_frame(code=[1.5, 2.0]), {}, ["non-integer numbers", "1.5"]),
         (_frame(code=[1, 2]), {"label_field": "CLASS"}, ["no field 'CLASS'", "code"]),
         (
             _frame(height=[1.0, None]),
@@ -168,12 +167,17 @@ def _frame(**columns: list[object]) -> gpd.GeoDataFrame:
 def test_bad_reference_fields(
     tmp_path: Path, frame: gpd.GeoDataFrame, spec: dict[str, object], words: list[str]
 ) -> None:
+    path = _write(tmp_path, frame)
     with pytest.raises(InputDataError) as info:
-        load_reference(_spec(_write(tmp_path, frame), **spec), SMALL)
+        load_reference(_spec(path, **spec), SMALL)
     message = str(info.value)
     for word in words:
         assert word in message
     assert "Fix:" in message
+    # sitsflow validate's cheap check (attributes only) refuses the same, in the same words
+    with pytest.raises(InputDataError) as checked:
+        check_reference(_spec(path, **spec))
+    assert str(checked.value) == message
 
 
 def test_lines_are_refused(tmp_path: Path) -> None:

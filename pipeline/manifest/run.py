@@ -20,6 +20,7 @@ from pipeline.manifest.common import (
 )
 from pipeline.manifest.compute import ComputeSpec
 from pipeline.manifest.features import FeaturesSpec
+from pipeline.manifest.fusion import FusionSpec
 from pipeline.manifest.model import ModelSpec
 from pipeline.manifest.outputs import OutputsSpec
 from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
@@ -51,6 +52,11 @@ class RunSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     outputs: OutputsSpec
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    fusion: FusionSpec | None = Field(
+        None,
+        description="Decision fusion of two or more maps of the area (this run's models, or "
+        "earlier runs' maps) into fusion/labels.tif with its own accuracy report.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:

@@ -14,7 +14,9 @@ from pipeline.grid import AreaConfig
 from pipeline.learn.config import GridSearchConfig, ModelConfig, TrainingConfig
 from pipeline.manifest.area import AreaSpec, PeriodSpec
 from pipeline.manifest.compute import ComputeSpec
+from pipeline.fusion.config import FusionConfig, FusionSourceConfig
 from pipeline.manifest.features import FeaturesSpec
+from pipeline.manifest.fusion import FusionSpec
 from pipeline.manifest.model import ModelSpec
 from pipeline.manifest.outputs import OutputsSpec
 from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
@@ -100,6 +102,12 @@ def compute_config(spec: ComputeSpec) -> ComputeConfig:
     return ComputeConfig(**values)
 
 
+def fusion_config(spec: FusionSpec) -> FusionConfig:
+    values = _values(spec)
+    values["sources"] = tuple(FusionSourceConfig(**_values(s)) for s in spec.sources)
+    return FusionConfig(**values)
+
+
 def resolve(manifest: RunManifest) -> RunConfig:
     """The run's configs, built from a loaded (checked, paths resolved) manifest."""
     spec = manifest.spec
@@ -116,6 +124,7 @@ def resolve(manifest: RunManifest) -> RunConfig:
         model=model_config(spec.model),
         outputs=outputs_config(spec.outputs),
         compute=compute_config(spec.compute),
+        fusion=None if spec.fusion is None else fusion_config(spec.fusion),
         document=manifest.model_dump(mode="json"),
     )
 

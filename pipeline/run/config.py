@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.catalog.config import SensorConfig
+from pipeline.fusion.config import FusionConfig
 from pipeline.grid import AreaConfig
 from pipeline.learn.config import ModelConfig
 from pipeline.model import PeriodConfig, section_canonical
@@ -144,6 +145,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    fusion: FusionConfig | None = None
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property

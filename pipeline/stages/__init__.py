@@ -34,7 +34,7 @@ from pipeline.errors import SitsflowError
 if TYPE_CHECKING:
     from pipeline.run.stage import Stage
 
-BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
+BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate", "fusion")
 
 _order: list[str] = list(BUILT_IN)
 _registered: dict[str, Stage] = {}

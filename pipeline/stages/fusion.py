@@ -1,0 +1,492 @@
+"""fusion: two or more class maps of the run's area (its models of several sampling runs, or the
+maps of earlier runs: one per sensor) combined per pixel, chunk by chunk, into fusion/labels.tif
+and fusion/confidence.tif, with an accuracy report of the fused map beside each source's.
+
+No ``fusion`` section: no units (the stage adds nothing to a run's digests). Units: one per chunk
+of the run's map grid (the sources' labels there, fused, written to fusion/map.zarr), one per COG,
+and the report (on the driver). Each source's mass of belief comes from its own validation
+confusion matrix: a model of this run from its run's validation pixels, an earlier run's from
+its report.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputDataError
+from pipeline.model import GridSpec, Window
+from pipeline.run.context import PlanContext, RunContext, ensure_store
+from pipeline.run.executor import StageWork
+from pipeline.run.stage import StagePlan, stage_digest
+from pipeline.run.units import Unit, window_key
+from pipeline.stages.common import split_column
+from pipeline.stages.cube import Cubes
+from pipeline.stages.train import Models, run_model
+
+NAME = "fusion"
+VERSION = 1
+FIELD = "fusion.sources"
+MAP_STORE = "fusion/map.zarr"
+LABELS = "fusion/labels.tif"
+CONFIDENCE = "fusion/confidence.tif"
+REPORT = "fusion/report"
+
+
+def digest(*parts: Any) -> str:
+    return stage_digest(NAME, VERSION, *parts)
+
+
+@dataclass(frozen=True)
+class PlannedSource:
+    """A source as planned: its name, and a model of this run (``run``) or a store's maps."""
+
+    name: str
+    run: int | None
+    model: str = ""
+    """Store-relative model folder (run sources)."""
+    model_digest: str = ""
+    maps: Any = None
+    """``pipeline.fusion.sources.StoreMaps`` (store sources)."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    sources: tuple[PlannedSource, ...]
+    chunks: tuple[Unit, ...]
+    cogs: tuple[Unit, ...]
+    report: Unit
+    grid: GridSpec
+
+
+def _sources(context: PlanContext, grid: GridSpec) -> tuple[PlannedSource, ...]:
+    from pipeline.fusion.sources import store_maps
+
+    config = context.config
+    assert config.fusion is not None
+    models: Models = context.outputs("train")
+    model = context.layout.relative(context.layout.model)
+    other = {int(u.payload): u.digest for u in models.other_runs}
+    planned = []
+    for source in config.fusion.sources:
+        if source.run is None:
+            assert source.store is not None
+            planned.append(PlannedSource(source.label, None, maps=store_maps(source.store, grid)))
+            continue
+        if source.run >= config.sampling.runs:
+            raise InputDataError(
+                f"fusion source run {source.run} is not a model of this run (sampling.runs "
+                f"is {config.sampling.runs})",
+                fix=f"use runs 0 .. {config.sampling.runs - 1}, or raise sampling.runs",
+                field=FIELD,
+            )
+        trained = context.input("train").digest or ""
+        planned.append(
+            PlannedSource(
+                source.label,
+                source.run,
+                run_model(model, source.run),
+                trained if source.run == 0 else other[source.run],
+            )
+        )
+    return tuple(planned)
+
+
+def _refuse(config: Any, cubes: Cubes, samples: Any, regions: tuple[str, ...]) -> None:
+    why = None
+    if config.task != "classification":
+        why = f"task {config.task!r} makes no class map"
+    elif cubes.tiled or len(cubes.tiles) != 1:
+        why = "the run maps several tiles (fusion reads one grid)"
+    elif regions:
+        why = "the run has a model per region"
+    elif samples.windowed:
+        why = "the samples carry their own windows (no one map to score)"
+    if why is not None:
+        raise InputDataError(
+            f"a fusion section was given but {why}",
+            fix="remove the fusion section, or fuse the maps of single-grid classification runs",
+            field="fusion",
+        )
+
+
+class FusionStage:
+    name = NAME
+    version = VERSION
+    needs = ("cube", "samples", "train")
+    # What its units import on a worker, loaded by the cluster warm-up.
+    worker_imports = ("pipeline.fusion.sources", "pipeline.predict.blockwise", "skops.io")
+
+    def plan(self, context: PlanContext) -> StagePlan:
+        config = context.config
+        if config.fusion is None:
+            return StagePlan(NAME)
+        cubes: Cubes = context.outputs("cube")
+        samples = context.outputs("samples")
+        _refuse(config, cubes, samples, context.outputs("train").regions)
+        tile = cubes.tiles[0]
+        grid = tile.cube.grid
+        sources = _sources(context, grid)
+        identity = [
+            (s.name, s.run, s.model_digest, None if s.maps is None else s.maps.identity())
+            for s in sources
+        ]
+        samples_digest = context.input("samples").digest
+        chunks = tuple(
+            Unit(
+                NAME,
+                window_key(w),
+                digest(config.fusion, identity, samples_digest, cubes.cube_digests[(None, w)], w),
+                payload=w,
+                pixels=w.n_pixels,
+            )
+            for w in tile.cube.windows
+        )
+        made = [u.digest for u in chunks]
+        cogs = tuple(
+            Unit(NAME, role, digest(made, role, name, grid), payload=(role, name))
+            for role, name in (("labels", LABELS), ("confidence", CONFIDENCE))
+        )
+        report = Unit(NAME, "report", digest([u.digest for u in cogs], samples_digest, REPORT))
+        files = {
+            "fused labels": LABELS,
+            "fused confidence": CONFIDENCE,
+            "fusion report": f"{REPORT}/report.html",
+        }
+        return StagePlan(
+            NAME,
+            [*chunks, *cogs, report],
+            outputs=Fusion(sources, chunks, cogs, report, grid),
+            files=files,
+        )
+
+    def run(self, context: RunContext) -> None:
+        plan = context.stage_plan(NAME)
+        fusion: Fusion | None = plan.outputs
+        if fusion is None:
+            return
+        from pipeline.fusion.kernels import masses_of
+        from pipeline.predict.blockwise import MapEncoding, create_map_store
+
+        config, store = context.config, context.store
+        assert config.fusion is not None
+        cubes: Cubes = context.stage_plan("cube").outputs
+        confusions = _confusions(context, fusion.sources)
+        classes = tuple(sorted({c for codes, _ in confusions for c in codes}))
+        masses = tuple(
+            tuple(float(m) for m in masses_of(matrix, codes, classes, config.fusion.mass))
+            for codes, matrix in confusions
+        )
+        encoding = MapEncoding.for_classes(classes)
+        chunk_size = cubes.cube.chunk_size
+        ensure_store(
+            store,
+            NAME,
+            digest("store", fusion.grid, chunk_size, encoding),
+            MAP_STORE,
+            functools.partial(
+                create_map_store, store.url(MAP_STORE), fusion.grid, chunk_size, encoding
+            ),
+        )
+        fused = context.run(
+            StageWork(
+                NAME,
+                fusion.chunks,
+                fuse_unit,
+                FuseContext(
+                    store.root,
+                    cubes.tiles[0].cube_url,
+                    tuple(cubes.cube.time_series_variables),
+                    fusion.sources,
+                    store.url(MAP_STORE),
+                    encoding,
+                    config.fusion.method,
+                    masses,
+                    classes,
+                ),
+                description="fused chunks",
+            )
+        )
+        context.run(
+            StageWork(
+                NAME,
+                fusion.cogs,
+                cog_unit,
+                CogContext(store.root, store.url(MAP_STORE), fusion.grid, float(encoding.nodata)),
+                description="fused map files",
+            )
+        )
+        reported = context.run(
+            StageWork(
+                NAME,
+                [fusion.report],
+                report_unit,
+                ReportContext(
+                    store.root,
+                    context.layout.relative(context.layout.samples),
+                    fusion.sources,
+                    tuple(confusion for confusion in confusions),
+                    masses,
+                    classes,
+                    int(encoding.nodata),
+                    config.fusion.method,
+                    config.fusion.mass,
+                    tuple(cubes.cube.feature_names),
+                    context.stage_plan("samples").outputs.reference.legend,
+                    [fused.summaries[u.key] for u in fusion.chunks],
+                ),
+                on_cluster=False,
+                description="fusion report",
+            )
+        )
+        context.metrics["fusion"] = reported.summaries["report"]
+
+
+def _confusions(
+    context: RunContext, sources: tuple[PlannedSource, ...]
+) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Each source's classes and validation confusion matrix: a model of this run scored on its
+    own run's validation pixels (the samples table), an earlier run's from its report."""
+    import geopandas as gpd
+
+    from pipeline.fusion.sources import store_confusion
+    from pipeline.samples.split import VALIDATION
+    from pipeline.stages.validate import _predict_samples
+    from pipeline.validate.metrics import classification_metrics
+
+    samples = None
+    names = list(context.stage_plan("cube").outputs.cube.feature_names)
+    out = []
+    for source in sources:
+        if source.run is None:
+            out.append(store_confusion(source.maps))
+            continue
+        if samples is None:
+            with context.store.fetch(context.layout.relative(context.layout.samples)) as local:
+                samples = gpd.read_parquet(local)
+        rows = samples[samples[split_column(source.run)] == VALIDATION]
+        rows = rows[~rows[names].isna().any(axis=1)]
+        predicted = _predict_samples(context.store, source.model, rows, names, ())
+        reference = rows["label"].to_numpy()
+        metrics = classification_metrics(reference, predicted.astype(np.int64))
+        out.append((tuple(int(c) for c in metrics.classes), np.asarray(metrics.confusion)))
+    return out
+
+
+@dataclass(frozen=True)
+class FuseContext:
+    root: str
+    cube: str
+    variables: tuple[tuple[str, str], ...]
+    sources: tuple[PlannedSource, ...]
+    map_store: str
+    encoding: Any
+    method: str
+    masses: tuple[tuple[float, ...], ...]
+    classes: tuple[int, ...]
+
+
+def fuse_unit(context: FuseContext, window: Window) -> dict[str, Any]:
+    from pipeline.fusion.sources import FuseTask, MapSource, ModelSource, Source, fuse_chunk
+    from pipeline.stages.predict import local_model
+
+    sources: list[Source] = []
+    for source in context.sources:
+        if source.run is None:
+            sources.append(MapSource(source.maps.labels, source.maps.confidence))
+        else:
+            folder = local_model(context.root, source.model, source.model_digest)
+            sources.append(ModelSource(str(folder)))
+    return fuse_chunk(
+        FuseTask(
+            context.cube,
+            context.variables,
+            tuple(sources),
+            context.map_store,
+            window,
+            context.encoding,
+            context.method,
+            context.masses,
+            context.classes,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CogContext:
+    root: str
+    map_store: str
+    grid: GridSpec
+    nodata: float
+
+
+def cog_unit(context: CogContext, payload: tuple[str, str]) -> dict[str, Any]:
+    from pipeline.predict.blockwise import CONFIDENCE_NODATA, CONFIDENCE_VARIABLE, LABEL_VARIABLE
+    from pipeline.predict.outputs import tiles_to_cog
+    from pipeline.storage import RunStore
+
+    role, name = payload
+    labels = role == "labels"
+    with RunStore(context.root).publish(name) as target:
+        tiles_to_cog(
+            ((context.map_store, context.grid),),
+            LABEL_VARIABLE if labels else CONFIDENCE_VARIABLE,
+            context.grid,
+            target,
+            nodata=context.nodata if labels else CONFIDENCE_NODATA,
+            overview_resampling="mode" if labels else "average",
+        )
+        size = target.stat().st_size
+    return {"bytes": int(size), "path": name}
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    root: str
+    samples: str
+    sources: tuple[PlannedSource, ...]
+    confusions: tuple[tuple[tuple[int, ...], np.ndarray], ...]
+    masses: tuple[tuple[float, ...], ...]
+    classes: tuple[int, ...]
+    nodata: int
+    method: str
+    mass: str
+    feature_names: tuple[str, ...]
+    legend: Any
+    chunks: list[dict[str, Any]]
+
+
+def _map_at(path: Path, rows: np.ndarray, cols: np.ndarray, nodata: int) -> np.ndarray:
+    """A label COG's values at pixels, its own no-data turned into ``nodata``."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        values = src.read(1)[rows, cols].astype(np.int64)
+        if src.nodata is not None:
+            values[values == int(src.nodata)] = nodata
+    return values
+
+
+def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
+    """The fused map and every source scored on the same pixels: the run's validation pixels
+    (run 0's side of the split) where every map has a label."""
+    import json
+
+    import geopandas as gpd
+
+    from pipeline.model import ClassInfo
+    from pipeline.samples.split import VALIDATION
+    from pipeline.stages.validate import _predict_samples
+    from pipeline.storage import RunStore
+    from pipeline.validate.metrics import classification_metrics
+    from pipeline.validate.report import write_report
+
+    store = RunStore(context.root)
+    with store.fetch(context.samples) as local:
+        samples = gpd.read_parquet(local)
+    validation = samples[samples["split"] == VALIDATION]
+    rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
+    names = list(context.feature_names)
+    complete = ~validation[names].isna().any(axis=1).to_numpy()
+    predicted: dict[str, np.ndarray] = {}
+    with store.fetch(LABELS) as labels_path:
+        fused = _map_at(labels_path, rows, cols, context.nodata)
+    for source in context.sources:
+        if source.run is None:
+            predicted[source.name] = _map_at(Path(source.maps.labels), rows, cols, context.nodata)
+            continue
+        out = np.full(len(validation), context.nodata, dtype=np.int64)
+        if complete.any():
+            found = _predict_samples(store, source.model, validation[complete], names, ())
+            out[complete] = found.astype(np.int64)
+        predicted[source.name] = out
+    common = fused != context.nodata
+    for values in predicted.values():
+        common &= values != context.nodata
+    reference = validation["label"].to_numpy()[common]
+    classes = sorted(set(context.classes) | set(reference.tolist()))
+    scored = {"fused": classification_metrics(reference, fused[common], classes)}
+    for name, values in predicted.items():
+        scored[name] = classification_metrics(reference, values[common], classes)
+    confidence = {
+        "fused": _mean_confidence(
+            [c["mapped_pixels"] for c in context.chunks],
+            [c["confidence_sum"] for c in context.chunks],
+        )
+    }
+    for i, source in enumerate(context.sources):
+        parts = [c["sources"][i] for c in context.chunks]
+        confidence[source.name] = _mean_confidence([p[0] for p in parts], [p[1] for p in parts])
+    table = {
+        name: {
+            "overall_accuracy": m.overall_accuracy,
+            "kappa": m.kappa,
+            "macro_f1": m.macro_f1,
+            "mean_confidence_percent": confidence[name],
+        }
+        for name, m in scored.items()
+    }
+    masses = {
+        s.name: {str(c): round(m, 6) for c, m in zip(context.classes, row, strict=True)}
+        for s, row in zip(context.sources, context.masses, strict=True)
+    }
+    known = {c.code for c in context.legend}
+    legend = [c for c in context.legend if c.code in classes] + [
+        ClassInfo(code, str(code)) for code in classes if code not in known
+    ]
+    details = {
+        "method": context.method
+        + (
+            f" (masses: each source's {context.mass})"
+            if context.method == "dempster_shafer"
+            else ""
+        ),
+        "validation pixels (labelled by every map)": int(common.sum()),
+        **{
+            f"{name}": f"OA {row['overall_accuracy']:.4f}, kappa {row['kappa']:.4f}, "
+            f"macro F1 {row['macro_f1']:.4f}, mean confidence {row['mean_confidence_percent']} %"
+            for name, row in table.items()
+        },
+    }
+    with (
+        store.fetch(LABELS) as labels_path,
+        store.fetch(CONFIDENCE) as confidence_path,
+        store.publish(REPORT) as folder,
+    ):
+        write_report(
+            folder,
+            scored["fused"],
+            legend,
+            labels_path,
+            confidence_path,
+            title="fused map: accuracy on validation polygons, beside each source's",
+            details=details,
+        )
+        document = {
+            "method": context.method,
+            "mass": context.mass,
+            "pixels": int(common.sum()),
+            "scores": table,
+            "masses": masses,
+            "confusion": {name: m.to_dict()["confusion"] for name, m in scored.items()},
+            "classes": classes,
+        }
+        (folder / "fusion.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return {
+        "overall_accuracy": scored["fused"].overall_accuracy,
+        "kappa": scored["fused"].kappa,
+        "n_samples": int(common.sum()),
+        "sources": {n: table[n]["overall_accuracy"] for n in predicted},
+    }
+
+
+def _mean_confidence(counts: list[int], sums: list[float]) -> float | None:
+    total = sum(counts)
+    return round(sum(sums) / total, 2) if total else None
+
+
+STAGE = FusionStage()

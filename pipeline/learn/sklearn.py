@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import inspect
 import pickle
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -147,11 +148,24 @@ def build_estimator(config: ModelConfig, seed: int, task: Task = "classification
     try:
         estimator = cls(**params)
     except TypeError as exc:
+        known = list(inspect.signature(cls).parameters)
+        unknown = [n for n in params if n not in known] or sorted(params)
+        hints = _unknown_parameters(unknown, known)
         raise ModelError(
-            f"{config.estimator} does not accept the parameters {sorted(params)}: {exc}",
-            fix="check model.params against the estimator's documentation",
+            f"{config.estimator} does not accept the parameters {unknown}: {exc}",
+            fix=f"check model.params against the estimator's documentation ({', '.join(hints)})",
             field="model.params",
         ) from None
+    validate = getattr(estimator, "_validate_params", None)
+    if callable(validate):  # scikit-learn checks its own parameters' types and ranges
+        try:
+            validate()
+        except (TypeError, ValueError) as exc:
+            raise ModelError(
+                f"{config.estimator} refuses params {params}: {exc}",
+                fix="give values the estimator accepts in model.params",
+                field="model.params",
+            ) from None
     check_task(estimator, config.estimator, task, "model.estimator")
     # Seed every estimator that takes one, unless the user fixed it.
     takes_seed = hasattr(estimator, "get_params") and "random_state" in estimator.get_params()

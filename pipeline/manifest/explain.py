@@ -36,7 +36,7 @@ def _model_at(loc: Sequence[int | str]) -> Any:
             return None
         info = current.model_fields.get(part)
         if info is None:
-            return None
+            continue  # a key of a mapping field (a band's name): the model stays the same
         current = _model_of(info.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return current
@@ -91,6 +91,8 @@ def _fix_for(err: Any, loc: Sequence[int | str]) -> str:
         if described:
             return f"give a value as described: {described.rstrip('.')}"
         return f"use a value matching {ctx.get('pattern')}"
+    if kind == "finite_number":
+        return "give a finite number (.nan and .inf are not values a run can use)"
     if kind.startswith(("int_", "float_", "bool_", "date_", "string_type", "dict_", "list_")):
         return "give a value of the expected type"
     if kind == "too_short":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -14,6 +15,7 @@ from pipeline.errors import ManifestError
 from pipeline.manifest.common import (
     _is_url,
 )
+from pipeline.manifest.estimator import check_estimator
 from pipeline.manifest.explain import _explain
 from pipeline.manifest.outputs import OutputsSpec
 from pipeline.manifest.run import RunManifest
@@ -36,9 +38,55 @@ def load_manifest(path: str | Path) -> RunManifest:
     return parse_manifest(text, base_dir=path.resolve().parent, source=str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last
+    silently: a second ``outputs:`` block would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: YAML's own error follows
+                continue
+            if first is not None:
+                raise _DuplicateKeyError(
+                    key, first.start_mark.line + 1, key_node.start_mark.line + 1
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        self.key, self.first, self.second = key, first, second
+
+
+def _check_characters(text: str, source: str) -> None:
+    """A NUL (or another control character YAML refuses), with its line and column."""
+    for index, char in enumerate(text):
+        if char == "\x00" or (ord(char) < 32 and char not in "\t\n\r"):
+            line = text.count("\n", 0, index) + 1
+            column = index - (text.rfind("\n", 0, index) + 1) + 1
+            raise ManifestError(
+                f"{source} holds the control character {char!r} at line {line}, column "
+                f"{column} (character {index + 1})",
+                fix="remove it (a binary or corrupted file, or a copy-paste accident); a "
+                "manifest is plain UTF-8 text",
+            )
+
+
 def parse_manifest(text: str, *, base_dir: Path, source: str = "<manifest>") -> RunManifest:
+    _check_characters(text, source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKeyError as exc:
+        raise ManifestError(
+            f"{source}: key {exc.key!r} is given twice in one mapping, at lines {exc.first} and "
+            f"{exc.second} (YAML would keep the second silently)",
+            fix=f"keep one {exc.key!r} (merge the two blocks) and delete the other",
+        ) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -59,6 +107,7 @@ def parse_manifest(text: str, *, base_dir: Path, source: str = "<manifest>") -> 
         manifest = RunManifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(_explain(exc, data, source)) from None
+    check_estimator(manifest.spec.model)
     manifest = _resolve_paths(manifest, base_dir)
     _check_locations(manifest)
     return manifest

@@ -110,6 +110,9 @@ class ReferenceSpec(_Strict):
         return self
 
 
+MAX_MIN_PIXELS_PER_CLASS = 10_000_000
+
+
 class SamplingSpec(_Strict):
     """How reference polygons become training and validation pixels."""
 
@@ -153,6 +156,15 @@ class SamplingSpec(_Strict):
 
     @model_validator(mode="after")
     def _strategy_parameters(self) -> SamplingSpec:
+        # A bound no reference reaches (a checked validator: the schema and CRD stay as they are),
+        # so a typo such as 1e9 fails here, not after the cube is built.
+        if self.min_pixels_per_class > MAX_MIN_PIXELS_PER_CLASS:
+            raise ValueError(
+                f"[min_pixels_per_class] min_pixels_per_class {self.min_pixels_per_class} is more "
+                f"than {MAX_MIN_PIXELS_PER_CLASS:,} training pixels per class, which no "
+                "reference holds, so every class would be left out; use a value such as 10 "
+                f"(at most {MAX_MIN_PIXELS_PER_CLASS:,})"
+            )
         needs = {"percentage": "fraction", "per_class_count": "count"}
         wanted = needs.get(self.strategy)
         for name in ("fraction", "count"):

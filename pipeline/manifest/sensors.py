@@ -240,8 +240,12 @@ class BandSpec(_Strict):
     """How to read one band: its asset, the physical value scaling and its no-data value."""
 
     asset: str = Field(description="STAC asset key that holds the band.", min_length=1)
-    scale: float = Field(1.0, description="Physical value = raw * scale + offset.")
-    offset: float = Field(0.0, description="Physical value = raw * scale + offset.")
+    scale: float = Field(
+        1.0, allow_inf_nan=False, description="Physical value = raw * scale + offset."
+    )
+    offset: float = Field(
+        0.0, allow_inf_nan=False, description="Physical value = raw * scale + offset."
+    )
     nodata: float | None = Field(
         None, description="Raw value meaning no data (default: the file's own no-data value)."
     )

@@ -23,6 +23,7 @@ from pipeline.manifest.features import FeaturesSpec
 from pipeline.manifest.fusion import FusionSpec
 from pipeline.manifest.model import ModelSpec
 from pipeline.manifest.outputs import OutputsSpec
+from pipeline.manifest.postprocess import PostprocessSpec, check_postprocess
 from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
 from pipeline.manifest.sensors import SensorSpec
 
@@ -56,6 +57,9 @@ class RunSpec(_Strict):
         None,
         description="Decision fusion of two or more maps of the area (this run's models, or "
         "earlier runs' maps) into fusion/labels.tif with its own accuracy report.",
+    )
+    postprocess: PostprocessSpec | None = Field(
+        None, description="Map products after the raw maps (none if absent)."
     )
 
     @model_validator(mode="after")
@@ -111,6 +115,7 @@ class RunSpec(_Strict):
                         f"index {index!r} needs bands {list(needs[index])} but sensor "
                         f"{sensor.name!r} has no {missing}; add them to its bands or drop the index"
                     )
+        check_postprocess(self.postprocess, self.task, self.outputs.probabilities)
         return self
 
 

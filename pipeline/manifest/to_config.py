@@ -23,6 +23,13 @@ from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
 from pipeline.manifest.run import RunManifest
 from pipeline.manifest.sensors import SensorSpec
 from pipeline.model import PeriodConfig
+from pipeline.postprocess.config import (
+    PostprocessConfig,
+    RegularizationSettings,
+    SmoothingConfig,
+    UncertaintyConfig,
+    VectorizationConfig,
+)
 from pipeline.run.config import (
     AdaptiveConfig,
     ComputeConfig,
@@ -125,6 +132,7 @@ def resolve(manifest: RunManifest) -> RunConfig:
         outputs=outputs_config(spec.outputs),
         compute=compute_config(spec.compute),
         fusion=None if spec.fusion is None else fusion_config(spec.fusion),
+        postprocess=postprocess_config(spec.postprocess),
         document=manifest.model_dump(mode="json"),
     )
 
@@ -136,3 +144,22 @@ def catalog_config(spec: Any) -> CatalogConfig:
 
 def regions_config(spec: Any) -> RegionsConfig:
     return RegionsConfig(**_values(spec))
+
+
+def postprocess_config(spec: Any) -> PostprocessConfig | None:
+    """The postprocess section's config (None: no section, no products)."""
+    if spec is None:
+        return None
+    return PostprocessConfig(
+        smoothing=None if spec.smoothing is None else SmoothingConfig(**_values(spec.smoothing)),
+        regularization=None
+        if spec.regularization is None
+        else RegularizationSettings(**_values(spec.regularization)),
+        vectorization=None
+        if spec.vectorization is None
+        else VectorizationConfig(**_values(spec.vectorization)),
+        uncertainty=None
+        if spec.uncertainty is None
+        else UncertaintyConfig(**_values(spec.uncertainty)),
+        colors=tuple(sorted(spec.colors.items())),
+    )

@@ -62,7 +62,6 @@ import numpy as np
 
 from pipeline.errors import ManifestError
 from pipeline.model import Window
-from pipeline.postprocess import _kernels
 from pipeline.postprocess.blocks import Block, Reader, read_with_halo, trim
 
 FIELD = "postprocess.regularization"
@@ -172,6 +171,8 @@ def regularize_block(
 def _regularize(
     block: Block, config: RegularizationConfig, nodata: int | float, codes: np.ndarray, halo: int
 ) -> tuple[np.ndarray, bool]:
+    from pipeline.postprocess import _kernels  # numba: not when a config is only read
+
     index = class_index(block.data, nodata, codes)
     r0, r1, c0, c1 = block.core
     opened = np.array(block.open, dtype=np.bool_)

@@ -38,7 +38,6 @@ import numpy as np
 
 from pipeline.errors import ManifestError
 from pipeline.model import Window
-from pipeline.postprocess import _kernels
 from pipeline.postprocess.blocks import Block, Reader, read_with_halo, trim
 
 CLAMP = 1e-6
@@ -121,6 +120,8 @@ def smooth_block(block: Block, config: SmoothingConfig) -> np.ndarray:
     trimmed = trim(block, halo)  # the read may have brought more than the halo
     padded = _mirrored(logits(trimmed.data), trimmed, halo)
     tau = config.smoothness_of(padded.shape[0])
+    from pipeline.postprocess import _kernels  # numba: not when a config is only read
+
     posterior = _kernels.bayes_smooth(padded, config.window_size, config.neigh_fraction, tau)
     return (1.0 / (1.0 + np.exp(-posterior))).astype(np.float32)
 

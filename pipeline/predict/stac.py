@@ -373,7 +373,7 @@ def output_item(
         offset=output.offset,
     )
     RasterExtension.ext(asset, add_if_missing=True).apply([band])
-    if output.role == "labels":
+    if output.role.startswith("labels"):  # raw and post-processed label maps
         ClassificationExtension.ext(asset, add_if_missing=True).apply(
             classes=_classes(legend, output.nodata, class_counts)
         )

@@ -17,6 +17,7 @@ from pipeline.fusion.config import FusionConfig
 from pipeline.grid import AreaConfig
 from pipeline.learn.config import ModelConfig
 from pipeline.model import PeriodConfig, section_canonical
+from pipeline.postprocess.config import PostprocessConfig
 from pipeline.samples.config import ReferenceConfig, SamplingConfig
 
 __all__ = [
@@ -146,6 +147,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     fusion: FusionConfig | None = None
+    postprocess: PostprocessConfig | None = None
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property

@@ -1,7 +1,7 @@
 """The stages of a run, in order: the one list of them (the engine, the reporter, the cluster
 warm-up and ``sitsflow status`` read it here).
 
-    discover -> cube -> samples -> train -> predict -> mosaic -> validate
+    discover -> cube -> samples -> train -> predict -> mosaic -> postprocess -> validate
 
 Each built-in stage is a module of this package exposing ``STAGE`` (a ``pipeline.run.stage.Stage``),
 imported only when planning needs it: importing this package stays light (no numba, sklearn or
@@ -34,7 +34,17 @@ from pipeline.errors import SitsflowError
 if TYPE_CHECKING:
     from pipeline.run.stage import Stage
 
-BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate", "fusion")
+BUILT_IN = (
+    "discover",
+    "cube",
+    "samples",
+    "train",
+    "predict",
+    "mosaic",
+    "postprocess",
+    "validate",
+    "fusion",
+)
 
 _order: list[str] = list(BUILT_IN)
 _registered: dict[str, Stage] = {}

@@ -29,7 +29,7 @@ from pipeline.run.units import Unit
 from pipeline.storage import RunStore
 from tests.run.helpers import demo_manifest
 
-BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "validate")
+BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "postprocess", "validate")
 
 
 def test_the_registry_lists_the_stages_in_order_and_stays_light() -> None:

@@ -1,0 +1,448 @@
+"""postprocess: the map products after the mosaic (``postprocess`` section): per chunk of the
+run's map, read with a halo from the mosaicked COGs (so a chunk at a tile seam sees the other
+tile): Bayesian smoothing, regularization to a minimum mapping unit, uncertainty layers and the
+chunk's polygons; then one unit that writes the COGs with their legends, stitches the polygons
+into GeoParquet / GeoPackage, gives the raw maps their legend sidecars and adds the products
+to the STAC collection.
+
+Chunks equal one whole-map pass exactly (``pipeline.postprocess``: the halo proofs), so the
+products do not depend on the chunk size or on the tiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.model import ClassInfo, GridSpec, Window
+from pipeline.run.context import PlanContext, RunContext
+from pipeline.run.executor import StageWork
+from pipeline.run.stage import StagePlan, stage_digest
+from pipeline.run.units import Unit, window_key
+from pipeline.stages.mosaic import PeriodMaps
+from pipeline.stages.samples import Samples
+from pipeline.storage import RunStore
+
+NAME = "postprocess"
+VERSION = 1
+
+
+def digest(*parts: Any) -> str:
+    return stage_digest(NAME, VERSION, *parts)
+
+
+@dataclass(frozen=True)
+class Products:
+    """What the stage writes (store-relative names) for the run's period."""
+
+    labels: str | None
+    """The final label map (smoothed and/or regularized), if either is on."""
+    confidence: str | None
+    """The confidence of the smoothed labels, if smoothing is on."""
+    layers: tuple[tuple[str, str], ...]
+    """(uncertainty layer, COG)."""
+    polygons: tuple[tuple[str, str], ...]
+    """(format, file)."""
+    chunks: str
+    """Folder of the chunk units' results."""
+
+
+def products_of(config: Any, folder: str) -> Products:
+    post = config.postprocess
+    final = None
+    if post.regularization is not None:
+        final = f"{folder}/labels_regularized.tif"
+    elif post.smoothing is not None:
+        final = f"{folder}/labels_smoothed.tif"
+    confidence = f"{folder}/confidence_smoothed.tif" if post.smoothing is not None else None
+    layers = tuple(
+        (layer, f"{folder}/{layer}.tif")
+        for layer in (post.uncertainty.layers if post.uncertainty else ())
+    )
+    polygons = tuple(
+        (fmt, f"{folder}/polygons.{fmt}")
+        for fmt in (post.vectorization.formats if post.vectorization else ())
+    )
+    return Products(final, confidence, layers, polygons, f"{folder}/postprocess")
+
+
+def run_legend(config: Any, legend: tuple[ClassInfo, ...]) -> tuple[ClassInfo, ...]:
+    """The legend of the products: the manifest's colours, the default palette elsewhere."""
+    from pipeline.postprocess.legend import legend as make_legend
+
+    given = dict(config.postprocess.colors)
+    return make_legend([(c.code, c.name, given.get(c.code)) for c in legend])
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    root: str
+    grid: GridSpec
+    labels: str
+    confidence: str
+    probabilities: tuple[str, ...]
+    probability_codes: tuple[int, ...]
+    codes: tuple[int, ...]
+    """Every class code the label map may hold (the model's classes)."""
+    nodata: int
+    dtype: str
+    postprocess: Any
+    folder: str
+
+
+def _reader(dataset: Any) -> Callable[[Window], np.ndarray]:
+    from rasterio.windows import Window as RioWindow
+
+    def read(window: Window) -> np.ndarray:
+        return np.asarray(
+            dataset.read(
+                1, window=RioWindow(window.col_off, window.row_off, window.width, window.height)
+            )
+        )
+
+    return read
+
+
+def chunk_unit(context: ChunkContext, window: Window) -> dict[str, Any]:
+    """One chunk's products (read with the halo they need), saved for the products unit."""
+    import rasterio
+
+    from pipeline.postprocess import uncertainty
+    from pipeline.postprocess.regularize import regularize_window
+    from pipeline.postprocess.smooth import (
+        labels_and_confidence,
+        percent_to_probability,
+        smooth_window,
+    )
+    from pipeline.postprocess.vectorize import polygonize_chunk
+
+    post, grid = context.postprocess, context.grid
+    shape = (grid.height, grid.width)
+    codes = np.asarray(context.codes)
+    store = RunStore(context.root)
+    with contextlib.ExitStack() as stack:
+
+        def opened(name: str) -> Any:
+            return stack.enter_context(rasterio.open(stack.enter_context(store.fetch(name))))
+
+        read_labels = _reader(opened(context.labels))
+        read_confidence = _reader(opened(context.confidence))
+        layers = [_reader(opened(name)) for name in context.probabilities]
+
+        def read_probabilities(w: Window) -> np.ndarray:
+            return percent_to_probability(np.stack([read(w) for read in layers]))
+
+        raw = read_labels(window)
+        probabilities = read_probabilities(window) if layers else None
+        source = read_labels
+        labels, confidence = raw, read_confidence(window)
+        if post.smoothing is not None:
+            smoothing, pcodes = post.smoothing, context.probability_codes
+
+            def smoothed_labels(w: Window) -> np.ndarray:
+                p = smooth_window(read_probabilities, shape, w, smoothing)
+                return labels_and_confidence(p, pcodes, context.nodata, context.dtype)[0]
+
+            probabilities = smooth_window(read_probabilities, shape, window, smoothing)
+            labels, confidence = labels_and_confidence(
+                probabilities, pcodes, context.nodata, context.dtype
+            )
+            source = smoothed_labels
+        if post.regularization is not None:
+            settings = post.regularization.on_grid(grid.resolution)
+            labels = regularize_window(source, shape, window, settings, context.nodata, codes)
+        arrays: dict[str, np.ndarray] = {"labels": labels, "confidence": confidence}
+        for layer in post.uncertainty.layers if post.uncertainty else ():
+            assert probabilities is not None  # the manifest asks for outputs.probabilities
+            arrays[layer] = uncertainty.to_percent(getattr(uncertainty, layer)(probabilities))
+    key = window_key(window)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    store.write_bytes(f"{context.folder}/{key}.npz", buffer.getvalue())
+    regions = 0
+    if post.vectorization is not None:
+        percent = None
+        if probabilities is not None:
+            percent = np.stack([uncertainty.to_percent(p) for p in probabilities])
+        polygons = polygonize_chunk(
+            labels,
+            window,
+            grid,
+            codes,
+            context.nodata,
+            connectivity=post.connectivity,
+            confidence=confidence,
+            raw=raw,
+            raw_codes=codes,
+            probabilities=percent,
+        )
+        regions = len(polygons.complete.code) + len(polygons.pending.code)
+        store.write_bytes(f"{context.folder}/{key}.polygons.pkl", pickle.dumps(polygons))
+    return {"regions": int(regions)}
+
+
+@dataclass(frozen=True)
+class ProductsContext:
+    root: str
+    grid: GridSpec
+    windows: tuple[Window, ...]
+    products: Products
+    legend: tuple[ClassInfo, ...]
+    raw: tuple[tuple[str, str], ...]
+    """(role, COG) of the raw maps: labels and confidence, given legend sidecars."""
+    nodata: int
+    dtype: str
+    codes: tuple[int, ...]
+    probability_codes: tuple[int, ...]
+    connectivity: int
+    run_name: str
+    period: tuple[Any, Any]
+    catalog: str
+    mosaic_files: tuple[tuple[str, str], ...]
+    """(role, COG) of every mosaic map, for the STAC collection."""
+
+
+def _publish_cog(
+    store: RunStore,
+    context: ProductsContext,
+    name: str,
+    array: str,
+    info: Any,
+    *,
+    nodata: float,
+    dtype: str,
+    resampling: str,
+) -> None:
+    from pipeline.postprocess.products import sidecar_xml, write_cog
+
+    def fill(window: Window) -> np.ndarray:
+        with np.load(
+            io.BytesIO(store.read_bytes(f"{context.products.chunks}/{window_key(window)}.npz"))
+        ) as saved:
+            return np.asarray(saved[array])
+
+    with store.publish(name) as target:
+        write_cog(
+            target,
+            context.grid,
+            dtype,
+            fill,
+            context.windows,
+            nodata=nodata,
+            overview_resampling=resampling,
+            info=info,
+        )
+    store.write_text(f"{name}.aux.xml", sidecar_xml(info, color_table=False))
+
+
+def products_unit(context: ProductsContext, _payload: Any) -> dict[str, Any]:
+    """The COGs with their legends, the polygons, the raw maps' sidecars and STAC items."""
+    from pipeline.postprocess.legend import band_infos
+    from pipeline.postprocess.products import sidecar_xml
+
+    store = RunStore(context.root)
+    infos = band_infos(context.legend)
+    products = context.products
+    written: list[tuple[str, str]] = []
+    if products.labels is not None:
+        info = infos["labels"]
+        _publish_cog(store, context, products.labels, "labels", info, nodata=context.nodata,
+                     dtype=context.dtype, resampling="mode")  # fmt: skip
+        written.append(("labels_postprocessed", products.labels))
+    if products.confidence is not None:
+        _publish_cog(store, context, products.confidence, "confidence", infos["confidence"],
+                     nodata=255, dtype="uint8", resampling="average")  # fmt: skip
+        written.append(("confidence_postprocessed", products.confidence))
+    for layer, name in products.layers:
+        _publish_cog(store, context, name, layer, infos[layer], nodata=255, dtype="uint8",
+                     resampling="average")  # fmt: skip
+        written.append((layer, name))
+    # The raw maps keep their bytes: their legend goes to GDAL's sidecar, colours included.
+    for role, name in context.raw:
+        store.write_text(f"{name}.aux.xml", sidecar_xml(infos[role], color_table=role == "labels"))
+    polygons = 0
+    if products.polygons:
+        polygons = _write_polygons(store, context)
+    _catalog(store, context, written)
+    return {"files": [n for _, n in written], "polygons": polygons}
+
+
+def _write_polygons(store: RunStore, context: ProductsContext) -> int:
+    from pipeline.postprocess.vectorize import stitch, to_frame, write_polygons
+
+    chunks = [
+        pickle.loads(store.read_bytes(f"{context.products.chunks}/{window_key(w)}.polygons.pkl"))
+        for w in context.windows
+    ]
+    regions = stitch(chunks, context.grid, context.connectivity)
+    del chunks
+    frame = to_frame(
+        regions,
+        context.grid,
+        {c.code: c.name for c in context.legend},
+        raw_codes=context.codes,
+        probability_codes=context.probability_codes,
+    )
+    for fmt, name in context.products.polygons:
+        with store.publish(name) as target:
+            if fmt == "parquet":
+                write_polygons(frame, parquet=target)
+            else:
+                write_polygons(frame, gpkg=target)
+    return len(frame)
+
+
+def _catalog(store: RunStore, context: ProductsContext, written: list[tuple[str, str]]) -> None:
+    """The run's STAC collection again, with an item per product COG beside the mosaic's."""
+    from pipeline.predict.stac import describe_cog, output_item, write_run_catalog
+    from pipeline.validate.mapped_area import count_map_classes
+
+    outputs, counts = [], {}
+    with contextlib.ExitStack() as stack:
+        for role, name in (*context.mosaic_files, *written):
+            local = stack.enter_context(store.fetch(name))
+            outputs.append(describe_cog(local, role=role, href=name))
+            if role.startswith("labels"):
+                counts[role] = count_map_classes(local).pixels
+    items = [
+        output_item(
+            output,
+            run_name=context.run_name,
+            period=context.period,
+            legend=context.legend if output.role.startswith("labels") else (),
+            others=[o for o in outputs if o is not output],
+            class_counts=counts.get(output.role),
+        )
+        for output in outputs
+    ]
+    write_run_catalog(store, context.catalog, items, run_name=context.run_name)
+
+
+class Postprocess:
+    name = NAME
+    version = VERSION
+    needs = ("samples", "mosaic")
+    # What its units import on a worker, loaded by the cluster warm-up.
+    worker_imports = (
+        "pipeline.postprocess.regularize",
+        "pipeline.postprocess.smooth",
+        "pipeline.postprocess.vectorize",
+    )
+
+    def plan(self, context: PlanContext) -> StagePlan:
+        config = context.config
+        if config.postprocess is None or config.task != "classification":
+            return StagePlan(NAME)
+        maps: tuple[PeriodMaps, ...] = context.outputs("mosaic")
+        samples: Samples = context.outputs("samples")
+        main = maps[0]  # the run's period (further periods: raw maps only, for now)
+        grid = main.tiles.grid
+        folder = Path(main.layout.labels_name).parent.as_posix()
+        products = products_of(config, folder)
+        mosaic = {u.payload.role: u.digest for u in main.map_units}
+        windows = grid.chunks(config.compute.chunk_size)
+        chunk_units = [
+            Unit(
+                NAME,
+                f"chunk-{window_key(w)}",
+                digest(mosaic, config.postprocess, grid, w),
+                payload=w,
+                pixels=w.n_pixels,
+            )
+            for w in windows
+        ]
+        legend = run_legend(config, samples.reference.legend)
+        final = Unit(
+            NAME,
+            "products",
+            digest([u.digest for u in chunk_units], main.catalog.digest, legend, products),
+            payload=None,
+        )
+        files: dict[str, Any] = {}
+        if products.labels is not None:
+            files["labels_postprocessed"] = products.labels
+        if products.confidence is not None:
+            files["confidence_postprocessed"] = products.confidence
+        files.update(dict(products.layers))
+        if products.polygons:
+            files["polygons"] = [name for _, name in products.polygons]
+        return StagePlan(
+            NAME,
+            [*chunk_units, final],
+            outputs=(main, products, tuple(windows), legend),
+            files=files,
+        )
+
+    def run(self, context: RunContext) -> None:
+        plan = context.stage_plan(NAME)
+        if not plan.units:
+            return
+        config, root = context.config, context.store.root
+        main, products, windows, legend = plan.outputs
+        predictions = context.stage_plan("predict").outputs
+        encoding = context.results["predict"]["encoding"]
+        codes = tuple(int(c) for c in context.results["train"]["classes"])
+        files = {u.payload.role: u.payload.name for u in main.map_units}
+        probability = tuple(files[f"probability_{c}"] for c in predictions.probability_classes)
+        grid = main.tiles.grid
+        nodata, dtype = int(encoding.nodata), str(encoding.dtype)
+        post = config.postprocess
+        assert post is not None  # planned units: the section is there
+        context.run(
+            StageWork(
+                NAME,
+                [u for u in plan.units if u.key != "products"],
+                chunk_unit,
+                ChunkContext(
+                    root,
+                    grid,
+                    files["labels"],
+                    files["confidence"],
+                    probability,
+                    tuple(predictions.probability_classes),
+                    codes,
+                    nodata,
+                    dtype,
+                    postprocess=post,
+                    folder=products.chunks,
+                ),
+                description="post-processed chunks",
+            )
+        )
+        period = main.tiles.period
+        context.run(
+            StageWork(
+                NAME,
+                [u for u in plan.units if u.key == "products"],
+                products_unit,
+                ProductsContext(
+                    root,
+                    grid,
+                    windows,
+                    products,
+                    legend,
+                    (("labels", files["labels"]), ("confidence", files["confidence"])),
+                    codes=codes,
+                    probability_codes=tuple(predictions.probability_classes),
+                    connectivity=post.connectivity,
+                    run_name=config.name,
+                    period=(period.start, period.end),
+                    catalog=main.layout.catalog_name,
+                    mosaic_files=tuple(files.items()),
+                    nodata=nodata,
+                    dtype=dtype,
+                ),
+                on_cluster=False,
+                description="map products",
+            )
+        )
+
+
+STAGE = Postprocess()

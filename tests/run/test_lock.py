@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,84 @@ def test_status_reports_a_running_driver_and_run_refuses_its_store(tmp_path: Pat
         sleeper.kill()
         sleeper.wait()
     assert sorted(p.name for p in (tmp_path / "store").rglob("*")) == ["lock.json", "state"]
+
+
+# --- the lock is taken atomically: two takers race, exactly one wins every time ------------------
+
+
+def _racer(name: str, roots: list[str], barrier: Any, results: Any) -> None:
+    from pipeline.run.lock import take
+
+    for root in roots:
+        barrier.wait(timeout=60)
+        try:
+            take(RunStore(root), name)
+            won = True
+        except OutputError:
+            won = False
+        results.put((root, name, won))
+        barrier.wait(timeout=60)  # the winner stays alive until both have tried
+
+
+def _race(roots: list[str]) -> dict[str, list[str]]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    racers = [
+        context.Process(target=_racer, args=(name, roots, barrier, results))
+        for name in ("taker-a", "taker-b")
+    ]
+    for racer in racers:
+        racer.start()
+    winners: dict[str, list[str]] = {root: [] for root in roots}
+    for _ in range(2 * len(roots)):
+        root, name, won = results.get(timeout=120)
+        if won:
+            winners[root].append(name)
+    for racer in racers:
+        racer.join(timeout=60)
+        assert racer.exitcode == 0
+    return winners
+
+
+@pytest.mark.timeout(300)
+def test_two_takers_racing_on_a_local_store_never_both_win(tmp_path: Path) -> None:
+    roots = [str(tmp_path / f"store-{i}") for i in range(200)]
+    winners = _race(roots)
+    assert all(len(names) == 1 for names in winners.values()), winners
+    firsts = {names[0] for names in winners.values()}
+    print(f"local lock race: {len(roots)} rounds, one winner each; winners seen: {sorted(firsts)}")
+    for root in roots:  # the winner's lock is the one on disk
+        (name,) = winners[root]
+        assert json.loads(Path(root, LOCK).read_text())["session"] == name
+
+
+@pytest.mark.timeout(300)
+def test_two_takers_racing_on_an_s3_store_never_both_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    from tests.servers.s3 import moto_s3_server
+
+    with moto_s3_server() as s3:
+        for key, value in s3.env.items():
+            monkeypatch.setenv(key, value)
+        boto3.client("s3", endpoint_url=s3.endpoint_url).create_bucket(Bucket="race")
+        roots = [f"s3://race/store-{i}" for i in range(40)]
+        winners = _race(roots)
+    assert all(len(names) == 1 for names in winners.values()), winners
+
+
+def test_a_dead_drivers_running_session_is_marked_interrupted(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    record = {"session": "old", "state": "running", "host": socket.gethostname(), "pid": 1}
+    store.write_text("state/sessions/old.json", json.dumps(record))
+    finished = {"session": "done", "state": "finished"}
+    store.write_text("state/sessions/done.json", json.dumps(finished))
+    said: list[str] = []
+    with StoreLock(store, "new", notify=said.append):
+        pass
+    assert json.loads(store.read_text("state/sessions/old.json"))["state"] == "interrupted"
+    assert json.loads(store.read_text("state/sessions/done.json"))["state"] == "finished"
+    assert said and "old" in said[0]

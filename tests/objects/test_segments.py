@@ -1,0 +1,110 @@
+"""Segments per chunk with a halo, stitched: a field crossing chunk borders has one id, the same
+partition as one pass over the whole grid, the same ids on a rerun; zonal statistics chunked
+equal whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.model import Window
+from pipeline.objects.segments import (
+    SegmentParams,
+    core_ids,
+    neighbours,
+    segment_block,
+    segment_chunk,
+    stitch,
+)
+from pipeline.objects.zonal import combine, statistics, zonal_sums
+
+SIZE, CHUNK = 64, 32
+
+
+def _fields() -> tuple[np.ndarray, np.ndarray]:
+    """Three features over rectangular fields; field 5 crosses the chunk borders at row and
+    column 32 (it covers rows 20..44 and columns 22..50)."""
+    truth = np.zeros((SIZE, SIZE), dtype=np.int64)
+    truth[:, 32:] = 1
+    truth[40:, :] = 2
+    truth[40:, 40:] = 3
+    truth[:12, :20] = 4
+    truth[20:45, 22:51] = 5
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(0, 1, size=(3, 6))
+    stack = levels[:, truth] + rng.normal(0, 0.002, size=(3, SIZE, SIZE))
+    stack[:, 60:, :3] = np.nan  # never valid: no segment
+    return stack.astype(np.float32), truth
+
+
+def _windows() -> list[Window]:
+    return [
+        Window(r, c, CHUNK, CHUNK) for r in range(0, SIZE, CHUNK) for c in range(0, SIZE, CHUNK)
+    ]
+
+
+def _chunked(stack: np.ndarray, params: SegmentParams) -> np.ndarray:
+    def read(w: Window) -> np.ndarray:
+        return stack[:, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+
+    windows = _windows()
+    chunks = [segment_chunk(read, (SIZE, SIZE), w, params) for w in windows]
+    ids = stitch(len(chunks), chunks.__getitem__, neighbours(windows))
+    out = np.zeros((SIZE, SIZE), dtype=np.int64)
+    for chunk, own in zip(chunks, ids, strict=True):
+        rows, cols = chunk.window.slices
+        out[rows, cols] = core_ids(chunk, own)
+    return out
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def test_a_field_across_chunk_borders_has_one_id_as_in_one_pass() -> None:
+    stack, truth = _fields()
+    params = SegmentParams(method="felzenszwalb", size=300, halo=32)
+    ids = _chunked(stack, params)
+    whole = segment_block(stack, params)
+    assert _same_partition(ids, whole)  # the segments of one pass over the whole grid
+    found, counts = np.unique(ids[truth == 5], return_counts=True)
+    main = found[counts.argmax()]
+    assert counts.max() > 0.8 * (truth == 5).sum()
+    rows, cols = np.nonzero(ids == main)  # one id in each of the four chunks it covers
+    assert rows.min() < CHUNK <= rows.max() and cols.min() < CHUNK <= cols.max()
+    assert main == rows.min() * SIZE + cols[rows == rows.min()].min() + 1  # its first pixel
+    assert (ids[np.isnan(stack[0])] == 0).all()
+    assert np.array_equal(_chunked(stack, params), ids)  # a rerun: the same ids
+
+
+def test_superpixels_crossing_a_border_are_stitched_and_stable() -> None:
+    stack, _ = _fields()
+    params = SegmentParams(method="slic", size=60, compactness=0.5, halo=16)
+    ids = _chunked(stack, params)
+    across = set(np.unique(ids[:, 31])) & set(np.unique(ids[:, 32])) - {0}
+    assert across  # some superpixels go on across the border under one id
+    assert np.array_equal(_chunked(stack, params), ids)
+    for segment in np.unique(ids[ids > 0]):
+        rows, cols = np.nonzero(ids == segment)
+        assert segment == rows.min() * SIZE + cols[rows == rows.min()].min() + 1
+
+
+@pytest.mark.parametrize("chunk", [16, 32, 64])
+def test_zonal_statistics_chunked_equal_whole(chunk: int) -> None:
+    stack, truth = _fields()
+    ids = truth + 1
+    ids[np.isnan(stack[0])] = 0
+    whole = statistics(zonal_sums(ids, stack))
+    parts = [
+        zonal_sums(ids[r : r + chunk, c : c + chunk], stack[:, r : r + chunk, c : c + chunk])
+        for r in range(0, SIZE, chunk)
+        for c in range(0, SIZE, chunk)
+    ]
+    total = combine(parts)
+    assert total.ids.tolist() == [1, 2, 3, 4, 5, 6]
+    mean, std = statistics(total)
+    np.testing.assert_allclose(mean, whole[0], rtol=1e-9)
+    np.testing.assert_allclose(std, whole[1], atol=1e-9)
+    field = (truth == 5) & ~np.isnan(stack[0])
+    np.testing.assert_allclose(mean[5], stack[:, field].mean(axis=1), rtol=1e-6)

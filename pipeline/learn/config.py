@@ -23,12 +23,13 @@ __all__ = [
     "GridSearchConfig",
     "ModelConfig",
     "ModelKind",
+    "PatchConfig",
     "TrainingConfig",
     "freeze",
     "thaw",
 ]
 
-ModelKind = Literal["sklearn", "torch", "external"]
+ModelKind = Literal["sklearn", "torch", "external", "torch_patch"]
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -155,6 +156,24 @@ class GridSearchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PatchConfig:
+    """Patches of a patch model (``model.patch``; defaults are the manifest's)."""
+
+    size: int = 32
+    stride: int | None = None
+    augment: bool = True
+
+    @property
+    def step(self) -> int:
+        """The stride of the overlapping patches blended into the map."""
+        return self.stride if self.stride is not None else max(self.size // 2, 1)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> PatchConfig:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """The model: a scikit-learn estimator, a torch network, or a model trained elsewhere
     (the manifest's ``model``; defaults are its). ``kind`` picks the learner
@@ -168,9 +187,12 @@ class ModelConfig:
     grid_search: GridSearchConfig | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
     path: str | None = None
+    patch: PatchConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", freeze(self.params))
+        if isinstance(self.patch, Mapping):
+            object.__setattr__(self, "patch", PatchConfig.from_mapping(self.patch))
         if isinstance(self.grid_search, Mapping):
             object.__setattr__(self, "grid_search", GridSearchConfig.from_mapping(self.grid_search))
         if isinstance(self.training, Mapping):
@@ -195,6 +217,8 @@ class ModelConfig:
             "grid_search": None if self.grid_search is None else _json_fields(self.grid_search),
             "training": _json_fields(self.training),
             "path": self.path,
+            # Only set for patch models: the digests of every other model stay as they were.
+            **({"patch": _json_fields(self.patch)} if self.patch is not None else {}),
         }
 
     def params_dict(self) -> dict[str, Any]:

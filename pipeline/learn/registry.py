@@ -21,6 +21,7 @@ _BUILT_IN: dict[str, str] = {
     "sklearn": "pipeline.learn.sklearn:SklearnLearner",
     "torch": "pipeline.learn.torch.learner:TorchLearner",
     "external": "pipeline.learn.external:ExternalLearner",
+    "torch_patch": "pipeline.learn.patch.learner:PatchLearner",
 }
 
 _learners: dict[str, Learner] = {}

@@ -17,6 +17,7 @@ from pipeline.manifest.common import (
 )
 
 _ARCHITECTURES = ("mlp", "tempcnn", "ltae")
+_PATCH_ARCHITECTURES = ("utae", "unet")
 
 
 class TrainingSpec(_Strict):
@@ -52,6 +53,39 @@ class TrainingSpec(_Strict):
     )
 
 
+class PatchSpec(_Strict):
+    """Patches of a patch model (kind torch_patch): their size, and the stride of the
+    overlapping patches blended into the map."""
+
+    size: int = Field(
+        32,
+        ge=8,
+        le=512,
+        multiple_of=4,
+        description="Side of a patch in pixels (a multiple of 4): training patches are cut "
+        "around the reference, and the map is predicted patch by patch.",
+    )
+    stride: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="Step between the overlapping patches predicted for the map (default: half "
+        "the size); compute.chunk_size must be a multiple of it. Smaller: smoother, slower.",
+    )
+    augment: bool = Field(
+        True, description="Random flips and quarter rotations of the training patches."
+    )
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> PatchSpec:
+        if self.stride is not None and self.stride > self.size:
+            raise ValueError(
+                f"stride {self.stride} is larger than the patch size {self.size}; pixels between "
+                "patches would get no prediction. Use a stride of at most size"
+            )
+        return self
+
+
 class GridSearchSpec(_Strict):
     """Cross-validated search of a scikit-learn estimator's parameters."""
 
@@ -83,10 +117,11 @@ class GridSearchSpec(_Strict):
 class ModelSpec(_Strict):
     """The model: a scikit-learn estimator, a torch network, or a model trained elsewhere."""
 
-    kind: Literal["sklearn", "torch", "external"] = Field(
+    kind: Literal["sklearn", "torch", "external", "torch_patch"] = Field(
         "sklearn",
         description="'sklearn': an estimator by import path; 'torch': a neural network on the "
-        "pixel time series; 'external': a model trained elsewhere, used for prediction only.",
+        "pixel time series; 'external': a model trained elsewhere, used for prediction only; "
+        "'torch_patch': a spatio-temporal network on patches of the cube.",
     )
     estimator: str = Field(
         "sklearn.ensemble.RandomForestClassifier",
@@ -97,7 +132,8 @@ class ModelSpec(_Strict):
     architecture: str | None = Field(
         None,
         description="Network (kind torch): mlp, tempcnn, ltae, or the import path "
-        "(package.module:Class) of a torch.nn.Module.",
+        "(package.module:Class) of a torch.nn.Module; kind torch_patch: utae, unet, or an "
+        "import path.",
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -112,7 +148,11 @@ class ModelSpec(_Strict):
         None, description="Cross-validated parameter search (kind sklearn)."
     )
     training: TrainingSpec = Field(
-        default_factory=TrainingSpec, description="Training loop settings (kind torch)."
+        default_factory=TrainingSpec,
+        description="Training loop settings (kinds torch and torch_patch).",
+    )
+    patch: PatchSpec | None = Field(
+        None, description="Patch size and inference stride (kind torch_patch; default: 32, 16)."
     )
     path: str | None = Field(
         None,
@@ -124,35 +164,50 @@ class ModelSpec(_Strict):
     @field_validator("architecture")
     @classmethod
     def _architecture(cls, value: str | None) -> str | None:
-        if value is not None and value not in _ARCHITECTURES and not re.match(_IMPORT_PATH, value):
+        known = (*_ARCHITECTURES, *_PATCH_ARCHITECTURES)
+        if value is not None and value not in known and not re.match(_IMPORT_PATH, value):
             raise ValueError(
                 f"architecture {value!r} is neither a built-in network nor an import path; "
-                f"use one of {', '.join(_ARCHITECTURES)} or package.module:Class"
+                f"use one of {', '.join(known)} or package.module:Class"
             )
         return value
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> ModelSpec:
         used_by = {
-            "estimator": "sklearn",
-            "grid_search": "sklearn",
-            "architecture": "torch",
-            "training": "torch",
-            "path": "external",
+            "estimator": ("sklearn",),
+            "grid_search": ("sklearn",),
+            "architecture": ("torch", "torch_patch"),
+            "training": ("torch", "torch_patch"),
+            "path": ("external",),
+            "patch": ("torch_patch",),
         }
-        for name, kind in used_by.items():
+        for name, kinds in used_by.items():
             if (
                 name in self.model_fields_set
-                and kind != self.kind
+                and self.kind not in kinds
                 and (getattr(self, name) is not None)
             ):
                 raise ValueError(
-                    f"{name} is only used by kind {kind!r}, but kind is {self.kind!r}; "
-                    f"remove {name} or set kind: {kind}"
+                    f"{name} is only used by kind {' or '.join(map(repr, kinds))}, but kind is "
+                    f"{self.kind!r}; remove {name} or set kind: {kinds[0]}"
                 )
         if self.kind == "torch" and self.architecture is None:
             raise ValueError(
                 "kind 'torch' needs an architecture; set architecture: tempcnn (or mlp, ltae)"
+            )
+        if self.kind == "torch_patch" and self.architecture is None:
+            raise ValueError(
+                "kind 'torch_patch' needs an architecture; set architecture: utae (or unet, or "
+                "the import path of your module)"
+            )
+        pixel_net = self.kind == "torch_patch" and self.architecture in _ARCHITECTURES
+        patch_net = self.kind == "torch" and self.architecture in _PATCH_ARCHITECTURES
+        if pixel_net or patch_net:
+            wanted = "torch_patch" if self.architecture in _PATCH_ARCHITECTURES else "torch"
+            raise ValueError(
+                f"architecture {self.architecture!r} is a network of kind {wanted!r}, but kind "
+                f"is {self.kind!r}; set kind: {wanted}"
             )
         if self.kind == "external":
             if not self.path:

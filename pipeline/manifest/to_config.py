@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.catalog.config import BandConfig, CatalogConfig, MaskConfig, SensorConfig
 from pipeline.grid import AreaConfig
-from pipeline.learn.config import GridSearchConfig, ModelConfig, TrainingConfig
+from pipeline.learn.config import GridSearchConfig, ModelConfig, PatchConfig, TrainingConfig
 from pipeline.manifest.area import AreaSpec, PeriodSpec
 from pipeline.manifest.compute import ComputeSpec
 from pipeline.fusion.config import FusionConfig, FusionSourceConfig
@@ -86,6 +86,8 @@ def model_config(spec: ModelSpec) -> ModelConfig:
     values["training"] = TrainingConfig(**_values(spec.training))
     if spec.grid_search is not None:
         values["grid_search"] = GridSearchConfig(**_values(spec.grid_search))
+    if spec.patch is not None:
+        values["patch"] = PatchConfig(**_values(spec.patch))
     return ModelConfig(**values)
 
 

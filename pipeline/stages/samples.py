@@ -1,6 +1,8 @@
 """samples: the reference split by polygon (planned by the driver, see ``sample_plan``), one
 extraction unit per chunk holding sample pixels (from the cube, or straight from the imagery on
-each sample's own window), then one unit that assembles the GeoParquet table."""
+each sample's own window), then one unit that assembles the GeoParquet table; for a learner that
+trains on patches (it says so: ``patch_samples``), one more unit cuts them (``patch_samples``
+of ``pipeline.stages.patches``)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pipeline.samples.split import TRAIN, VALIDATION
 from pipeline.stages.common import cube_identity, tile_prefix
 from pipeline.stages.cube import Cubes
 from pipeline.stages.discover import Discovered
+from pipeline.stages.patches import PatchContext, patch_unit, plan_patches
 from pipeline.stages.regions import RegionPlan, plan_regions
 from pipeline.stages.sample_plan import SampleSource, cached_sample_pixels, tile_references
 from pipeline.storage import RunStore
@@ -60,6 +63,8 @@ class Samples:
     """The first tile's grid (the only one of a single-grid run)."""
     crs: Any
     """The CRS of the run period's maps: a tiled run's sample geometries are in it."""
+    patches: Any = None
+    """The patch samples (a ``PatchPlan``) when the model trains on patches, else None."""
 
     @property
     def reference(self) -> ReferencePolygons:
@@ -288,23 +293,29 @@ class SamplesStage:
             )
         else:
             parts, table = sample_units(tasks, cubes.cube_digests, table_inputs)  # type: ignore[arg-type]
+        patches = plan_patches(context, references, table.digest, from_imagery, regions)
         samples = Samples(
             tuple(references), pixels, tasks, regions, cube.feature_names, cube.grid,
-            cubes.periods[0].grid.crs,
+            cubes.periods[0].grid.crs, patches,
         )  # fmt: skip
+        last = table if patches is None else patches.unit
+        files = {"samples": layout.relative(layout.samples)}
+        if patches is not None:
+            files["patches"] = patches.path
         return StagePlan(
             NAME,
-            [*parts, table],
-            digest=table.digest,
-            digests={NAME: table.digest},
+            [*parts, table] if patches is None else [*parts, table, patches.unit],
+            digest=last.digest,
+            digests={NAME: last.digest},
             outputs=samples,
-            files={"samples": layout.relative(layout.samples)},
+            files=files,
         )
 
     def run(self, context: RunContext) -> None:
         plan = context.stage_plan(NAME)
         samples: Samples = plan.outputs
-        parts, table = plan.units[:-1], plan.units[-1]
+        units = plan.units if samples.patches is None else plan.units[:-1]
+        parts, table = units[:-1], units[-1]
         context.run(
             StageWork(
                 NAME,
@@ -329,6 +340,17 @@ class SamplesStage:
         )
         if context.config.task == "extraction":  # the samples table is the product
             context.metrics = dict(made.summaries["table"])
+        if samples.patches is not None:
+            context.run(
+                StageWork(
+                    NAME,
+                    [samples.patches.unit],
+                    patch_unit,
+                    PatchContext(context.store, samples.patches, samples.pixels),
+                    on_cluster=False,
+                    description="patch samples",
+                )
+            )
 
 
 STAGE = SamplesStage()

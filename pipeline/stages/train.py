@@ -57,6 +57,13 @@ class TrainContext:
     min_pixels_per_class: int
     regions: tuple[str, ...] = ()
     """Runs with regions: the region names (a unit's payload is (run, region index))."""
+    patches: str | None = None
+    """A patch model: the store-relative patch samples it trains on (samples/patches.zarr)."""
+    class_codes: tuple[tuple[int, int], ...] = ()
+    """An external model whose class names differ in code from the reference's: (model code,
+    run code) pairs (``pipeline.learn.external.source_class_map``)."""
+    class_names: tuple[tuple[int, str], ...] = ()
+    """(code, name) of the reference's classes, for the warnings that name them."""
 
 
 def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
@@ -80,6 +87,12 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"left_out_classes": [], "training_pixels": 0, "training_polygons": 0}
     if spec.kind == "external":
         model, contract = load_external_model(spec, context.task)  # type: ignore[arg-type]
+        if context.class_codes:  # its classes matched to the reference's by name
+            from pipeline.learn.external import recode_classes
+
+            model, contract = recode_classes(model, contract, dict(context.class_codes))
+    elif context.patches is not None:
+        model, contract = _train_on_patches(context, store, seed, info)
     else:
         with store.fetch(context.samples) as local:
             samples = gpd.read_parquet(local)
@@ -89,7 +102,9 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         training = training[~training[names].isna().any(axis=1)]
         if context.task == "classification":
             before = set(training["label"].unique().tolist())
-            training = drop_small_classes(training, context.min_pixels_per_class)
+            training = drop_small_classes(
+                training, context.min_pixels_per_class, names=dict(context.class_names)
+            )
             info["left_out_classes"] = sorted(
                 int(c) for c in before - set(training["label"].unique().tolist())
             )
@@ -126,8 +141,36 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
     with store.publish(target) as folder:
         save_model(model, contract, folder)
     info["classes"] = [int(c) for c in contract.classes]
+    if contract.training.get("class_names"):  # an external model names its classes
+        info["class_names"] = {str(k): str(v) for k, v in contract.training["class_names"].items()}
     info["kind"] = str(getattr(contract, "kind", spec.kind))
     return info
+
+
+def _train_on_patches(
+    context: TrainContext, store: RunStore, seed: int, info: dict[str, Any]
+) -> tuple[Any, Any]:
+    """A patch model trained on the training labels of the patch samples (run 0's split)."""
+    from pipeline.learn import train_model
+    from pipeline.samples.patches import read_patches
+
+    assert context.patches is not None
+    with store.fetch(context.patches) as local:
+        patches = read_patches(str(local))
+    features, labels, polygons = patches.training()
+    model, contract = train_model(
+        context.model_spec,
+        features,
+        labels,
+        list(context.feature_names),
+        seed,
+        task=context.task,  # type: ignore[arg-type]
+        groups=polygons,
+    )
+    info["training_pixels"] = int((labels >= 0).sum())
+    info["training_polygons"] = len(np.unique(polygons[polygons >= 0]))
+    info["training_patches"] = len(features)
+    return model, contract
 
 
 def model_info(summaries: dict[str, Any], regions: tuple[str, ...]) -> dict[str, Any]:
@@ -197,6 +240,10 @@ class Train:
             from pipeline.learn import check_model_spec  # heavy (estimators, torch)
 
             check_model_spec(config.model, config.task, features)  # type: ignore[arg-type]
+            if config.task == "classification":  # an external model's class names
+                from pipeline.learn.external import source_class_map
+
+                source_class_map(config.model, samples.reference.legend)
 
         layout = context.layout
         return StagePlan(
@@ -214,6 +261,10 @@ class Train:
         plan = context.stage_plan(NAME)
         models: Models = plan.outputs
         cubes: Cubes = context.stage_plan("cube").outputs
+        from pipeline.learn.external import source_class_map
+
+        samples: Samples = context.stage_plan("samples").outputs
+        patches = samples.patches
         trained = context.run(
             StageWork(
                 NAME,
@@ -230,6 +281,9 @@ class Train:
                     config.sampling.seed,
                     config.sampling.min_pixels_per_class,
                     models.regions,
+                    None if patches is None else patches.path,
+                    tuple(source_class_map(config.model, samples.reference.legend).items()),
+                    tuple((c.code, c.name) for c in samples.reference.legend),
                 ),
                 description="model" if not models.regions else "region models",
             )

@@ -500,18 +500,45 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
             "run.extracted",
         )
         return
+    # points, polygons or features (both): as the report's details name them
+    word = next(
+        (k.split()[1] for k in m.get("details", {}) if k.startswith("validation ")), "polygons"
+    )
     if "rmse" in m:
         log.info(
             f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, bias {m['bias']:.4g}, R² "
-            f"{m['r2']:.3f} on {m['n_samples']} validation pixels of polygons never used in "
+            f"{m['r2']:.3f} on {m['n_samples']} validation pixels of {word} never used in "
             "training",
             "run.accuracy",
         )
+    else:
+        log.info(
+            f"overall accuracy {m['overall_accuracy']:.3f}, kappa {m['kappa']:.3f} on "
+            f"{m['n_samples']} validation pixels of {word} never used in training",
+            "run.accuracy",
+        )
+    _log_across_runs(log, m.get("across_runs"))
+
+
+def _log_across_runs(log: RunLog, runs: dict[str, Any] | None) -> None:
+    """Repeated runs (sampling.runs): each score's mean and interval across the runs."""
+    if not runs:
         return
+    level = f"{100 * float(runs.get('confidence', 0.95)):g}%"
+    shown = []
+    for name, score in runs.get("overall", {}).items():
+        if score.get("mean") is None:
+            continue
+        text = f"{name.replace('_', ' ')} {score['mean']:.3f}"
+        if score.get("ci_half_width") is not None:
+            half, low, high = score["ci_half_width"], score["ci_low"], score["ci_high"]
+            text += f" ± {half:.3f} ({low:.3f} .. {high:.3f})"
+        shown.append(text)
     log.info(
-        f"overall accuracy {m['overall_accuracy']:.3f}, kappa {m['kappa']:.3f} on "
-        f"{m['n_samples']} validation pixels of polygons never used in training",
-        "run.accuracy",
+        f"across {runs.get('runs')} runs (seeds {runs.get('seeds')}), mean ± {level} "
+        f"Student-t half-width: {'; '.join(shown)} (run 0's model made the map)",
+        "run.accuracy_across_runs",
+        across_runs=runs,
     )
 
 

@@ -276,3 +276,24 @@ def items_from_features(
                 field=field,
             ) from None
     return items
+
+
+def collection_licenses(url: str) -> set[tuple[str, str | None]]:
+    """The (licence, licence link) of every collection of a static catalog (or of a
+    collection.json itself); empty when the file is not a catalog or cannot be read. The run's
+    STAC collection takes its licence from these when they all agree."""
+    try:
+        root = pystac.read_file(url)
+    except Exception:  # any reader failure means "no licence known": the caller falls back
+        return set()
+    if isinstance(root, pystac.Collection):
+        collections = [root]
+    elif isinstance(root, pystac.Catalog):
+        collections = list(root.get_all_collections())
+    else:
+        return set()
+    found = set()
+    for collection in collections:
+        link = collection.get_single_link("license")
+        found.add((str(collection.license), link.get_absolute_href() if link else None))
+    return found

@@ -10,7 +10,7 @@ file is refused rather than guessed at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -196,3 +196,104 @@ class ExternalLearner(PixelLearner):
 
         _not_external(contract)
         return learner_for(contract.kind).load(folder, contract, device=device)
+
+
+# --- classes matched by name ----------------------------------------------------------------------
+
+
+def model_class_names(contract: ModelContract) -> dict[int, str]:
+    """The class names an external model records (``sitsflow train`` writes them to
+    ``model.json``'s ``training.class_names``, code -> name); empty when it records none."""
+    raw = contract.training.get("class_names") or {}
+    return {int(code): str(name) for code, name in dict(raw).items()}
+
+
+def _key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _shown(names: Mapping[int, str]) -> str:
+    return ", ".join(f"{code}={name}" for code, name in sorted(names.items()))
+
+
+def class_code_map(contract: ModelContract, reference: Mapping[int, str]) -> dict[int, int]:
+    """model code -> run code, matching the model's class names with the reference's.
+
+    ``reference`` is the reference's code -> name (empty when it has no names: codes are then
+    compared as they are, and so are the codes of a model that records no names). Names match
+    whatever their case and spacing. Every class of the reference must be known to the model by
+    name (else the run's codes would be compared with classes the model calls something else:
+    a ModelError shows both lists); a class only the model knows keeps its code when the
+    reference does not use it, else a free code above every code of both.
+    """
+    names = model_class_names(contract)
+    if not names or not reference:
+        return {code: code for code in contract.classes}
+    by_name = {_key(name): code for code, name in reference.items()}
+    unknown = sorted(
+        code
+        for code, name in reference.items()
+        if _key(name) not in {_key(n) for n in names.values()}
+    )
+    if unknown:
+        raise ModelError(
+            f"the model's classes ({_shown(names)}) do not name the reference's classes "
+            f"{[reference[c] for c in unknown]} (the reference: {_shown(reference)}); classes are "
+            "matched by name, so codes alone would compare different classes",
+            fix="give the model a reference whose reference.name_field (or text labels) uses the "
+            "model's class names, or correct training.class_names in the model's model.json",
+            field=FIELD,
+        )
+    mapping: dict[int, int] = {}
+    taken = set(reference)
+    for code in contract.classes:
+        name = names.get(code)
+        if name is not None and _key(name) in by_name:
+            mapping[code] = by_name[_key(name)]
+        elif code not in taken:
+            mapping[code] = code
+        else:
+            mapping[code] = max(taken | set(contract.classes)) + 1
+        taken.add(mapping[code])
+    return mapping
+
+
+def recode_classes(
+    model: Any, contract: ModelContract, mapping: Mapping[int, int]
+) -> tuple[Any, ModelContract]:
+    """The model and contract with the run's codes in place of the model's (``class_code_map``):
+    its predictions and probability columns then carry the run's codes; names are kept."""
+    if all(mapping.get(c, c) == c for c in contract.classes):
+        return model, contract
+    codes = np.asarray([mapping[int(c)] for c in np.asarray(model.classes_)], dtype=np.int64)
+    final = model[-1] if hasattr(model, "steps") else model  # a Pipeline's classifier
+    if hasattr(final, "_classes"):  # a torch model's codes (classes_ is a read-only property)
+        final._classes = codes
+    else:
+        final.classes_ = codes
+    names = model_class_names(contract)
+    record = {
+        **contract.training,
+        "class_names": {str(mapping[c]): n for c, n in names.items() if c in mapping},
+        "codes_in_source_model": {str(mapping[c]): c for c in contract.classes},
+    }
+    classes = tuple(mapping[c] for c in contract.classes)
+    return model, replace(contract, classes=classes, training=record)
+
+
+def reference_class_names(legend: Sequence[Any]) -> dict[int, str]:
+    """The reference's code -> name from its legend, empty when it has no names (a legend
+    without a name field names each class by its code)."""
+    names = {int(c.code): str(c.name) for c in legend}
+    return {} if all(name == str(code) for code, name in names.items()) else names
+
+
+def source_class_map(config: ModelConfig, legend: Sequence[Any]) -> dict[int, int]:
+    """For a run with an external model folder: model code -> run code (``class_code_map``),
+    from its model.json alone (cheap: planning calls it); identity when either side has no
+    names or the model is a bare estimator file."""
+    where = Path(config.path or "")
+    if config.kind != ExternalLearner.kind or not (where / CONTRACT_FILE).is_file():
+        return {}
+    mapping = class_code_map(read_contract(where), reference_class_names(legend))
+    return {} if all(a == b for a, b in mapping.items()) else mapping

@@ -152,6 +152,20 @@ class OutputsSpec(_Strict):
         "float32: every time series as float32.",
     )
 
+    license: str | None = Field(
+        None,
+        description="Licence of the maps in the run's STAC collection: an SPDX identifier such "
+        "as CC-BY-4.0, or 'other' / 'proprietary'. Default: the licence of the input "
+        "collections (static catalogs) when they all agree, else 'other'.",
+        min_length=1,
+    )
+    license_url: str | None = Field(
+        None,
+        description="URL of the licence text, linked from the STAC collection (rel license). "
+        "Default: the input collections' licence link when the licence is theirs.",
+        min_length=1,
+    )
+
     @field_validator("store")
     @classmethod
     def _store_location(cls, store: str) -> str:

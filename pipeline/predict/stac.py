@@ -31,6 +31,7 @@ hrefs relative to each item's JSON, so the folder stays valid wherever the store
 
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 import re
@@ -413,6 +414,19 @@ def _relative_href(href: str, folder: str) -> str:
     return posixpath.relpath(href, folder)
 
 
+def _previous_license(store: RunStore, name: str) -> tuple[str, str | None]:
+    """The licence and licence link of the collection ``name`` in ``store``, else 'other'."""
+    if not store.exists(name):
+        return "other", None
+    try:
+        with store.fetch(name) as local:
+            doc = json.loads(Path(local).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "other", None
+    links = [k.get("href") for k in doc.get("links", []) if k.get("rel") == "license"]
+    return str(doc.get("license") or "other"), (links[0] if links else None)
+
+
 def write_run_catalog(
     store: RunStore,
     relative: str,
@@ -420,10 +434,15 @@ def write_run_catalog(
     *,
     run_name: str,
     description: str | None = None,
-    license: str = "other",
+    license: str | None = None,
+    license_url: str | None = None,
 ) -> str:
     """Write ``items`` and a Collection holding them under ``relative`` in ``store``, as a
     self-contained catalog (relative hrefs only); return the collection's store-relative name.
+
+    ``license`` (SPDX id, 'other'...) and ``license_url`` (a ``license`` link): when not given,
+    those of the collection already there are kept (the products rewrite the mosaic's
+    collection), else 'other'.
 
     Layout: ``<relative>/collection.json`` and ``<relative>/<item id>/<item id>.json``. Asset
     and link hrefs given as store-relative names become relative to each item's JSON. The
@@ -456,6 +475,8 @@ def write_run_catalog(
         if t is not None
     ]
     interval: list[datetime | None] = [min(times), max(times)] if times else [None, None]
+    if license is None:
+        license, license_url = _previous_license(store, f"{catalog_dir}/{COLLECTION_FILE}")
     collection = pystac.Collection(
         id=run_name,
         title=f"sitsflow run {run_name}",
@@ -467,6 +488,8 @@ def write_run_catalog(
         license=license,
         catalog_type=pystac.CatalogType.SELF_CONTAINED,
     )
+    if license_url:
+        collection.add_link(pystac.Link("license", license_url, title=f"licence: {license}"))
     for original in items:
         item = original.clone()
         folder = f"{catalog_dir}/{item.id}"

@@ -56,6 +56,9 @@ class OutputsConfig:
     values: str = "maps/values.tif"
     report: str = "report"
     cube_encoding: Literal["int16", "float32"] = "int16"
+    # Not in digests (compare=False): the licence only labels the STAC collection.
+    license: str | None = field(default=None, compare=False)
+    license_url: str | None = field(default=None, compare=False)
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic OutputsSpec it replaces: run stores keep their units.

@@ -34,6 +34,8 @@ class WorkEstimate:
     """Peak memory of predicting one chunk (feature stack and its copies, without the model)."""
     units: dict[str, int] = field(default_factory=dict)
     """Units per stage."""
+    periods: int = 1
+    """Mapped periods (``period`` and each of ``also_map``): each has a cube per tile."""
 
     @property
     def tasks(self) -> int:
@@ -55,7 +57,9 @@ class WorkEstimate:
     def describe(self, threads: int) -> str:
         mib = 2**20
         return (
-            f"{self.tiles} tile(s), {self.chunks} chunk(s) of {self.chunk_size} px, "
+            f"{self.tiles} tile(s)"
+            + (f" x {self.periods} period(s)" if self.periods > 1 else "")
+            + f", {self.chunks} chunk(s) of {self.chunk_size} px, "
             f"{self.pixels:,} pixels, {self.acquisitions} acquisition(s), {self.features} "
             f"features, {self.tasks} units ({', '.join(f'{k} {v}' for k, v in self.units.items())}"
             f"); about {self.unit_bytes / mib:.0f} MiB per unit, "

@@ -84,6 +84,15 @@ class ReferencePolygons:
     def windowed(self) -> bool:
         return "window" in self.table.columns
 
+    @property
+    def feature_word(self) -> str:
+        """What reports and logs call the reference's features: points, polygons, or features
+        (both kinds)."""
+        points = self.table["points"] if "points" in self.table.columns else pd.Series([False])
+        if bool(points.all()):
+            return "points"
+        return "features" if bool(points.any()) else "polygons"
+
 
 def window_name(start: date, end: date) -> str:
     """The name of a sample window in tables and unit keys."""

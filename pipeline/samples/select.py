@@ -22,9 +22,9 @@ whose features are then extracted once for all runs.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -218,10 +218,22 @@ def _warn_short(
     )
 
 
+def _named(code: Any, names: Mapping[int, str] | None) -> str:
+    """A class as warnings show it: its code, and its name when it has one."""
+    name = (names or {}).get(int(code)) if isinstance(code, int) else None
+    return f"class {code} {name!r}" if name and name != str(code) else f"class {code}"
+
+
 def drop_small_classes(
-    pixels: pd.DataFrame, minimum: int, *, label_column: str = "label", by: Sequence[str] = ()
+    pixels: pd.DataFrame,
+    minimum: int,
+    *,
+    label_column: str = "label",
+    by: Sequence[str] = (),
+    names: Mapping[int, str] | None = None,
 ) -> pd.DataFrame:
-    """Leave out classes (per model) with fewer than ``minimum`` pixels, with a SamplingWarning."""
+    """Leave out classes (per model) with fewer than ``minimum`` pixels, with a SamplingWarning
+    that names each class (``names``: code -> class name)."""
     keys = [*by, label_column]
     counts = pixels.groupby(keys).size()
     small = counts[counts < minimum]
@@ -231,7 +243,7 @@ def drop_small_classes(
     for key, n in small.items():
         values = [_plain(v) for v in (key if isinstance(key, tuple) else (key,))]
         where = "".join(f" in {c} {v!r}" for c, v in zip(by, values[:-1], strict=True))
-        parts.append(f"class {values[-1]}{where} ({int(n)})")
+        parts.append(f"{_named(values[-1], names)}{where} ({int(n)})")
     described = ", ".join(parts)
     warnings.warn(
         f"{described}: fewer than {minimum} training pixels, so left out of the model (the map "
@@ -306,7 +318,11 @@ def sample_runs(
         )
         if label_column is not None:
             training = drop_small_classes(
-                training, sampling.min_pixels_per_class, label_column=label_column, by=by
+                training,
+                sampling.min_pixels_per_class,
+                label_column=label_column,
+                by=by,
+                names={c.code: c.name for c in reference.legend},
             )
         if regions is not None:
             check_region_training(training, regions, classification=label_column is not None)

@@ -112,7 +112,7 @@ class Cubes:
     def estimate(self, units: Mapping[str, Sequence[Unit]]) -> WorkEstimate:
         tiles, cube = self.map_tiles, self.cube
         return WorkEstimate(
-            tiles=len(tiles),
+            tiles=len({(t.key, t.cube.grid) for t in tiles}),  # ground tiles, not tile x period
             chunks=sum(len(t.cube.windows) for t in tiles),
             pixels=sum(t.cube.grid.width * t.cube.grid.height for t in tiles),
             acquisitions=sum(len(s.acquisitions) for t in tiles for s in t.cube.sensors),
@@ -121,6 +121,7 @@ class Cubes:
             chunk_bytes=max(t.cube.bytes_per_chunk() for t in tiles),
             predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_size),
             units={k: len(v) for k, v in units.items()},
+            periods=len(self.periods),
         )
 
 

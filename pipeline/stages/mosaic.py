@@ -137,6 +137,27 @@ def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
     return {"bytes": int(size), "path": item.name}
 
 
+def run_license(config: Any) -> tuple[str, str | None]:
+    """The maps' licence and licence link: ``outputs.license`` (and ``license_url``), else the
+    licence of the input collections (static catalogs) when they all agree, else 'other'."""
+    from pipeline.catalog.items import collection_licenses
+
+    outputs = config.outputs
+    if outputs.license is not None:
+        return outputs.license, outputs.license_url
+    found: set[tuple[str, str | None]] = set()
+    for sensor in config.sensors:
+        catalog = sensor.catalog
+        if catalog.kind != "static" or not catalog.url:
+            return "other", outputs.license_url
+        found |= collection_licenses(catalog.url)
+    licenses = {license for license, _ in found}
+    if len(licenses) != 1:
+        return "other", outputs.license_url
+    links = sorted({url for _, url in found if url})
+    return licenses.pop(), outputs.license_url or (links[0] if len(links) == 1 else None)
+
+
 @dataclass(frozen=True)
 class CatalogContext:
     root: str
@@ -146,6 +167,8 @@ class CatalogContext:
     files: tuple[MapFile, ...]
     catalog: str
     """Store-relative folder of the STAC collection."""
+    license: tuple[str, str | None] = ("other", None)
+    """The maps' licence and its link (``run_license``)."""
 
 
 def catalog_unit(context: CatalogContext, _payload: Any) -> dict[str, Any]:
@@ -174,7 +197,10 @@ def catalog_unit(context: CatalogContext, _payload: Any) -> dict[str, Any]:
         )
         for output in outputs
     ]
-    name = write_run_catalog(store, context.catalog, items, run_name=context.run_name)
+    license, url = context.license
+    name = write_run_catalog(
+        store, context.catalog, items, run_name=context.run_name, license=license, license_url=url
+    )
     return {"collection": name, "items": [i.id for i in items]}
 
 
@@ -277,6 +303,7 @@ class Mosaic:
                         samples.reference.legend,
                         tuple(u.payload for u in units),
                         period.layout.catalog_name,
+                        run_license(config),
                     ),
                     on_cluster=False,
                     description=f"STAC catalog{what}",

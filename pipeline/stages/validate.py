@@ -83,6 +83,8 @@ class ValidateContext:
     legend: tuple[ClassInfo, ...]
     title: str
     details: dict[str, Any]
+    features_word: str = "polygons"
+    """What the reference's features are called: points, polygons or features (both)."""
 
 
 def _predict_samples(
@@ -222,7 +224,7 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
         ]
         details = {
             **context.details,
-            "validation polygons / pixels": (
+            f"validation {context.features_word} / pixels": (
                 f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
             ),
         }
@@ -245,6 +247,14 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
             )
     out = metrics.to_dict()
     return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
+
+
+def _named_legend(legend: tuple[ClassInfo, ...], model_info: Any) -> tuple[ClassInfo, ...]:
+    """The reference's legend, plus the classes only an external model knows, by its names."""
+    known = {c.code for c in legend}
+    names = (model_info or {}).get("class_names") or {}
+    extra = sorted((int(k), str(v)) for k, v in names.items() if int(k) not in known)
+    return (*legend, *(ClassInfo(code, name) for code, name in extra))
 
 
 def _area_assessment(
@@ -303,7 +313,7 @@ def _validate_values(
         reference = validation["value"].to_numpy(dtype=np.float64)[mapped]
         details = {
             **context.details,
-            "validation polygons / pixels": (
+            f"validation {context.features_word} / pixels": (
                 f"{validation['polygon_id'].nunique()} / {int(mapped.sum())}"
             ),
         }
@@ -356,7 +366,7 @@ def _report_details(
         "grid": cubes.grid_text(),
         "model": f"{config.model.kind} {config.model.estimator} {config.model.params}",
         "features": len(cubes.cube.feature_names),
-        "training polygons / pixels": (
+        f"training {samples.reference.feature_word} / pixels": (
             f"{model_info.get('training_polygons', 0)} / {model_info.get('training_pixels', 0)}"
         ),
         "classes left out of the model": model_info.get("left_out_classes") or "none",
@@ -429,9 +439,10 @@ class Validate:
                 tuple(config.sampling.seed + r for r in range(runs)),
                 regions,
             ),
-            samples.reference.legend,
-            f"sitsflow run {config.name}: accuracy on validation polygons",
+            _named_legend(samples.reference.legend, model_info),
+            f"sitsflow run {config.name}: accuracy on validation {samples.reference.feature_word}",
             _report_details(context, model_info, predicted["unmapped"]),
+            samples.reference.feature_word,
         )
         checked = context.run(
             StageWork(

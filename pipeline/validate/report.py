@@ -436,6 +436,22 @@ def _detail_value(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _detail_cell(value: Any) -> str:
+    """A detail as HTML: a mapping of plain values (e.g. stage seconds) as a small table in its
+    own order, anything else as escaped text."""
+    if (
+        isinstance(value, dict)
+        and value
+        and not any(isinstance(v, dict | list) for v in value.values())
+    ):
+        rows = "".join(
+            f"<tr><th>{_e(str(k))}</th><td>{_e(_detail_value(v))}</td></tr>"
+            for k, v in value.items()
+        )
+        return f'<table class="inner">{rows}</table>'
+    return _e(_detail_value(value))
+
+
 def _ci(estimate: Estimate | Interval, digits: int = 4, scale: float = 1.0) -> str:
     """``value ± half-width`` (``n/a`` parts where undefined)."""
     value = estimate.value if isinstance(estimate, Estimate) else estimate.mean
@@ -566,7 +582,7 @@ def _render_html(
     if details:
         add("<table>")
         for key in sorted(details):
-            add(f"<tr><th>{_e(key)}</th><td>{_e(_detail_value(details[key]))}</td></tr>")
+            add(f"<tr><th>{_e(key)}</th><td>{_detail_cell(details[key])}</td></tr>")
         add("</table>")
     else:
         add('<p class="note">No details given.</p>')
@@ -780,7 +796,7 @@ def _regression_html(
     if details:
         out.append("<table>")
         for key in sorted(details):
-            out.append(f"<tr><th>{_e(key)}</th><td>{_e(_detail_value(details[key]))}</td></tr>")
+            out.append(f"<tr><th>{_e(key)}</th><td>{_detail_cell(details[key])}</td></tr>")
         out.append("</table>")
     else:
         out.append('<p class="note">No details given.</p>')

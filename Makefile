@@ -4,7 +4,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 RUNTIME_INPUTS := pyproject.toml requirements/constraints.txt scripts/bootstrap.sh
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev clean image
 
 demo: $(STAMP)  ## Map land cover over the bundled Slovenia time series (offline)
 	$(VENV)/bin/sitsflow demo
@@ -24,6 +24,12 @@ $(STAMP): $(RUNTIME_INPUTS)
 # installs the runtime in the same pass and touches both stamps.
 $(DEV_STAMP): $(RUNTIME_INPUTS) scripts/apt-packages.txt scripts/install-helm.sh
 	VENV=$(VENV) scripts/bootstrap.sh --dev
+
+# The container image, built here without a Docker engine (buildah, a debootstrapped Debian 12
+# base, a wheelhouse from this venv; needs root, buildah and debootstrap). Elsewhere:
+# docker build -f deploy/Dockerfile -t sitsflow:0.1.0 .   (docs/kubernetes.md)
+image: $(STAMP)  ## Build the sitsflow image (localhost/sitsflow:dev) with buildah
+	PYTHON=$(VENV)/bin/python deploy/image.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

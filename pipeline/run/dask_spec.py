@@ -7,7 +7,10 @@ hands the spec to dask-kubernetes' ``KubeCluster``). Both build it here, on dask
 security context and one environment, whoever starts them. Nothing here contacts a cluster.
 
 The settings shipped from the driver to the workers are filtered here too (``worker_environment``):
-storage and GDAL settings go, credentials never do.
+storage and GDAL settings go, credentials never do. Two optional pieces dress the pods further:
+PersistentVolumeClaims (``Volume``: mounted in the driver and the workers, not the scheduler)
+and TLS (``tls_environment``: dask's own settings pointing at a Secret's certificates; the
+operator makes them per run, see ``pipeline.k8s.tls``).
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ def test_dockerfile_copies_what_exists_and_runs_as_the_pods_user() -> None:
 
 
 def test_docs_say_the_image_is_built_and_pushed_by_the_user() -> None:
-    """No image is published and none can be built here (no Docker engine): the docs must give
-    the exact build command, the one the Dockerfile itself names."""
+    """No image is published: the docs must give the exact build command, the one the
+    Dockerfile itself names (tests/image builds it here with buildah)."""
     (build,) = re.findall(
         r"^#\s+(docker build -f deploy/Dockerfile .*)$", (DEPLOY / "Dockerfile").read_text(), re.M
     )

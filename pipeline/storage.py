@@ -14,6 +14,7 @@ configuration files or the pod's identity.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -28,6 +29,31 @@ from pipeline.errors import OutputError
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{8}")  # what _temporary_sibling names
+
+
+# What a store that became unwritable raises: permissions, a read-only or immutable file system,
+# a full disk or quota. Other OSErrors (a flaky network) are retried by the executor as before.
+_UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def unwritable_error(exc: BaseException, root: str) -> OutputError | None:
+    """The clear stop for a store that cannot be written any more (None: another problem)."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno not in _UNWRITABLE and not isinstance(exc, PermissionError):
+        return None
+    path = exc.filename if isinstance(exc.filename, str) else root
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "free space or raise the quota"
+    else:
+        cause = "restore write permission (a read-only or frozen mount, changed permissions or a "
+        cause += "bucket policy)"
+    return OutputError(
+        f"the run store {root!r} cannot be written any more: {path!r}: {reason}",
+        fix=f"{cause}, then run again with --resume: every unit finished before is kept",
+        field="outputs.store",
+    )
 
 
 def is_url(value: str) -> bool:
@@ -122,6 +148,17 @@ class RunStore:
             raise ValueError(f"{self.root} is not a local folder")
         return Path(self.url(relative))
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn "the store cannot be written any more" into an OutputError that says so."""
+        try:
+            yield
+        except OSError as exc:
+            error = unwritable_error(exc, self.root)
+            if error is None:
+                raise
+            raise error from None
+
     def _refresh(self, url: str) -> None:
         # Listings are cached by fsspec; a ledger read must see what other processes wrote.
         with contextlib.suppress(Exception):
@@ -144,11 +181,12 @@ class RunStore:
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write one object atomically (rename locally, one PUT remotely)."""
-        if not self.remote:
-            with atomic_path(self.local_path(relative)) as tmp:
-                tmp.write_bytes(data)
-            return
-        self.fs.pipe_file(self.url(relative), data)
+        with self.writing():
+            if not self.remote:
+                with atomic_path(self.local_path(relative)) as tmp:
+                    tmp.write_bytes(data)
+                return
+            self.fs.pipe_file(self.url(relative), data)
 
     def write_text(self, relative: str, text: str) -> None:
         self.write_bytes(relative, text.encode("utf-8"))
@@ -227,7 +265,7 @@ class RunStore:
         """
         name = _relative(relative)
         if not self.remote:
-            with atomic_path(self.local_path(name)) as tmp:
+            with self.writing(), atomic_path(self.local_path(name)) as tmp:
                 yield tmp
             return
         with tempfile.TemporaryDirectory(prefix="sitsflow-publish-") as staging:
@@ -238,21 +276,22 @@ class RunStore:
     def upload(self, local: Path, relative: str) -> None:
         """Copy a local file or folder to ``relative`` (a folder replaces what was there)."""
         name = _relative(relative)
-        if not self.remote:
-            with atomic_path(self.local_path(name)) as tmp:
-                if local.is_dir():
-                    shutil.copytree(local, tmp)
-                else:
-                    shutil.copyfile(local, tmp)
-            return
-        url = self.url(name)
-        if local.is_dir():
-            self.remove(name)
-            for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                self.fs.put_file(str(path), f"{url}/{path.relative_to(local).as_posix()}")
-        else:
-            self.fs.put_file(str(local), url)
-        self._refresh(url)
+        with self.writing():
+            if not self.remote:
+                with atomic_path(self.local_path(name)) as tmp:
+                    if local.is_dir():
+                        shutil.copytree(local, tmp)
+                    else:
+                        shutil.copyfile(local, tmp)
+                return
+            url = self.url(name)
+            if local.is_dir():
+                self.remove(name)
+                for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                    self.fs.put_file(str(path), f"{url}/{path.relative_to(local).as_posix()}")
+            else:
+                self.fs.put_file(str(local), url)
+            self._refresh(url)
 
     @contextlib.contextmanager
     def fetch(self, relative: str) -> Iterator[Path]:

@@ -37,6 +37,10 @@ class CatalogConfig:
     retries: int = 5
     backoff_s: float = 0.5
     headers_from_env: dict[str, str] = field(default_factory=dict, hash=False)
+    # What planning does about bad files (pipeline.catalog.assets). Not part of digests
+    # (compare=False): what they change shows in the acquisitions, which are.
+    on_bad_item: Literal["stop", "skip"] = field(default="stop", compare=False)
+    check_files: Literal["auto", "always", "never"] = field(default="auto", compare=False)
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic CatalogSpec it replaces: run stores keep their units.

@@ -20,6 +20,7 @@ import pystac
 import pystac.utils
 from pystac.stac_io import DefaultStacIO
 
+from pipeline.catalog.assets import SkippedItem, check_acquisitions
 from pipeline.catalog.config import CatalogConfig
 from pipeline.catalog.items import (
     ItemFilter,
@@ -297,6 +298,7 @@ def find_acquisitions(
     *,
     field: str,
     saved: Path | None = None,
+    skipped: list[SkippedItem] | None = None,
 ) -> tuple[list[Acquisition], list[pystac.Item]]:
     """Items of the catalog within [start, end] that match the spec, parsed and sorted by time.
 
@@ -310,4 +312,12 @@ def find_acquisitions(
         items = discover_items(spec, start, end, field=field)
     items = profile.filter_items(items, field=field)  # one series, e.g. Sentinel-1 ascending
     acquisitions = [parse_item(it, profile, field=f"{field}.bands") for it in items]
+    # Missing or unreadable files stop the run here (or are left out), before any work. The
+    # items are kept whole: a file restored later is found again by the next planning.
+    acquisitions, _, left_out = check_acquisitions(
+        acquisitions, items, on_bad_item=spec.on_bad_item, check_files=spec.check_files,
+        field=field,
+    )  # fmt: skip
+    if skipped is not None:
+        skipped.extend(left_out)
     return acquisitions, items

@@ -127,6 +127,24 @@ class CatalogSpec(_Strict):
         description="HTTP headers taken from environment variables, header name -> variable "
         "name, e.g. {'Authorization': 'STAC_API_AUTH'}; the manifest never holds the secret.",
     )
+    on_bad_item: Literal["stop", "skip"] = Field(
+        "stop",
+        description="An item with a missing or unreadable file, found while planning: 'stop' "
+        "the run there (the message lists them), or 'skip' the item with a warning (skipped "
+        "items are listed in the run summary).",
+    )
+    check_files: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Checks of the asset files while planning: 'auto' checks that local and "
+        "object-storage files exist and reads the header of each (CRS, origin, all no-data) "
+        "when there are at most 100 files; 'always' reads every header (HTTP files too); "
+        "'never' checks nothing.",
+    )
+
+    def __canonical__(self) -> dict[str, object]:
+        # What planning does about bad files is not part of digests (nor in CatalogConfig's).
+        dumped = self.model_dump(mode="json", exclude={"on_bad_item", "check_files"})
+        return {"__type__": "CatalogSpec", **dumped}
 
     @field_validator("tiles")
     @classmethod
@@ -313,6 +331,11 @@ class SensorSpec(_Strict):
         description="Step of the regular date grid this sensor is gap-filled on (default: the "
         "profile's, 10 days without a profile).",
     )
+
+    def __canonical__(self) -> dict[str, object]:
+        # The catalog's bad-file options are not part of digests (see CatalogSpec).
+        exclude = {"catalog": {"on_bad_item", "check_files"}}
+        return {"__type__": "SensorSpec", **self.model_dump(mode="json", exclude=exclude)}
 
     @field_validator("profile")
     @classmethod

@@ -165,7 +165,9 @@ def _execute(
         try:
             run_stages(context)
         except BaseException as exc:
-            record.update(state="failed", error=type(exc).__name__)
+            # When it can be written: an unwritable store is the error being reported.
+            with contextlib.suppress(Exception):
+                record.update(state="failed", error=type(exc).__name__)
             raise
         if memory is not None:
             memory_summary = memory.summary()

@@ -31,7 +31,7 @@ from distributed import Client
 from pipeline.errors import SitsflowError
 from pipeline.parallel import default_limit, submit_bounded
 from pipeline.run.units import Ledger, Record, Unit
-from pipeline.storage import RunStore
+from pipeline.storage import RunStore, unwritable_error
 from pipeline.warnings import SitsflowWarning, category_named
 
 CONTEXTS = "state/contexts"
@@ -175,6 +175,11 @@ def run_unit(call: UnitCall, context: Any = None) -> UnitResult:
             summary = dict(call.function(context, call.payload) or {})
         except SitsflowError as exc:
             return UnitResult(call.key, {}, 0.0, worker, error=ErrorInfo.of(exc))
+        except OSError as exc:  # an unwritable store fails every retry alike: a clear stop
+            error = unwritable_error(exc, call.store)
+            if error is None:
+                raise
+            return UnitResult(call.key, {}, 0.0, worker, error=ErrorInfo.of(error))
     seconds = time.perf_counter() - started
     found = tuple(
         (w.category.__name__, str(w.message))
@@ -191,7 +196,10 @@ def run_unit(call: UnitCall, context: Any = None) -> UnitResult:
         finished=datetime.now(UTC).isoformat(timespec="milliseconds"),
         summary=summary,
     )
-    Ledger(RunStore(call.store)).write(record)
+    try:
+        Ledger(RunStore(call.store)).write(record)
+    except SitsflowError as exc:  # the store became unwritable after the unit's own output
+        return UnitResult(call.key, {}, 0.0, worker, error=ErrorInfo.of(exc))
     return UnitResult(call.key, summary, seconds, worker, found)
 
 

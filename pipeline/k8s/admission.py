@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import ManifestError
@@ -141,3 +141,43 @@ def admission_message(spec: Mapping[str, Any]) -> str | None:
     if not problems:
         return None
     return "\n".join(str(locate(p)) for p in problems)
+
+
+def check_files(paths: Sequence[str]) -> list[str]:
+    """The operator's admission, offline, on SitsRun files: the manifest rules (without reading
+    any input: the files a run reads are in its image, its volumes or its bucket, not here) and
+    the cluster rules above. One message per file refused."""
+    import yaml
+
+    from pipeline.manifest import parse_manifest
+
+    refused = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            parse_manifest(text, base_dir=Path("/"), source=path)
+        except ManifestError as exc:
+            refused.append(str(locate(exc)))
+            continue
+        spec = (yaml.safe_load(text) or {}).get("spec") or {}
+        problems = admission_message(spec)
+        if problems:
+            refused.append(f"{path} cannot run in the cluster:\n{problems}")
+    return refused
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.k8s.admission RUN.yaml...``: 1 when the operator would refuse one."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    refused = check_files(paths)
+    for message in refused:
+        print(message, file=sys.stderr)
+    if not refused:
+        print(f"{len(paths)} SitsRun file(s) pass the operator's admission", file=sys.stderr)
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -109,7 +109,7 @@ def test_ci_workflow_validates_applies_and_waits() -> None:
         for step in job["steps"]:
             assert ("run" in step) != ("uses" in step), step
     scripts = "\n".join(s.get("run", "") for j in flow["jobs"].values() for s in j["steps"])
-    assert "sitsflow validate" in scripts
+    assert "python -m pipeline.k8s.admission" in scripts
     assert "python -m pipeline.k8s.crd --validate" in scripts
     assert "kubectl apply --server-side --dry-run=server" in scripts
     assert "bash ci/sitsrun.sh" in scripts  # apply and wait (tests/k8s/test_ci.py runs it)
@@ -161,15 +161,27 @@ def test_ci_workflow_scripts_are_valid_bash(tmp_path: Path) -> None:
 
 
 def test_ci_validation_commands_pass_on_the_examples() -> None:
-    """What the workflow's validate job runs, on the example runs."""
+    """What the workflows' validate jobs run, on the example runs: the operator's admission
+    (their inputs are in the image or a bucket, not here) and the CRD's schema."""
     examples = [DEPLOY / "examples" / n for n in ("demo-run.yaml", "production-s2-theia.yaml")]
-    sitsflow = REPO / ".venv" / "bin" / "sitsflow"
-    for path in examples:
-        result = subprocess.run(
-            [str(sitsflow), "validate", str(path)], capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stderr
+    python = REPO / ".venv" / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-m", "pipeline.k8s.admission", *map(str, examples)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
     assert validate_files(examples) == []
+    # A workstation manifest (relative paths) is refused, as the operator would.
+    local = REPO / "examples" / "slovenia" / "run.yaml"
+    result = subprocess.run(
+        [str(python), "-m", "pipeline.k8s.admission", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "is a relative path" in result.stderr
 
 
 def test_driver_manifest_mount_is_where_the_job_reads_it() -> None:

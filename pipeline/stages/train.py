@@ -57,6 +57,8 @@ class TrainContext:
     min_pixels_per_class: int
     regions: tuple[str, ...] = ()
     """Runs with regions: the region names (a unit's payload is (run, region index))."""
+    patches: str | None = None
+    """A patch model: the store-relative patch samples it trains on (samples/patches.zarr)."""
     class_codes: tuple[tuple[int, int], ...] = ()
     """An external model whose class names differ in code from the reference's: (model code,
     run code) pairs (``pipeline.learn.external.source_class_map``)."""
@@ -89,6 +91,8 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
             from pipeline.learn.external import recode_classes
 
             model, contract = recode_classes(model, contract, dict(context.class_codes))
+    elif context.patches is not None:
+        model, contract = _train_on_patches(context, store, seed, info)
     else:
         with store.fetch(context.samples) as local:
             samples = gpd.read_parquet(local)
@@ -141,6 +145,32 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         info["class_names"] = {str(k): str(v) for k, v in contract.training["class_names"].items()}
     info["kind"] = str(getattr(contract, "kind", spec.kind))
     return info
+
+
+def _train_on_patches(
+    context: TrainContext, store: RunStore, seed: int, info: dict[str, Any]
+) -> tuple[Any, Any]:
+    """A patch model trained on the training labels of the patch samples (run 0's split)."""
+    from pipeline.learn import train_model
+    from pipeline.samples.patches import read_patches
+
+    assert context.patches is not None
+    with store.fetch(context.patches) as local:
+        patches = read_patches(str(local))
+    features, labels, polygons = patches.training()
+    model, contract = train_model(
+        context.model_spec,
+        features,
+        labels,
+        list(context.feature_names),
+        seed,
+        task=context.task,  # type: ignore[arg-type]
+        groups=polygons,
+    )
+    info["training_pixels"] = int((labels >= 0).sum())
+    info["training_polygons"] = len(np.unique(polygons[polygons >= 0]))
+    info["training_patches"] = len(features)
+    return model, contract
 
 
 def model_info(summaries: dict[str, Any], regions: tuple[str, ...]) -> dict[str, Any]:
@@ -234,6 +264,7 @@ class Train:
         from pipeline.learn.external import source_class_map
 
         samples: Samples = context.stage_plan("samples").outputs
+        patches = samples.patches
         trained = context.run(
             StageWork(
                 NAME,
@@ -250,6 +281,7 @@ class Train:
                     config.sampling.seed,
                     config.sampling.min_pixels_per_class,
                     models.regions,
+                    None if patches is None else patches.path,
                     tuple(source_class_map(config.model, samples.reference.legend).items()),
                     tuple((c.code, c.name) for c in samples.reference.legend),
                 ),

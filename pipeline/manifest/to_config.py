@@ -23,6 +23,7 @@ from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
 from pipeline.manifest.run import RunManifest
 from pipeline.manifest.sensors import SensorSpec
 from pipeline.model import PeriodConfig
+from pipeline.objects.config import ObjectsConfig, SegmentationConfig
 from pipeline.postprocess.config import (
     PostprocessConfig,
     RegularizationSettings,
@@ -117,6 +118,15 @@ def fusion_config(spec: FusionSpec) -> FusionConfig:
     return FusionConfig(**values)
 
 
+def objects_config(spec: Any) -> ObjectsConfig:
+    values = _values(spec)
+    segmentation = _values(spec.segmentation)
+    if segmentation["variables"] is not None:
+        segmentation["variables"] = tuple(segmentation["variables"])
+    values["segmentation"] = SegmentationConfig(**segmentation)
+    return ObjectsConfig(**values)
+
+
 def resolve(manifest: RunManifest) -> RunConfig:
     """The run's configs, built from a loaded (checked, paths resolved) manifest."""
     spec = manifest.spec
@@ -134,6 +144,7 @@ def resolve(manifest: RunManifest) -> RunConfig:
         outputs=outputs_config(spec.outputs),
         compute=compute_config(spec.compute),
         fusion=None if spec.fusion is None else fusion_config(spec.fusion),
+        objects=None if spec.objects is None else objects_config(spec.objects),
         postprocess=postprocess_config(spec.postprocess),
         document=manifest.model_dump(mode="json"),
     )

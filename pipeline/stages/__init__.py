@@ -44,6 +44,7 @@ BUILT_IN = (
     "postprocess",
     "validate",
     "fusion",
+    "objects",
 )
 
 _order: list[str] = list(BUILT_IN)

@@ -4,6 +4,8 @@ equal whole."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,23 @@ def test_zonal_statistics_chunked_equal_whole(chunk: int) -> None:
     np.testing.assert_allclose(std, whole[1], atol=1e-9)
     field = (truth == 5) & ~np.isnan(stack[0])
     np.testing.assert_allclose(mean[5], stack[:, field].mean(axis=1), rtol=1e-6)
+
+
+def test_a_vector_segmentation_is_burnt_by_window(tmp_path: Path) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.model import GridSpec
+    from pipeline.objects.build import segmentation_kind, user_ids
+
+    grid = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 64, 64)
+    path = tmp_path / "segments.gpkg"
+    # two fields: rows 0..9 x cols 0..39, and rows 10..49 x cols 20..59 (across column 32)
+    shapes = [box(500000, 4999900, 500400, 5000000), box(500200, 4999500, 500600, 4999900)]
+    gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=shapes, crs=grid.crs).to_file(path)
+    assert segmentation_kind(str(path), grid) == "vector"
+    whole = user_ids(str(path), "vector", grid, Window(0, 0, 64, 64))
+    assert (whole[:10, :40] == 1).all() and (whole[10:50, 20:60] == 2).all()
+    assert whole.sum() == 400 * 1 + 1600 * 2
+    right = user_ids(str(path), "vector", grid, Window(0, 32, 64, 32))
+    assert np.array_equal(right, whole[:, 32:])  # the same ids, chunk by chunk

@@ -373,7 +373,8 @@ def _map_at(path: Path, rows: np.ndarray, cols: np.ndarray, nodata: int) -> np.n
 
 def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
     """The fused map and every source scored on the same pixels: the run's validation pixels
-    (run 0's side of the split) where every map has a label."""
+    (run 0's side of the split) where every map has a label; and again on those of them that
+    no model source trained on (a model of another sampling run had its own split)."""
     import json
 
     import geopandas as gpd
@@ -389,6 +390,15 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
     with store.fetch(context.samples) as local:
         samples = gpd.read_parquet(local)
     validation = samples[samples["split"] == VALIDATION]
+    # A model of another sampling run may have trained on some of these pixels: its share is
+    # reported, and every map is scored again on the pixels no model source trained on.
+    held_out = np.ones(len(validation), dtype=bool)
+    trained_on: dict[str, float] = {}
+    for source in context.sources:
+        if source.run is not None and source.run > 0:
+            side = validation[split_column(source.run)].to_numpy() == VALIDATION
+            trained_on[source.name] = round(float(1 - side.mean()), 4) if len(side) else 0.0
+            held_out &= side
     rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
     names = list(context.feature_names)
     complete = ~validation[names].isna().any(axis=1).to_numpy()
@@ -407,11 +417,18 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
     common = fused != context.nodata
     for values in predicted.values():
         common &= values != context.nodata
-    reference = validation["label"].to_numpy()[common]
+    labels = validation["label"].to_numpy()
+    reference = labels[common]
     classes = sorted(set(context.classes) | set(reference.tolist()))
     scored = {"fused": classification_metrics(reference, fused[common], classes)}
     for name, values in predicted.items():
         scored[name] = classification_metrics(reference, values[common], classes)
+    unseen = common & held_out
+    held_out_scores = {}
+    if unseen.any():
+        for name, values in {"fused": fused, **predicted}.items():
+            metrics = classification_metrics(labels[unseen], values[unseen], classes)
+            held_out_scores[name] = metrics.overall_accuracy
     confidence = {
         "fused": _mean_confidence(
             [c["mapped_pixels"] for c in context.chunks],
@@ -446,6 +463,7 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
             else ""
         ),
         "validation pixels (labelled by every map)": int(common.sum()),
+        "share of them another run's model trained on": trained_on or "none",
         **{
             f"{name}": f"OA {row['overall_accuracy']:.4f}, kappa {row['kappa']:.4f}, "
             f"macro F1 {row['macro_f1']:.4f}, mean confidence {row['mean_confidence_percent']} %"
@@ -473,6 +491,8 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
             "scores": table,
             "masses": masses,
             "confusion": {name: m.to_dict()["confusion"] for name, m in scored.items()},
+            "trained_on_scored_pixels": trained_on,
+            "held_out": {"pixels": int(unseen.sum()), "overall_accuracy": held_out_scores},
             "classes": classes,
         }
         (folder / "fusion.json").write_text(json.dumps(document, indent=2), encoding="utf-8")

@@ -56,6 +56,9 @@ def test_the_fused_map_and_its_report_beside_each_source(run: dict[str, Any]) ->
     for masses in report["masses"].values():  # each source's precision per class
         assert all(0 <= m <= 1 for m in masses.values())
     assert (store / "fusion" / "report" / "report.html").exists()
+    # run 1's model trained on part of run 0's validation pixels: said, and scored apart
+    assert 0 <= report["trained_on_scored_pixels"]["run-1"] <= 1
+    assert set(report["held_out"]["overall_accuracy"]) in (set(), {"fused", "run-0", "run-1"})
     units = run["summary"]["units"]["fusion"]
     assert units["ran"] == units["total"] > 3  # chunks, two COGs, the report
 

@@ -24,9 +24,6 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
 * ``objects``: segmentation (SLIC per 256 px chunk with a 16 px halo, then stitched) and zonal
   statistics of 12 features on 1024 x 1024 px, per megapixel, with each worker's peak memory
   (``bench.objects``).
-* ``objects``: segmentation (SLIC per 256 px chunk with a 16 px halo, then stitched) and zonal
-  statistics of 12 features on 1024 x 1024 px, per megapixel, with each worker's peak memory
-  (``bench.objects``).
 * the whole chain's throughput in pixels per second per core (the 16-tile run: discovery,
   cube, samples, training, prediction, mosaic, report), and what it means for a national run of
   ``--national-pixels`` pixels (15 billion: metropolitan France at 10 m).
@@ -54,7 +51,6 @@ import rasterio
 import yaml
 
 from bench import cube as cube_bench
-from bench import objects as objects_bench
 from bench import objects as objects_bench
 from bench import predict as predict_bench
 from bench import resume as resume_bench
@@ -440,8 +436,6 @@ def report(figures: dict[str, Any]) -> str:
         ]
     if figures.get("objects"):
         out += ["", objects_bench.report(figures["objects"])]
-    if figures.get("objects"):
-        out += ["", objects_bench.report(figures["objects"])]
     chain = figures.get("chain")
     if chain and ("measured" in chain or "s2_like" in chain):
         out += ["", sizing_sentence(chain)]
@@ -497,11 +491,6 @@ def main(argv: list[str] | None = None) -> int:
             figures["resume"].update(verdict=line, passed=ok)
             shutil.rmtree(folder, ignore_errors=True)
             print(f"  resume: {line}", flush=True)
-        if "objects" in sections:  # segmentation and zonal statistics per megapixel
-            figures["objects"] = objects_bench.measure(
-                1024, 12, 256, CORES, "slic", 100, 16, work / "objects"
-            )
-            print("  objects: segmentation and zonal statistics measured", flush=True)
         if "objects" in sections:  # segmentation and zonal statistics per megapixel
             figures["objects"] = objects_bench.measure(
                 1024, 12, 256, CORES, "slic", 100, 16, work / "objects"

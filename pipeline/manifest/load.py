@@ -218,7 +218,6 @@ def _resolve_paths(manifest: RunManifest, base_dir: Path) -> RunManifest:
             ),
             "fusion": spec.fusion and spec.fusion.with_paths(lambda v: _resolve(v, base_dir)),
             "objects": spec.objects and spec.objects.with_paths(lambda v: _resolve(v, base_dir)),
-            "objects": spec.objects and spec.objects.with_paths(lambda v: _resolve(v, base_dir)),
         }
     )
     return manifest.model_copy(update={"spec": spec})

@@ -23,7 +23,6 @@ from pipeline.manifest.features import FeaturesSpec
 from pipeline.manifest.fusion import FusionSpec
 from pipeline.manifest.model import ModelSpec
 from pipeline.manifest.objects import ObjectsSpec
-from pipeline.manifest.objects import ObjectsSpec
 from pipeline.manifest.outputs import OutputsSpec
 from pipeline.manifest.postprocess import PostprocessSpec, check_postprocess
 from pipeline.manifest.reference import ReferenceSpec, SamplingSpec
@@ -59,11 +58,6 @@ class RunSpec(_Strict):
         None,
         description="Decision fusion of two or more maps of the area (this run's models, or "
         "earlier runs' maps) into fusion/labels.tif with its own accuracy report.",
-    )
-    objects: ObjectsSpec | None = Field(
-        None,
-        description="Object-based classification beside the pixel map: one label per segment "
-        "(objects/labels.tif, objects/segments.gpkg) and its accuracy per segment and pixel.",
     )
     objects: ObjectsSpec | None = Field(
         None,

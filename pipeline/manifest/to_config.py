@@ -24,7 +24,6 @@ from pipeline.manifest.run import RunManifest
 from pipeline.manifest.sensors import SensorSpec
 from pipeline.model import PeriodConfig
 from pipeline.objects.config import ObjectsConfig, SegmentationConfig
-from pipeline.objects.config import ObjectsConfig, SegmentationConfig
 from pipeline.postprocess.config import (
     PostprocessConfig,
     RegularizationSettings,
@@ -128,15 +127,6 @@ def objects_config(spec: Any) -> ObjectsConfig:
     return ObjectsConfig(**values)
 
 
-def objects_config(spec: Any) -> ObjectsConfig:
-    values = _values(spec)
-    segmentation = _values(spec.segmentation)
-    if segmentation["variables"] is not None:
-        segmentation["variables"] = tuple(segmentation["variables"])
-    values["segmentation"] = SegmentationConfig(**segmentation)
-    return ObjectsConfig(**values)
-
-
 def resolve(manifest: RunManifest) -> RunConfig:
     """The run's configs, built from a loaded (checked, paths resolved) manifest."""
     spec = manifest.spec
@@ -154,7 +144,6 @@ def resolve(manifest: RunManifest) -> RunConfig:
         outputs=outputs_config(spec.outputs),
         compute=compute_config(spec.compute),
         fusion=None if spec.fusion is None else fusion_config(spec.fusion),
-        objects=None if spec.objects is None else objects_config(spec.objects),
         objects=None if spec.objects is None else objects_config(spec.objects),
         postprocess=postprocess_config(spec.postprocess),
         document=manifest.model_dump(mode="json"),

@@ -18,7 +18,6 @@ from pipeline.grid import AreaConfig
 from pipeline.learn.config import ModelConfig
 from pipeline.model import PeriodConfig, section_canonical
 from pipeline.objects.config import ObjectsConfig
-from pipeline.objects.config import ObjectsConfig
 from pipeline.postprocess.config import PostprocessConfig
 from pipeline.samples.config import ReferenceConfig, SamplingConfig
 
@@ -152,7 +151,6 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     fusion: FusionConfig | None = None
-    objects: ObjectsConfig | None = None
     objects: ObjectsConfig | None = None
     postprocess: PostprocessConfig | None = None
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)

@@ -132,10 +132,16 @@ class CubePlan:
         """(variable, time dimension) pairs, in feature order."""
         return [(v, s.time_dim) for s in self.sensors for v in s.variables]
 
+    @property
+    def chunk_side(self) -> int:
+        """The side of the largest chunk: ``chunk_size`` clipped to the grid (a chunk_size
+        larger than the image gives one chunk the size of the image)."""
+        return min(self.chunk_size, max(self.grid.width, self.grid.height))
+
     def bytes_per_chunk(self) -> int:
         """Rough peak memory of one chunk build: inputs, gap-filled outputs, temporaries and
         the int16 codes written."""
-        pixels = self.chunk_size * self.chunk_size
+        pixels = min(self.chunk_size, self.grid.height) * min(self.chunk_size, self.grid.width)
         total = 0
         for s in self.sensors:
             n_in = len(s.acquisitions) * (len(s.profile.bands) + 1)

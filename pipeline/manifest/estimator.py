@@ -43,8 +43,8 @@ def _import_class(path: str) -> type:
     found = getattr(module, name, None)
     if not isinstance(found, type):
         names = [n for n in dir(module) if isinstance(getattr(module, n, None), type)]
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean {module_name}.{close[0]}? " if close else ""
+        close = difflib.get_close_matches(name, names, n=2)
+        hint = f"did you mean {' or '.join(f'{module_name}.{c}' for c in close)}? " if close else ""
         raise ValueError(
             f"[estimator] estimator {path!r} cannot be imported (module {module_name!r} has no "
             f"class {name!r}); {hint}give a full import path such as "

@@ -117,9 +117,9 @@ class Cubes:
             pixels=sum(t.cube.grid.width * t.cube.grid.height for t in tiles),
             acquisitions=sum(len(s.acquisitions) for t in tiles for s in t.cube.sensors),
             features=len(cube.feature_names),
-            chunk_size=cube.chunk_size,
+            chunk_size=cube.chunk_side,  # clipped to the image
             chunk_bytes=max(t.cube.bytes_per_chunk() for t in tiles),
-            predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_size),
+            predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_side),
             units={k: len(v) for k, v in units.items()},
             periods=len(self.periods),
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pystac
 
+from pipeline.catalog.assets import SkippedItem
 from pipeline.catalog.items import discovery_fingerprint, save_items
 from pipeline.catalog.sensors import SensorProfile, sensor_profiles
 from pipeline.catalog.static import find_acquisitions
@@ -69,7 +70,11 @@ def _saved_items(store: RunStore, layout: RunLayout, name: str, scratch: Path) -
 
 
 def _discover(
-    config: Any, store: RunStore, layout: RunLayout, span: tuple[Any, Any]
+    config: Any,
+    store: RunStore,
+    layout: RunLayout,
+    span: tuple[Any, Any],
+    skipped: list[SkippedItem],
 ) -> tuple[Sensors, dict[str, tuple[list[pystac.Item], str]]]:
     start, end = span
     sensors: Sensors = []
@@ -85,6 +90,7 @@ def _discover(
                     end,
                     field=f"sensors[{i}]",
                     saved=saved,
+                    skipped=skipped,
                 )
                 sensors.append((profile, acquisitions))
                 fingerprint = discovery_fingerprint(sensor_spec.catalog, start, end)
@@ -121,7 +127,8 @@ class Discover:
         # in the season (the rule's one home is the library's, train_from_table asks it too).
         seasonal = seasonal_features(bool(windows), config.also_map)
         span = span_of(config, windows)
-        sensors, items = _discover(config, context.store, context.layout, span)
+        skipped: list[SkippedItem] = []  # bad items left out (on_bad_item: skip)
+        sensors, items = _discover(config, context.store, context.layout, span, skipped)
         made = digest([(p, unsigned(a)) for p, a in sensors], span)
         layout = context.layout
         return StagePlan(
@@ -131,6 +138,8 @@ class Discover:
             digests={NAME: made},
             outputs=Discovered(sensors, items, span, windows, seasonal),
             files={"items": layout.relative(layout.items)},
+            # In the run summary (its estimate): what the run left out and why.
+            facts={"skipped_items": [s.as_dict() for s in skipped]} if skipped else {},
         )
 
     def run(self, context: RunContext) -> None:

@@ -371,6 +371,34 @@ SENTINEL1 = SensorProfile(
     date_step_days=12,
 )
 
+EMBEDDING_CHANNELS = 64
+EMBEDDING_SCALE = 1 / 127
+_EMBEDDING_STACK = "embedding"
+EMBEDDINGS_ANNUAL = SensorProfile(
+    name="embeddings-annual",
+    title=f"Annual embedding product: {EMBEDDING_CHANNELS} channels, int8 scaled by 1/127 "
+    "(one multi-band COG per year)",
+    collections=("embeddings-annual",),
+    bands=tuple(
+        BandRead(
+            f"e{index:02d}",
+            asset=f"{_EMBEDDING_STACK}_e{index:02d}",
+            scale=EMBEDDING_SCALE,
+            nodata=-128,
+            band_index=index + 1,
+            asset_keys=(_EMBEDDING_STACK,),
+            resolution=10,
+            sensor_band=f"A{index:02d}",
+            # Values within -1..1: the int16 cube encoding's reflectance range (steps of 1e-4,
+            # finer than the product's own 1/127).
+            reflectance=True,
+        )
+        for index in range(EMBEDDING_CHANNELS)
+    ),
+    masks=(),
+    date_step_days=365,
+)
+
 BUILT_IN: dict[str, SensorProfile] = {
     p.name: p
     for p in (
@@ -382,6 +410,7 @@ BUILT_IN: dict[str, SensorProfile] = {
         LANDSAT_C2_L2_ETM,
         LANDSAT8_N2A_THEIA,
         SENTINEL1,
+        EMBEDDINGS_ANNUAL,
     )
 }
 

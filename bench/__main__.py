@@ -21,12 +21,12 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
   At the suite's size (``--resume-factor 8``) a session's fixed costs weigh more than at
   ``python -m bench.resume --factor 16``, the issue-6 check: the suite reports the ratio and
   fails only on wrong results.
-* ``objects``: segmentation (SLIC per 256 px chunk with a 16 px halo, then stitched) and zonal
-  statistics of 12 features on 1024 x 1024 px, per megapixel, with each worker's peak memory
-  (``bench.objects``).
 * the whole chain's throughput in pixels per second per core (the 16-tile run: discovery,
   cube, samples, training, prediction, mosaic, report), and what it means for a national run of
   ``--national-pixels`` pixels (15 billion: metropolitan France at 10 m).
+* ``postprocess``: smoothing, regularization (50 px) and vectorization of a 2048 x 2048 map of
+  7 classes chunk by chunk (512 px, halos) against GDAL's sieve and polygonize on the whole
+  array in memory, with each path's peak memory (``bench.postprocess``).
 
 Wall seconds depend on what else runs on the machine: the load average is printed before and
 after, and CPU seconds are given beside wall seconds. The exit status is 1 when a result is
@@ -51,13 +51,13 @@ import rasterio
 import yaml
 
 from bench import cube as cube_bench
-from bench import objects as objects_bench
+from bench import postprocess as postprocess_bench
 from bench import predict as predict_bench
 from bench import resume as resume_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # every path runs on 2 worker processes of 1 thread
-SECTIONS = ("cube", "predict", "scaling", "resume", "objects")
+SECTIONS = ("cube", "predict", "scaling", "resume", "postprocess")
 MIB = 2**20
 
 
@@ -434,8 +434,8 @@ def report(figures: dict[str, Any]) -> str:
             f"{resume['units_redone']}; maps byte-identical: {resume['maps_identical']}",
             resume["verdict"],
         ]
-    if figures.get("objects"):
-        out += ["", objects_bench.report(figures["objects"])]
+    if figures.get("postprocess"):
+        out += ["", postprocess_bench.report(figures["postprocess"])]
     chain = figures.get("chain")
     if chain and ("measured" in chain or "s2_like" in chain):
         out += ["", sizing_sentence(chain)]
@@ -491,11 +491,9 @@ def main(argv: list[str] | None = None) -> int:
             figures["resume"].update(verdict=line, passed=ok)
             shutil.rmtree(folder, ignore_errors=True)
             print(f"  resume: {line}", flush=True)
-        if "objects" in sections:  # segmentation and zonal statistics per megapixel
-            figures["objects"] = objects_bench.measure(
-                1024, 12, 256, CORES, "slic", 100, 16, work / "objects"
-            )
-            print("  objects: segmentation and zonal statistics measured", flush=True)
+        if "postprocess" in sections:  # smoothing, sieve, polygons vs GDAL in memory
+            figures["postprocess"] = postprocess_bench.measure(2048, 512, 50, work / "postprocess")
+            print("  postprocess: smoothing, regularization, vectorization measured", flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

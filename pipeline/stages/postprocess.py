@@ -207,6 +207,9 @@ class ProductsContext:
     catalog: str
     mosaic_files: tuple[tuple[str, str], ...]
     """(role, COG) of every mosaic map, for the STAC collection."""
+    samples: str = ""
+    """The samples table: its validation pixels score the raw and the final map side by side
+    (empty: a tiled run, whose pixels are on their tiles' grids; not scored)."""
 
 
 def _publish_cog(
@@ -271,7 +274,44 @@ def products_unit(context: ProductsContext, _payload: Any) -> dict[str, Any]:
     if products.polygons:
         polygons = _write_polygons(store, context)
     _catalog(store, context, written)
-    return {"files": [n for _, n in written], "polygons": polygons}
+    scores = _compare(store, context) if products.labels and context.samples else None
+    return {
+        "files": [n for _, n in written],
+        "polygons": polygons,
+        "overall_accuracy": None
+        if scores is None
+        else {k: scores[k]["overall_accuracy"] for k in ("raw", "postprocessed")},
+    }
+
+
+def _compare(store: RunStore, context: ProductsContext) -> dict[str, Any]:
+    """The raw and the final map scored on the same validation pixels (postprocess/comparison.*)."""
+    import json
+
+    import pandas as pd
+    import rasterio
+
+    from pipeline.postprocess.compare import comparison_html, side_by_side
+    from pipeline.samples.split import VALIDATION
+
+    with store.fetch(context.samples) as local:
+        samples = pd.read_parquet(local, columns=["split", "row", "col", "label"])
+    validation = samples[samples["split"] == VALIDATION]
+    rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
+    read = {}
+    for role, name in (("raw", dict(context.raw)["labels"]), ("final", context.products.labels)):
+        assert name is not None
+        with store.fetch(name) as path, rasterio.open(path) as src:
+            read[role] = src.read(1)[rows, cols]
+    scores = side_by_side(
+        validation["label"].to_numpy(), read["raw"], read["final"], context.nodata, context.codes
+    )
+    folder = context.products.chunks  # not the report folder: validate publishes it whole
+    store.write_text(f"{folder}/comparison.json", json.dumps(scores, indent=2) + "\n")
+    title = f"{context.run_name}: the raw and the post-processed map, side by side"
+    page = comparison_html(scores, context.legend, title)
+    store.write_text(f"{folder}/comparison.html", page)
+    return scores
 
 
 def _write_polygons(store: RunStore, context: ProductsContext) -> int:
@@ -362,7 +402,13 @@ class Postprocess:
         final = Unit(
             NAME,
             "products",
-            digest([u.digest for u in chunk_units], main.catalog.digest, legend, products),
+            digest(
+                [u.digest for u in chunk_units],
+                main.catalog.digest,
+                context.input("samples").digest,
+                legend,
+                products,
+            ),
             payload=None,
         )
         files: dict[str, Any] = {}
@@ -373,6 +419,8 @@ class Postprocess:
         files.update(dict(products.layers))
         if products.polygons:
             files["polygons"] = [name for _, name in products.polygons]
+        if products.labels is not None:
+            files["comparison"] = f"{products.chunks}/comparison.html"
         return StagePlan(
             NAME,
             [*chunk_units, final],
@@ -392,6 +440,7 @@ class Postprocess:
         files = {u.payload.role: u.payload.name for u in main.map_units}
         probability = tuple(files[f"probability_{c}"] for c in predictions.probability_classes)
         grid = main.tiles.grid
+        tiled = context.stage_plan("cube").outputs.tiled
         nodata, dtype = int(encoding.nodata), str(encoding.dtype)
         post = config.postprocess
         assert post is not None  # planned units: the section is there
@@ -436,6 +485,7 @@ class Postprocess:
                     period=(period.start, period.end),
                     catalog=main.layout.catalog_name,
                     mosaic_files=tuple(files.items()),
+                    samples="" if tiled else context.layout.relative(context.layout.samples),
                     nodata=nodata,
                     dtype=dtype,
                 ),

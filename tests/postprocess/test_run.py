@@ -128,6 +128,15 @@ def test_the_polygons_are_valid_and_cover_the_mapped_area(run: dict[str, Any]) -
         assert frame.geometry.area.min() >= pixel * 1 - 1e-6
 
 
+def test_the_raw_and_the_final_map_are_scored_on_the_same_pixels(run: dict[str, Any]) -> None:
+    store = run["store"]
+    scores = json.loads((store / "maps" / "postprocess" / "comparison.json").read_text())
+    assert scores["raw"]["n_samples"] == scores["postprocessed"]["n_samples"] == scores["pixels"]
+    assert scores["pixels"] > 0 and 0 <= scores["changed"] <= scores["pixels"]
+    page = (store / "maps" / "postprocess" / "comparison.html").read_text()
+    assert "raw map" in page and "post-processed map" in page and "#ffff00" in page
+
+
 def test_resume_keeps_the_finished_units(run: dict[str, Any]) -> None:
     done = cli("run", str(run["manifest"]), "--resume")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -126,10 +126,6 @@ def main() -> None:
     print(report(figures))
 
 
-if __name__ == "__main__":
-    main()
-
-
 def report(figures: dict[str, Any]) -> str:
     """The section's lines for the suite's report."""
     lines = [
@@ -148,3 +144,7 @@ def report(figures: dict[str, Any]) -> str:
         f"{figures['patch_vs_pixel_cpu']:.2f} (CPU)"
     )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

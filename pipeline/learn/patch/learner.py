@@ -112,6 +112,7 @@ class PatchLearner:
     ) -> tuple[Any, ModelContract]:
         from pipeline.learn.patch.train import fit_patch_network
 
+        _use_worker_threads()  # on a CPU worker: its threads, not every core of the machine
         return fit_patch_network(
             config, features, targets, feature_names, seed, task=task, groups=groups
         )

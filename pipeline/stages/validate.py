@@ -406,6 +406,7 @@ class Validate:
 
     def run(self, context: RunContext) -> None:
         from pipeline.predict.blockwise import LABEL_VARIABLE, VALUE_VARIABLE
+        from pipeline.stages.postprocess import run_legend
 
         config, layout = context.config, context.layout
         cubes = context.stage_plan("cube").outputs
@@ -439,7 +440,12 @@ class Validate:
                 tuple(config.sampling.seed + r for r in range(runs)),
                 regions,
             ),
-            _named_legend(samples.reference.legend, model_info),
+            _named_legend(
+                samples.reference.legend
+                if config.postprocess is None  # else the map products' colours, here too
+                else run_legend(config, samples.reference.legend),
+                model_info,
+            ),
             f"sitsflow run {config.name}: accuracy on validation {samples.reference.feature_word}",
             _report_details(context, model_info, predicted["unmapped"]),
             samples.reference.feature_word,

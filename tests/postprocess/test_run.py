@@ -135,6 +135,9 @@ def test_the_raw_and_the_final_map_are_scored_on_the_same_pixels(run: dict[str, 
     assert scores["pixels"] > 0 and 0 <= scores["changed"] <= scores["pixels"]
     page = (store / "maps" / "postprocess" / "comparison.html").read_text()
     assert "raw map" in page and "post-processed map" in page and "#ffff00" in page
+    # the report draws the classes in the products' colours (the manifest's, or the palette's)
+    metrics = json.loads((store / "report" / "metrics.json").read_text())
+    assert metrics["legend"]["1"]["color"] == "#ffff00"
 
 
 def test_resume_keeps_the_finished_units(run: dict[str, Any]) -> None:

@@ -379,14 +379,22 @@ def _render_quicklook(
             extent=(c_left, c_right, c_bottom, c_top),
             interpolation="nearest",
         )
-        colorbar = fig.colorbar(image, ax=cax, orientation="horizontal", fraction=0.05, aspect=40)
+        # on the figure's right, for both panels: the two maps keep the same size, side by side
+        colorbar = fig.colorbar(
+            image, ax=list(axes), location="right", fraction=0.03, aspect=25, shrink=0.7
+        )
         colorbar.set_label("confidence (%)")
         cax.set_title("confidence", fontsize=10)
         cax.set_xlabel(xlabel)
         cax.set_ylabel(ylabel)
+        cax.sharex(ax)  # the same extent and ticks: the panels line up pixel for pixel
+        cax.sharey(ax)
         _plain_coordinates(cax)
 
-    fig.suptitle(f"{title}\n{_crs_label(crs)}", fontsize=11)
+    # A map's title: what it shows and of which run (the report's title is about accuracy).
+    run = title.split(":", 1)[0].removeprefix("sitsflow run ").strip()
+    shows = "Land-cover map" + (" and its confidence" if panels == 2 else "")
+    fig.suptitle(f"{shows}: {run}\n{_crs_label(crs)}", fontsize=11)
     fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
 
 

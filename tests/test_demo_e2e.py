@@ -110,7 +110,7 @@ def test_report_and_metrics(demo_run: tuple[Path, str]) -> None:
     assert confusion.sum() == metrics["n_samples"]
     summary = json.loads((store / "run.json").read_text())
     assert set(summary["stage_seconds"]) == {
-        "discover", "cube", "samples", "train", "predict", "mosaic", "validate",
+        "discover", "cube", "samples", "train", "predict", "mosaic", "postprocess", "validate",
     }  # fmt: skip
     assert Path(summary["outputs"]["labels"]).exists()
 
@@ -125,7 +125,12 @@ def test_stac_collection_describes_the_maps(demo_run: tuple[Path, str]) -> None:
     store, _ = demo_run
     collection = pystac.Collection.from_file(str(store / "stac" / "collection.json"))
     items = {item.id: item for item in collection.get_items()}
-    assert set(items) == {"slovenia-demo-labels", "slovenia-demo-confidence"}
+    # the demo's map products (postprocess) are described beside the raw maps
+    assert set(items) == {
+        "slovenia-demo-labels",
+        "slovenia-demo-confidence",
+        "slovenia-demo-labels_postprocessed",
+    }
     labels = items["slovenia-demo-labels"]
     crs, transform, shape = _item_grid()
     assert labels.properties["proj:code"] == crs

@@ -500,10 +500,7 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
             "run.extracted",
         )
         return
-    # points, polygons or features (both): as the report's details name them
-    word = next(
-        (k.split()[1] for k in m.get("details", {}) if k.startswith("validation ")), "polygons"
-    )
+    word = m.get("features", "polygons")  # the reference's: points, polygons or both
     if "rmse" in m:
         log.info(
             f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, bias {m['bias']:.4g}, R² "

@@ -3,8 +3,9 @@ with CF/geospatial metadata, written chunk by chunk.
 
 Layout (docs/cube.md): time-series variables (``<sensor>_time``, y, x) in chunks of
 (all dates, chunk_size, chunk_size), so that both extraction (a few pixels, every date) and
-prediction (a window, every feature) read whole chunks; ``<sensor>_valid_count`` and ``owned``
-(y, x); ``chunk_done`` (chunk row, chunk column), 1 once a window is written. Time series are
+prediction (a window, every feature) read whole chunks; ``<sensor>_valid_count`` (y, x); in
+the ``sitsflow`` subgroup (the build's own state, not the user's dataset) ``owned`` (y, x) and
+``chunk_done`` (chunk row, chunk column), 1 once a window is written. Time series are
 int16 codes with CF ``scale_factor`` and ``_FillValue`` (the default encoding,
 ``pipeline.cube.encoding``) or float32 (``CubePlan.encoding``). Values are compressed with
 Blosc/LZ4 (level 1) and byte shuffle (fast enough not to dominate a build; see
@@ -36,11 +37,39 @@ from pipeline.cube.plan import OWNED_VARIABLE, CubePlan
 from pipeline.model import GridSpec, Window
 
 CHUNK_DONE_VARIABLE = "chunk_done"
+STATE_GROUP = "sitsflow"
+"""The subgroup of the build's own arrays (``owned``, ``chunk_done``)."""
+STATE_VARIABLES = (OWNED_VARIABLE, CHUNK_DONE_VARIABLE)
 COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
 def _spatial_coords(grid: GridSpec) -> dict[str, Any]:
-    return {"y": ("y", grid.y_coords()), "x": ("x", grid.x_coords())}
+    """x and y (pixel centres) with their CF attributes, as the grid mapping's CRS names them."""
+    return {
+        "y": ("y", grid.y_coords(), _axis_attributes(grid.crs, "y")),
+        "x": ("x", grid.x_coords(), _axis_attributes(grid.crs, "x")),
+    }
+
+
+def _axis_attributes(crs: str, axis: str) -> dict[str, str]:
+    """CF attributes of a grid axis: projected (metres...) or geographic (degrees)."""
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if parsed.is_geographic:
+        if axis == "x":
+            return {"standard_name": "longitude", "long_name": "longitude", "units":
+                    "degrees_east", "axis": "X"}  # fmt: skip
+        return {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+                "axis": "Y"}  # fmt: skip
+    units = {"metre": "m", "meter": "m", "US survey foot": "us_survey_foot", "foot": "ft"}
+    unit = parsed.axis_info[0].unit_name if parsed.axis_info else "metre"
+    return {
+        "standard_name": f"projection_{axis}_coordinate",
+        "long_name": f"{axis} coordinate of projection",
+        "units": units.get(unit, unit),
+        "axis": axis.upper(),
+    }
 
 
 def cube_template(plan: CubePlan) -> xr.Dataset:
@@ -67,17 +96,6 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
             da.zeros((grid.height, grid.width), dtype=np.uint16, chunks=(size, size)),
             {"long_name": f"number of valid {sensor.profile.name} acquisitions"},
         )
-    data_vars[OWNED_VARIABLE] = (
-        ("y", "x"),
-        da.zeros((grid.height, grid.width), dtype=np.uint8, chunks=(size, size)),
-        {"long_name": "1 where this tile owns the pixel (overlapping tiles: docs/cube.md)"},
-    )
-    n_rows, n_cols = -(-grid.height // size), -(-grid.width // size)
-    data_vars[CHUNK_DONE_VARIABLE] = (
-        ("chunk_row", "chunk_col"),
-        da.zeros((n_rows, n_cols), dtype=np.uint8, chunks=(1, 1)),
-        {"long_name": "1 once the chunk's region write finished"},
-    )
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs)
     ds = ds.rio.write_transform(grid.affine)
@@ -94,6 +112,37 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
     return ds
 
 
+def state_template(plan: CubePlan) -> xr.Dataset:
+    """The build's own arrays, kept in the ``STATE_GROUP`` subgroup, out of the user's dataset:
+    ``owned`` (y, x) and ``chunk_done`` (chunk row, chunk column)."""
+    grid, size = plan.grid, plan.chunk_size
+    n_rows, n_cols = -(-grid.height // size), -(-grid.width // size)
+    data_vars: dict[str, Any] = {
+        OWNED_VARIABLE: (
+            ("y", "x"),
+            da.zeros((grid.height, grid.width), dtype=np.uint8, chunks=(size, size)),
+            {"long_name": "1 where this tile owns the pixel (overlapping tiles: docs/cube.md)"},
+        ),
+        CHUNK_DONE_VARIABLE: (
+            ("chunk_row", "chunk_col"),
+            da.zeros((n_rows, n_cols), dtype=np.uint8, chunks=(1, 1)),
+            {"long_name": "1 once the chunk's region write finished"},
+        ),
+    }
+    return xr.Dataset(data_vars)
+
+
+def _member(group: zarr.Group, name: str) -> zarr.Array:
+    """Array ``name`` of the cube: the build's own arrays live in ``STATE_GROUP``; stores
+    written before that kept them at the root, and are still read and resumed."""
+    if name in STATE_VARIABLES and f"{STATE_GROUP}/{name}" in group:
+        found = group[f"{STATE_GROUP}/{name}"]
+    else:
+        found = group[name]
+    assert isinstance(found, zarr.Array)
+    return found
+
+
 def _storage(encoding: VariableEncoding | None) -> dict[str, Any]:
     """The xarray encoding of a time series: int16 codes with CF scale_factor and _FillValue
     (the Zarr fill value too: a chunk never written reads as NaN), or float32 with NaN."""
@@ -108,7 +157,11 @@ def _storage(encoding: VariableEncoding | None) -> dict[str, Any]:
 
 
 def write_template(
-    template: xr.Dataset, path: str, storage_options: Mapping[str, Any] | None = None
+    template: xr.Dataset,
+    path: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    group: str | None = None,
 ) -> None:
     """Write a lazy dataset's metadata and coordinates as a Zarr v3 store; no data chunk is written.
 
@@ -134,10 +187,11 @@ def write_template(
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         template.to_zarr(
             path,
+            group=group,
             mode="w",
             compute=False,
             zarr_format=3,
-            consolidated=True,
+            consolidated=group is None,
             storage_options=dict(storage_options) if storage_options else None,
         )
 
@@ -145,8 +199,15 @@ def write_template(
 def create_cube_store(
     plan: CubePlan, path: str, storage_options: Mapping[str, Any] | None = None
 ) -> None:
-    """Write the cube's metadata and coordinates; every data chunk is left to ``write_region``."""
+    """Write the cube's metadata and coordinates; every data chunk is left to ``write_region``.
+    The build's own arrays go to the ``STATE_GROUP`` subgroup: ``xarray.open_zarr(path)`` shows
+    the user's variables only."""
     write_template(cube_template(plan), path, storage_options)
+    write_template(state_template(plan), path, storage_options, group=STATE_GROUP)
+    # The root's consolidated metadata lists the subgroup too (region writes look it up there).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(_open(path, "r+", storage_options).store)
 
 
 def _open(path: str, mode: str, storage_options: Mapping[str, Any] | None) -> zarr.Group:
@@ -164,8 +225,7 @@ def write_region(
     group = _open(path, "r+", storage_options)
     rows, cols = window.slices
     for name, values in arrays.items():
-        target = group[name]
-        assert isinstance(target, zarr.Array)
+        target = _member(group, name)
         if target.dtype == np.int16 and values.dtype != np.int16:
             raise ValueError(
                 f"{name} is stored as int16 codes but got {values.dtype} values; write the "
@@ -185,8 +245,7 @@ def mark_chunk_done(
     path: str, chunk_size: int, window: Window, storage_options: Mapping[str, Any] | None = None
 ) -> None:
     group = _open(path, "r+", storage_options)
-    done = group[CHUNK_DONE_VARIABLE]
-    assert isinstance(done, zarr.Array)
+    done = _member(group, CHUNK_DONE_VARIABLE)
     done[window.row_off // chunk_size, window.col_off // chunk_size] = 1
 
 
@@ -198,7 +257,7 @@ def finished_windows(
 ) -> set[Window]:
     """The windows whose region write completed (a restart skips them)."""
     group = _open(path, "r", storage_options)
-    flags = np.asarray(group[CHUNK_DONE_VARIABLE][...])  # type: ignore[index]
+    flags = np.asarray(_member(group, CHUNK_DONE_VARIABLE)[...])
     return {w for w in windows if flags[w.row_off // chunk_size, w.col_off // chunk_size] == 1}
 
 
@@ -236,3 +295,17 @@ def read_features(
     if stack is None:
         raise ValueError("read_features needs at least one variable")
     return stack
+
+
+def open_cube(path: str, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """The cube as a lazy xarray Dataset whose time series decode to float32 (the values
+    sitsflow uses, bit for bit).
+
+    ``xarray.open_zarr`` decodes the int16 variables in float64: Zarr v3 attributes are JSON,
+    so the float32 type of ``scale_factor`` cannot be stored and xarray takes a Python float
+    (float64) for it. The float32 cast of that exact float64 product is sitsflow's value.
+    """
+    options = dict(storage_options) if storage_options and "://" in path else None
+    cube = xr.open_zarr(path, storage_options=options)
+    scaled = [name for name, v in cube.data_vars.items() if "scale_factor" in v.encoding]
+    return cube.assign({name: cube[name].astype(np.float32) for name in scaled})

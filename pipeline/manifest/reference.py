@@ -48,7 +48,9 @@ class ReferenceSpec(_Strict):
     path: str = Field(description="GeoPackage, GeoParquet or Shapefile with the reference data.")
     layer: str | None = Field(None, description="Layer name inside a multi-layer file.")
     label_field: str | None = Field(
-        None, description="Integer field with the class code (classification)."
+        None,
+        description="Field with the class (classification): integer codes, or text (codes 1..K "
+        "in sorted order of the texts, the texts becoming the class names).",
     )
     value_field: str | None = Field(
         None,

@@ -154,7 +154,7 @@ class _Bridge(logging.Handler):
 
 
 #: Loggers whose info lines are shown too: catalog retries and their causes, item counts.
-INFO_LOGGERS = ("pipeline.catalog",)
+INFO_LOGGERS = ("pipeline.catalog", "pipeline.samples.reference")
 
 
 def bridge_logging(log: RunLog, names: tuple[str, ...] = ("distributed", "pipeline")) -> None:

@@ -155,6 +155,12 @@ def _check_geometries(frame: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     return frame
 
 
+@lru_cache(maxsize=16)
+def _announce(message: str) -> None:
+    """An info line said once per process (every tile and window loads the reference)."""
+    log.info(message)
+
+
 def text_label_codes(labels: pd.Series) -> dict[str, int]:
     """Codes 1..K for text class labels, in sorted order of the names: the numbering
     ``sitsflow train`` gives a sample table's classes, so both agree."""
@@ -188,10 +194,9 @@ def _labels(frame: pd.DataFrame, spec: ReferenceConfig) -> tuple[pd.Series, pd.S
             )
         text = labels.astype(str)
         codes = text_label_codes(text)
-        log.info(
-            "reference.label_field %r holds text: class codes %s (sorted names)",
-            field,
-            ", ".join(f"{code}={name}" for name, code in codes.items()),
+        _announce(
+            f"reference.label_field {field!r} holds text: class codes "
+            f"{', '.join(f'{code}={name}' for name, code in codes.items())} (sorted names)"
         )
         return text.map(codes).astype(np.int64), text
     if not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):

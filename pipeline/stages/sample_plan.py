@@ -166,7 +166,8 @@ def sample_pixels(
     pixels = pixels.reset_index(drop=True)
     kept = np.zeros(len(pixels), dtype=bool)
     rule = SelectionRule.from_spec(sampling)
-    for run, split in enumerate(splits):
+    sides: dict[str, np.ndarray] = {}  # joined once: a column per run inserted one by one
+    for run, split in enumerate(splits):  # fragments the frame (pandas warns from 100 runs)
         side = pixels["polygon_id"].map(split).to_numpy()
         training = select_pixels(
             pixels[side == TRAIN],
@@ -180,8 +181,11 @@ def sample_pixels(
             check_region_training(training, every_region, classification=not regression)
         column = np.where(side == VALIDATION, VALIDATION, "").astype(object)
         column[training.index.to_numpy()] = TRAIN
-        pixels[split_column(run)] = column
+        sides[split_column(run)] = column
         kept |= column != ""
+    for name in [n for n in sides if n in pixels.columns]:  # "split" (run 0): in its place
+        pixels[name] = sides.pop(name)
+    pixels = pd.concat([pixels, pd.DataFrame(sides, index=pixels.index)], axis=1)
     both = pixels[kept]
     windowed = "window" in both.columns
     if references[0].tile.key is None:

@@ -232,7 +232,9 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
         # Validation pixels of several windows are not a sample of the one map: no area estimate.
         area = None
         if not context.reading.from_samples:
-            area = _area_assessment(labels_path, reference, predicted, classes)
+            area = _area_assessment(
+                labels_path, reference, predicted, classes, context.features_word
+            )
         with store.publish(context.files.report) as folder:
             write_report(
                 folder,
@@ -246,7 +248,9 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
                 runs=runs,
             )
     out = metrics.to_dict()
-    return {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}
+    return _console(
+        {k: out[k] for k in ("overall_accuracy", "kappa", "n_samples") if k in out}, context, runs
+    )
 
 
 def _named_legend(legend: tuple[ClassInfo, ...], model_info: Any) -> tuple[ClassInfo, ...]:
@@ -257,19 +261,35 @@ def _named_legend(legend: tuple[ClassInfo, ...], model_info: Any) -> tuple[Class
     return (*legend, *(ClassInfo(code, name) for code, name in extra))
 
 
+def _console(scores: dict[str, Any], context: ValidateContext, runs: Any) -> dict[str, Any]:
+    """What the console prints after a run: the scores, what the reference's features are
+    (points, polygons), and the mean and interval across repeated runs."""
+    scores["features"] = context.features_word
+    if runs is not None:
+        scores["across_runs"] = runs.to_dict()
+    return scores
+
+
 def _area_assessment(
-    labels_path: Path, reference: np.ndarray, predicted: np.ndarray, classes: list[int]
+    labels_path: Path,
+    reference: np.ndarray,
+    predicted: np.ndarray,
+    classes: list[int],
+    features: str = "polygons",
 ) -> Any:
     """Olofsson area and accuracy estimates from the label map's class areas, or None (with a
     warning saying why) when the map and the validation pixels do not allow them."""
     import warnings
 
     from pipeline.errors import SitsflowError
-    from pipeline.validate.mapped_area import assess_area, count_map_classes
+    from pipeline.validate.mapped_area import Sampling, assess_area, count_map_classes
     from pipeline.warnings import DataQualityWarning
 
     try:
-        return assess_area(count_map_classes(labels_path), reference, predicted, classes=classes)
+        sampling: Sampling = "point_split" if features == "points" else "polygon_split"
+        return assess_area(
+            count_map_classes(labels_path), reference, predicted, classes=classes, sampling=sampling
+        )
     except SitsflowError as error:
         warnings.warn(
             f"no area-weighted accuracy or class areas in the report: {error}",
@@ -330,7 +350,9 @@ def _validate_values(
                 runs=runs,
             )
     out = metrics.to_dict()
-    return {k: out[k] for k in ("rmse", "mae", "bias", "r2", "n_samples") if k in out}
+    return _console(
+        {k: out[k] for k in ("rmse", "mae", "bias", "r2", "n_samples") if k in out}, context, runs
+    )
 
 
 def _report_details(

@@ -52,7 +52,7 @@ AreaUnit = Literal["ha", "km2", "m2"]
 #: Square metres per unit.
 AREA_UNITS: dict[str, float] = {"m2": 1.0, "ha": 1e4, "km2": 1e6}
 
-Sampling = Literal["polygon_split", "stratified_random"]
+Sampling = Literal["polygon_split", "point_split", "stratified_random"]
 
 POLYGON_SAMPLE_CAVEAT = (
     "The validation pixels are the pixels of validation polygons (split by polygon), not a "
@@ -60,6 +60,14 @@ POLYGON_SAMPLE_CAVEAT = (
     "sample is a cluster sample and the standard errors and 95% intervals are too narrow. "
     "Read the intervals as indicative; for design-based intervals, validate on a stratified "
     "random sample of map pixels (Olofsson et al. 2014, section 4)."
+)
+
+POINT_SAMPLE_CAVEAT = (
+    "The validation pixels are the pixels of validation points (split by point, stratified by "
+    "reference class), not a stratified random sample of the map classes, so the 95% intervals "
+    "hold only if the points were drawn at random within each map class. Read them as "
+    "indicative otherwise; for design-based intervals, validate on a stratified random sample "
+    "of map pixels (Olofsson et al. 2014, section 4)."
 )
 
 #: Window side (pixels) :func:`count_map_classes` reads at a time: 1024 x 1024 x 4 bytes at most.
@@ -272,10 +280,12 @@ class AreaAssessment:
 def _sampling(sampling: str) -> str | None:
     if sampling == "polygon_split":
         return POLYGON_SAMPLE_CAVEAT
+    if sampling == "point_split":
+        return POINT_SAMPLE_CAVEAT
     if sampling == "stratified_random":
         return None
     raise InputDataError(
-        f"sampling {sampling!r} is not 'polygon_split' or 'stratified_random'",
+        f"sampling {sampling!r} is not 'polygon_split', 'point_split' or 'stratified_random'",
         fix="say how the validation pixels were drawn",
     )
 

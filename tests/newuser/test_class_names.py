@@ -43,7 +43,11 @@ def test_classes_in_another_order_are_matched_by_name() -> None:
     model, recoded = recode_classes(model, contract, mapping)
     assert [mapping[int(c)] for c in before] == model.predict(rows).tolist() == [30, 10, 20]
     assert recoded.classes == (30, 10, 20)
-    assert recoded.training["class_names"] == {"30": "cultivated land", "10": "forest", "20": "water"}
+    assert recoded.training["class_names"] == {
+        "30": "cultivated land",
+        "10": "forest",
+        "20": "water",
+    }
 
 
 def test_names_match_whatever_their_case_and_a_model_only_class_keeps_its_name() -> None:

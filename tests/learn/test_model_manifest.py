@@ -74,7 +74,7 @@ def test_an_external_model_path_is_relative_to_the_manifest() -> None:
 
 MALFORMED = [
     ({"kind": "torch"}, "spec.model", "needs an architecture"),
-    ({"kind": "keras"}, "spec.model.kind", "'sklearn', 'torch' or 'external'"),
+    ({"kind": "keras"}, "spec.model.kind", "'sklearn', 'torch', 'external' or 'torch_patch'"),
     ({"kind": "torch", "architecture": "temp cnn"}, "spec.model.architecture",
      "neither a built-in network nor an import path"),
     ({"architecture": "tempcnn"}, "spec.model", "architecture is only used by kind 'torch'"),
@@ -105,6 +105,17 @@ MALFORMED = [
     ({"kind": "torch", "architecture": "mlp", "training": {"patiense": 3}},
      "spec.model.training.patiense", "did you mean 'patience'"),
     ({"standardise": True}, "spec.model.standardise", "did you mean 'standardize'"),
+    ({"kind": "torch_patch"}, "spec.model", "torch_patch' needs an architecture"),
+    ({"kind": "torch_patch", "architecture": "tempcnn"}, "spec.model",
+     "architecture 'tempcnn' is a network of kind 'torch'"),
+    ({"kind": "torch", "architecture": "utae"}, "spec.model",
+     "architecture 'utae' is a network of kind 'torch_patch'"),
+    ({"kind": "torch", "architecture": "mlp", "patch": {"size": 16}}, "spec.model",
+     "patch is only used by kind 'torch_patch'"),
+    ({"kind": "torch_patch", "architecture": "utae", "patch": {"size": 18}},
+     "spec.model.patch.size", "multiple of 4"),
+    ({"kind": "torch_patch", "architecture": "utae", "patch": {"size": 16, "stride": 20}},
+     "spec.model.patch", "stride 20 is larger than the patch size 16"),
 ]  # fmt: skip
 
 

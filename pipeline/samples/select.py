@@ -310,7 +310,12 @@ def sample_runs(
     runs = []
     for seed in run_seeds(sampling.seed, sampling.runs):
         split = split_polygons(
-            strata_of, sampling.validation_fraction, seed, strata=by_region, groups=groups
+            strata_of,
+            sampling.validation_fraction,
+            seed,
+            strata=by_region,
+            groups=groups,
+            feature=reference.feature_word.removesuffix("s"),
         )
         pixels = labelled_pixels(reference, split, by_region)
         training = select_pixels(

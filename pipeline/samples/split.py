@@ -50,8 +50,11 @@ def split_polygons(
     *,
     strata: Mapping[int, Hashable] | None = None,
     groups: Mapping[int, Hashable] | None = None,
+    feature: str = "polygon",
 ) -> dict[int, str]:
     """Assign each polygon (id -> class) to TRAIN or VALIDATION, stratified by class.
+
+    ``feature`` names the reference's features in warnings ("point" for a reference of points).
 
     ``strata`` (polygon -> region, optional) stratifies further; ``groups`` (polygon -> group,
     optional) makes whole groups the split unit, each group in the stratum of the majority class
@@ -88,12 +91,14 @@ def split_polygons(
             for polygon in members[units[position]]:
                 out[polygon] = side
     if single:
-        _warn_single(single, strata is not None, groups is not None)
+        _warn_single(single, strata is not None, groups is not None, feature)
     return out
 
 
-def _warn_single(single: list[tuple[int, Hashable]], by_region: bool, by_group: bool) -> None:
-    unit = "reference group" if by_group else "reference polygon"
+def _warn_single(
+    single: list[tuple[int, Hashable]], by_region: bool, by_group: bool, feature: str = "polygon"
+) -> None:
+    unit = "reference group" if by_group else f"reference {feature}"
     if by_region:
         which = ", ".join(f"class {c} in region {r!r}" for c, r in single)
         what = f"{which} {'has' if len(single) == 1 else 'have'} a single {unit}"

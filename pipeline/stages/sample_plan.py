@@ -151,6 +151,7 @@ def sample_pixels(
                 sampling.seed + run,
                 strata=by_region,
                 groups=groups,
+                feature=references[0].reference.feature_word.removesuffix("s"),
             )
             for run in range(sampling.runs)
         ]

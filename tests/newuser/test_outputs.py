@@ -66,3 +66,10 @@ def test_work_counts_tiles_not_tiles_times_periods() -> None:
 
 def test_a_wkt2_catalog_keeps_the_demo_licence(tmp_path: Path) -> None:
     assert run_license(_config(str(wkt2_catalog(tmp_path))))[0] == "MIT"
+
+
+def test_a_point_reference_is_called_points_in_the_split_warning() -> None:
+    from pipeline.samples.split import split_polygons
+
+    with pytest.warns(SamplingWarning, match=r"class\(es\) \[2\] have a single reference point"):
+        split_polygons({0: 1, 1: 1, 2: 2}, 0.3, 0, feature="point")

@@ -27,6 +27,9 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
 * ``postprocess``: smoothing, regularization (50 px) and vectorization of a 2048 x 2048 map of
   7 classes chunk by chunk (512 px, halos) against GDAL's sieve and polygonize on the whole
   array in memory, with each path's peak memory (``bench.postprocess``).
+* ``patch``: inference of a patch model (utae, 32 px patches blended at stride 16) against the
+  pixel TempCNN, pixels per second of one thread on 256 px chunks and peak memory per process
+  (``bench.patch``).
 
 Wall seconds depend on what else runs on the machine: the load average is printed before and
 after, and CPU seconds are given beside wall seconds. The exit status is 1 when a result is
@@ -51,13 +54,14 @@ import rasterio
 import yaml
 
 from bench import cube as cube_bench
+from bench import patch as patch_bench
 from bench import postprocess as postprocess_bench
 from bench import predict as predict_bench
 from bench import resume as resume_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # every path runs on 2 worker processes of 1 thread
-SECTIONS = ("cube", "predict", "scaling", "resume", "postprocess")
+SECTIONS = ("cube", "predict", "scaling", "resume", "postprocess", "patch")
 MIB = 2**20
 
 
@@ -436,6 +440,8 @@ def report(figures: dict[str, Any]) -> str:
         ]
     if figures.get("postprocess"):
         out += ["", postprocess_bench.report(figures["postprocess"])]
+    if figures.get("patch"):
+        out += ["", patch_bench.report(figures["patch"])]
     chain = figures.get("chain")
     if chain and ("measured" in chain or "s2_like" in chain):
         out += ["", sizing_sentence(chain)]
@@ -494,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         if "postprocess" in sections:  # smoothing, sieve, polygons vs GDAL in memory
             figures["postprocess"] = postprocess_bench.measure(2048, 512, 50, work / "postprocess")
             print("  postprocess: smoothing, regularization, vectorization measured", flush=True)
+        if "patch" in sections:  # patch model vs pixel TempCNN inference, one thread each
+            figures["patch"] = patch_bench.run()
+            print("  patch: patch and pixel inference measured", flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,9 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
   At the suite's size (``--resume-factor 8``) a session's fixed costs weigh more than at
   ``python -m bench.resume --factor 16``, the issue-6 check: the suite reports the ratio and
   fails only on wrong results.
+* ``objects``: segmentation (SLIC per 256 px chunk with a 16 px halo, then stitched) and zonal
+  statistics of 12 features on 1024 x 1024 px, per megapixel, with each worker's peak memory
+  (``bench.objects``).
 * the whole chain's throughput in pixels per second per core (the 16-tile run: discovery,
   cube, samples, training, prediction, mosaic, report), and what it means for a national run of
   ``--national-pixels`` pixels (15 billion: metropolitan France at 10 m).
@@ -54,6 +57,7 @@ import rasterio
 import yaml
 
 from bench import cube as cube_bench
+from bench import objects as objects_bench
 from bench import patch as patch_bench
 from bench import postprocess as postprocess_bench
 from bench import predict as predict_bench
@@ -61,7 +65,7 @@ from bench import resume as resume_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # every path runs on 2 worker processes of 1 thread
-SECTIONS = ("cube", "predict", "scaling", "resume", "postprocess", "patch")
+SECTIONS = ("cube", "predict", "scaling", "resume", "objects", "postprocess", "patch")
 MIB = 2**20
 
 
@@ -438,6 +442,8 @@ def report(figures: dict[str, Any]) -> str:
             f"{resume['units_redone']}; maps byte-identical: {resume['maps_identical']}",
             resume["verdict"],
         ]
+    if figures.get("objects"):
+        out += ["", objects_bench.report(figures["objects"])]
     if figures.get("postprocess"):
         out += ["", postprocess_bench.report(figures["postprocess"])]
     if figures.get("patch"):
@@ -497,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
             figures["resume"].update(verdict=line, passed=ok)
             shutil.rmtree(folder, ignore_errors=True)
             print(f"  resume: {line}", flush=True)
+        if "objects" in sections:  # segmentation and zonal statistics per megapixel
+            figures["objects"] = objects_bench.measure(
+                1024, 12, 256, CORES, "slic", 100, 16, work / "objects"
+            )
+            print("  objects: segmentation and zonal statistics measured", flush=True)
         if "postprocess" in sections:  # smoothing, sieve, polygons vs GDAL in memory
             figures["postprocess"] = postprocess_bench.measure(2048, 512, 50, work / "postprocess")
             print("  postprocess: smoothing, regularization, vectorization measured", flush=True)

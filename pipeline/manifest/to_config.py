@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.catalog.config import BandConfig, CatalogConfig, MaskConfig, SensorConfig
+from pipeline.fusion.config import FusionConfig, FusionSourceConfig
 from pipeline.grid import AreaConfig
 from pipeline.learn.config import GridSearchConfig, ModelConfig, PatchConfig, TrainingConfig
 from pipeline.manifest.area import AreaSpec, PeriodSpec
 from pipeline.manifest.compute import ComputeSpec
-from pipeline.fusion.config import FusionConfig, FusionSourceConfig
 from pipeline.manifest.features import FeaturesSpec
 from pipeline.manifest.fusion import FusionSpec
 from pipeline.manifest.model import ModelSpec

@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline.errors import InputDataError
 from pipeline.model import ClassInfo
+from pipeline.validate import figures
 from pipeline.validate import report as report_module
 from pipeline.validate.metrics import ClassificationMetrics, classification_metrics
 from pipeline.validate.report import ReportFiles, write_report
@@ -249,10 +250,10 @@ def test_label_map_with_255_nodata_and_unknown_codes(
 
 
 def test_decimated_shape() -> None:
-    assert report_module._decimated_shape(1000, 1500, 2000) == (1000, 1500)
-    assert report_module._decimated_shape(2000, 2000, 2000) == (2000, 2000)
-    assert report_module._decimated_shape(4001, 1000, 2000) == (1334, 334)
-    height, width = report_module._decimated_shape(10980, 10980, 2000)
+    assert figures._decimated_shape(1000, 1500, 2000) == (1000, 1500)
+    assert figures._decimated_shape(2000, 2000, 2000) == (2000, 2000)
+    assert figures._decimated_shape(4001, 1000, 2000) == (1334, 334)
+    height, width = figures._decimated_shape(10980, 10980, 2000)
     assert max(height, width) <= 2000
     assert height == width
 
@@ -260,8 +261,8 @@ def test_decimated_shape() -> None:
 def test_large_maps_are_read_decimated(
     tmp_path: Path, label_map: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report_module, "QUICKLOOK_MAX_PIXELS", 25)
-    data, crs, bounds, nodata = report_module._read_band(label_map)
+    monkeypatch.setattr(figures, "QUICKLOOK_MAX_PIXELS", 25)
+    data, crs, bounds, nodata = figures._read_band(label_map)
     # factor ceil(60 / 25) = 3 on 40 x 60: ceil(40 / 3) x ceil(60 / 3)
     assert data.shape == (14, 20)
     assert crs.to_epsg() == 32631
@@ -272,13 +273,11 @@ def test_large_maps_are_read_decimated(
 
 
 def test_confidence_scales() -> None:
-    percent = report_module._confidence_percent(np.array([0, 50, 100, 255], np.uint8), 255)
+    percent = figures._confidence_percent(np.array([0, 50, 100, 255], np.uint8), 255)
     assert percent.tolist() == [0.0, 50.0, 100.0, None]
-    fraction = report_module._confidence_percent(
-        np.array([0.0, 0.5, 1.0, np.nan], np.float32), None
-    )
+    fraction = figures._confidence_percent(np.array([0.0, 0.5, 1.0, np.nan], np.float32), None)
     assert fraction.tolist() == [0.0, 50.0, 100.0, None]
-    already_percent = report_module._confidence_percent(np.array([0.0, 80.0], np.float32), None)
+    already_percent = figures._confidence_percent(np.array([0.0, 80.0], np.float32), None)
     assert already_percent.tolist() == [0.0, 80.0]
 
 
@@ -295,7 +294,7 @@ def test_failure_in_the_middle_leaves_no_files(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("quicklook exploded")
 
-    monkeypatch.setattr(report_module, "_render_quicklook", broken)
+    monkeypatch.setattr(report_module, "render_quicklook", broken)
     out = tmp_path / "report"
     with pytest.raises(RuntimeError, match="quicklook exploded"):
         _write(out, metrics, label_map)
@@ -315,7 +314,7 @@ def test_failure_keeps_the_previous_report(
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module, "_render_quicklook", broken)
+    monkeypatch.setattr(report_module, "render_quicklook", broken)
     with pytest.raises(OSError, match="disk full"):
         _write(out, metrics, label_map, title="second attempt")
     assert {name: (out / name).read_bytes() for name in _files_in(out)} == before

@@ -1,5 +1,8 @@
 """The sitsflow operator: kopf handlers that turn a SitsRun into a DaskCluster and a driver Job.
 
+(Over 600 lines on purpose: one resource's lifecycle (start, sync, restart, delete) and the
+conditions it reports read as one state machine; the pure spec builders live in specs.py.)
+
     kubectl apply -f run.yaml   ->  validate the spec (the same rules as `sitsflow validate`)
                                 ->  ConfigMap (the manifest) + DaskCluster (workers) + Job (driver)
     every poll_seconds          ->  phase from the Job, the driver's error from its pod

@@ -1,5 +1,8 @@
 """Labelled pixel time-series tables (sits long format, or wide form) as feature matrices.
 
+(Over 600 lines on purpose: the two table forms share one set of rules and one conforming
+step to a model's features; split, each half would restate them.)
+
 **Long form** (sits): one row per sample and date, ``sample_id, longitude, latitude, start_date,
 end_date, label, n_obs, <band columns...>, date`` (CSV, gzipped CSV or Parquet). It is pivoted to
 one row per sample with the features in the cube's order, bands then dates:

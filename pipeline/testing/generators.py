@@ -1,5 +1,8 @@
 """Seeded writers of small synthetic scenes in the real file layouts, naming and asset keys.
 
+(Over 600 lines on purpose: one writer per provider layout, all sharing the seeded scene and
+its noise; a reader compares the layouts side by side here.)
+
 Each writer puts COGs on disk exactly where and how the provider names them, with clouds, cloud
 shadows, saturated pixels, swath edges (no data), several overlapping tiles in different UTM
 zones and a different number of dates per tile, and returns one ``SyntheticScene`` per

@@ -29,7 +29,19 @@ from pipeline.run.units import Unit
 from pipeline.storage import RunStore
 from tests.run.helpers import demo_manifest
 
-BUILT_IN = ("discover", "cube", "samples", "train", "predict", "mosaic", "postprocess", "validate")
+BUILT_IN = (
+    "discover",
+    "cube",
+    "samples",
+    "train",
+    "predict",
+    "mosaic",
+    "postprocess",
+    "validate",
+    "fusion",
+    "objects",
+)
+VALIDATE = BUILT_IN.index("validate") + 1
 
 
 def test_the_registry_lists_the_stages_in_order_and_stays_light() -> None:
@@ -130,7 +142,13 @@ def toy_stages() -> Iterator[Count]:
 
 
 def test_register_refuses_a_misplaced_stage(toy_stages: Count) -> None:
-    assert registry.stage_names() == (*BUILT_IN[:5], "toy_count", *BUILT_IN[5:], "toy_note")
+    assert registry.stage_names() == (
+        *BUILT_IN[:5],
+        "toy_count",
+        *BUILT_IN[5:VALIDATE],
+        "toy_note",
+        *BUILT_IN[VALIDATE:],
+    )
     with pytest.raises(SitsflowError, match="registered already"):
         registry.register(Count(1))
     late = Note()

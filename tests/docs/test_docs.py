@@ -170,6 +170,8 @@ def in_demo(document: Any) -> dict[str, Any]:
         document = {"sensors": document}
     assert isinstance(document, dict) and document, f"not a mapping or a list: {document!r}"
     if set(document) <= set(RunSpec.model_fields):
+        if document.get("task", "classification") != "classification":
+            spec.pop("postprocess", None)  # the demo's map products are for a label map
         spec.update(document)
     elif set(document) <= set(SensorSpec.model_fields):
         spec["sensors"][0].update(document)

@@ -220,14 +220,18 @@ def class_code_map(contract: ModelContract, reference: Mapping[int, str]) -> dic
     """model code -> run code, matching the model's class names with the reference's.
 
     ``reference`` is the reference's code -> name (empty when it has no names: codes are then
-    compared as they are, and so are the codes of a model that records no names). Names match
+    compared as they are, and so are the codes of a model that records no names, or only its
+    codes as names). Names match
     whatever their case and spacing. Every class of the reference must be known to the model by
     name (else the run's codes would be compared with classes the model calls something else:
     a ModelError shows both lists); a class only the model knows keeps its code when the
     reference does not use it, else a free code above every code of both.
     """
     names = model_class_names(contract)
-    if not names or not reference:
+    # A table labelled with integer codes gives "names" that are the codes themselves: such a
+    # model names no class, and its codes are compared as they are.
+    coded = all(name.strip() == str(code) for code, name in names.items())
+    if not names or coded or not reference:
         return {code: code for code in contract.classes}
     by_name = {_key(name): code for code, name in reference.items()}
     unknown = sorted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_ci_validation_commands_pass_on_the_examples() -> None:
     """What the workflows' validate jobs run, on the example runs: the operator's admission
     (their inputs are in the image or a bucket, not here) and the CRD's schema."""
     examples = [DEPLOY / "examples" / n for n in ("demo-run.yaml", "production-s2-theia.yaml")]
-    python = REPO / ".venv" / "bin" / "python"
+    python = sys.executable  # the interpreter running the tests, wherever its venv is
     result = subprocess.run(
         [str(python), "-m", "pipeline.k8s.admission", *map(str, examples)],
         capture_output=True,

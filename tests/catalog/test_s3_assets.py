@@ -55,6 +55,11 @@ PROFILE = SensorProfile(
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
+    import s3fs
+
+    # fsspec caches filesystems by their arguments, not by the endpoint in the environment: one
+    # made against an earlier module's (now stopped) server would be handed back here
+    s3fs.S3FileSystem.clear_instance_cache()
     with s3_bucket_in_environment(BUCKET) as server:
         yield server
 

@@ -53,7 +53,11 @@ def test_make_test_installs_the_test_servers() -> None:
 
 def test_nothing_reads_data_outside_the_repository() -> None:
     # A user's clone has nothing beside it: the tests' data are in tests/data and examples/.
-    outside = re.compile(r"""/\s*["']shared["']|\.\./shared|shared/data|parents\[\d\]\.parent""")
+    # the folder's name is built, so that this guard is not itself a reader of it
+    folder = "sha" + "red"
+    outside = re.compile(
+        rf"""/\s*["']{folder}["']|\.\./{folder}|{folder}/data|parents\[\d\]\.parent"""
+    )
     offenders = [
         f"{path.relative_to(REPO)}:{number}"
         for folder in ("tests", "bench", "examples", "pipeline")

@@ -26,10 +26,14 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
   (``bench.objects``).
 * the whole chain's throughput in pixels per second per core (the 16-tile run: discovery,
   cube, samples, training, prediction, mosaic, report), and what it means for a national run of
-  ``--national-pixels`` pixels (15 billion: metropolitan France at 10 m).
+  ``--national-pixels`` pixels (5.5 billion: metropolitan France, 551,695 km2 at 10 m).
 * ``postprocess``: smoothing, regularization (50 px) and vectorization of a 2048 x 2048 map of
   7 classes chunk by chunk (512 px, halos) against GDAL's sieve and polygonize on the whole
   array in memory, with each path's peak memory (``bench.postprocess``).
+* ``chain``: the whole chain, imagery to map (``bench.chain``) on one generated tile of
+  ``--chain-size`` px: the read floor, scikit-learn's in-memory prediction, the naive and
+  eo-learn chains and ``sitsflow run`` with the cube kept or fused and with compiled or
+  scikit-learn inference, with the ratios of issue 22 and the national sizing.
 * ``patch``: inference of a patch model (utae, 32 px patches blended at stride 16) against the
   pixel TempCNN, pixels per second of one thread on 256 px chunks and peak memory per process
   (``bench.patch``).
@@ -56,6 +60,7 @@ from typing import Any
 import rasterio
 import yaml
 
+from bench import chain as chain_bench
 from bench import cube as cube_bench
 from bench import objects as objects_bench
 from bench import patch as patch_bench
@@ -65,7 +70,7 @@ from bench import resume as resume_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # every path runs on 2 worker processes of 1 thread
-SECTIONS = ("cube", "predict", "scaling", "resume", "objects", "postprocess", "patch")
+SECTIONS = ("cube", "predict", "scaling", "resume", "objects", "postprocess", "patch", "chain")
 MIB = 2**20
 
 
@@ -290,7 +295,7 @@ def sizing_sentence(chain: dict[str, Any]) -> str:
             f"{CORES} cores, the 16-tile run with its fixed costs), "
             f"{m['marginal_px_per_s_per_core']:,.0f} px/s per core at the margin (16 tiles "
             f"against 4), {m['px_per_cpu_s']:,.0f} px per CPU second. "
-            f"{national / 1e9:.0f} billion pixels would take "
+            f"{national / 1e9:.2f} billion pixels would take "
             f"{m['national_core_hours_marginal']:,.0f} core-hours at the marginal rate "
             f"({m['national_core_hours_marginal'] / 64:,.1f} h on 64 cores; "
             f"{m['national_core_hours']:,.0f} core-hours at the 16-tile rate)."
@@ -299,7 +304,7 @@ def sizing_sentence(chain: dict[str, Any]) -> str:
         s = chain["s2_like"]
         parts.append(
             f"S2-like workload ({s['workload']}): {s['px_per_cpu_s']:,.0f} px per CPU second, "
-            f"{s['national_cpu_hours']:,.0f} CPU-hours for {national / 1e9:.0f} billion pixels "
+            f"{s['national_cpu_hours']:,.0f} CPU-hours for {national / 1e9:.2f} billion pixels "
             f"({s['national_cpu_hours'] / 64:,.1f} h on 64 cores), before sampling and training."
         )
     return "\n".join(parts)
@@ -448,6 +453,10 @@ def report(figures: dict[str, Any]) -> str:
         out += ["", postprocess_bench.report(figures["postprocess"])]
     if figures.get("patch"):
         out += ["", patch_bench.report(figures["patch"])]
+    if figures.get("whole_chain"):
+        out += ["", chain_bench.report(figures["whole_chain"])]
+        if figures.get("whole_chain_sizing"):
+            out += ["", chain_bench.sizing_text(figures["whole_chain_sizing"])]
     chain = figures.get("chain")
     if chain and ("measured" in chain or "s2_like" in chain):
         out += ["", sizing_sentence(chain)]
@@ -471,7 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=int, default=192, help="user-grid tile side (px)")
     parser.add_argument("--chunk", type=int, default=64, help="chunk size of the scaling runs")
     parser.add_argument("--resume-factor", type=int, default=8, help="demo tiling for resume")
-    parser.add_argument("--national-pixels", type=float, default=15e9)
+    parser.add_argument("--chain-size", type=int, default=1024, help="whole-chain tile side (px)")
+    parser.add_argument("--chain-dates", type=int, default=16, help="whole-chain acquisitions")
+    parser.add_argument(
+        "--national-pixels",
+        type=float,
+        default=chain_bench.FRANCE_KM2 * chain_bench.PX_PER_KM2,
+        help="pixels of a national run (default: metropolitan France at 10 m)",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -514,6 +530,11 @@ def main(argv: list[str] | None = None) -> int:
         if "patch" in sections:  # patch model vs pixel TempCNN inference, one thread each
             figures["patch"] = patch_bench.run()
             print("  patch: patch and pixel inference measured", flush=True)
+        if "chain" in sections:  # the whole chain against the floors, naive and eo-learn
+            figures["whole_chain"] = chain_bench.measure(
+                work / "chain", args.chain_size, args.chain_dates, chunk=512
+            )
+            figures["whole_chain_sizing"] = chain_bench.sizing(figures["whole_chain"])
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -529,8 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [t["tile"] for t in figures.get("predict", {}).get("tiles", [])
               if not t["identical_labels"]]  # fmt: skip
     resume = figures.get("resume", {})
+    maps = figures.get("whole_chain", {}).get("maps", {})
+    # Wrong results (the resume cost at this reduced size is reported, not failed); fused and
+    # cube maps that differ, or compiled and scikit-learn labels, are wrong results too.
     if failed or resume.get("units_redone") or not resume.get("maps_identical", True):
-        return 1  # wrong results; the resume cost at this reduced size is reported, not failed
+        return 1
+    if not all(maps.values()):
+        return 1
     return 0
 
 

@@ -9,8 +9,9 @@ matters where a resampled tile of another CRS meets its neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -46,17 +47,24 @@ def _array(store: str, variable: str) -> zarr.Array:
     return array
 
 
-def _write_cog(
+def write_cog(
     destination: Path,
     grid: GridSpec,
-    dtype: np.dtype,
+    dtype: np.dtype | str,
     fill: Filler,
+    windows: Iterable[Window],
     *,
     nodata: float,
     overview_resampling: str,
-    block: int,
+    describe: Callable[[Any], None] | None = None,
 ) -> Path:
-    """Write ``fill(window)`` for every block of ``grid`` into a COG at ``destination``."""
+    """The one COG writer of the maps: ``fill(window)`` for each of ``windows`` (they cover
+    ``grid``) into a COG at ``destination``, written atomically, with overviews. ``describe``
+    is given the open staging GeoTIFF (a rasterio dataset) to set band metadata (description,
+    unit, colour table: ``pipeline.postprocess.legend.apply_band_info``) that the COG copy keeps.
+    GDAL's own ``.aux.xml`` of the staging and copied files is removed: a caller that keeps
+    metadata GDAL stores only there (category names) writes the sidecar itself."""
+    dtype = np.dtype(dtype)
     with atomic_path(destination) as tmp:
         staging = tmp.with_name(tmp.name + ".gtiff")
         profile = {
@@ -74,7 +82,7 @@ def _write_cog(
         }
         try:
             with rasterio.open(staging, "w", **profile) as dst:
-                for window in grid.chunks(block):
+                for window in windows:
                     data = fill(window)
                     dst.write(
                         data,
@@ -83,6 +91,8 @@ def _write_cog(
                             window.col_off, window.row_off, window.width, window.height
                         ),
                     )
+                if describe is not None:
+                    describe(dst)
             rasterio.shutil.copy(
                 staging,
                 tmp,
@@ -96,6 +106,8 @@ def _write_cog(
             )
         finally:
             staging.unlink(missing_ok=True)
+            Path(f"{staging}.aux.xml").unlink(missing_ok=True)
+            Path(f"{tmp}.aux.xml").unlink(missing_ok=True)
     return destination
 
 
@@ -183,12 +195,12 @@ def tiles_to_cog(
             out[free] = part[free]
         return out
 
-    return _write_cog(
+    return write_cog(
         destination,
         grid,
         dtype,
         fill,
+        grid.chunks(block),
         nodata=nodata,
         overview_resampling=overview_resampling,
-        block=block,
     )

@@ -1,7 +1,7 @@
 """The stages of a run, in order: the one list of them (the engine, the reporter, the cluster
 warm-up and ``sitsflow status`` read it here).
 
-    discover -> cube -> samples -> train -> predict -> mosaic -> postprocess -> validate
+    discover -> cube -> samples -> train -> predict -> smooth -> mosaic -> postprocess -> validate
 
 Each built-in stage is a module of this package exposing ``STAGE`` (a ``pipeline.run.stage.Stage``),
 imported only when planning needs it: importing this package stays light (no numba, sklearn or
@@ -40,6 +40,7 @@ BUILT_IN = (
     "samples",
     "train",
     "predict",
+    "smooth",
     "mosaic",
     "postprocess",
     "validate",

@@ -1,5 +1,8 @@
 """mosaic: the map stores of every tile -> one COG per map file (streamed window by window, with
-overviews), per mapped period; then a STAC catalog of the period's maps."""
+overviews), per mapped period; then a STAC catalog of the period's maps. With smoothing
+(``postprocess.smoothing``), the run's period also gets the smoothed maps from the tiles'
+smoothed stores (``pipeline.stages.smooth``): ``labels_smoothed.tif``,
+``confidence_smoothed.tif`` and ``probability_<code>_smoothed.tif``."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pipeline.run.units import Unit
 from pipeline.stages.cube import Cubes, PeriodTiles
 from pipeline.stages.predict import Predictions
 from pipeline.stages.samples import Samples
+from pipeline.stages.smooth import Smoothed
 from pipeline.storage import RunStore
 
 NAME = "mosaic"
@@ -37,6 +41,8 @@ class MapFile:
     variable: str = ""
     nodata: float = 0.0
     resampling: str = "nearest"
+    smoothed: bool = False
+    """Made from the tiles' smoothed stores (the smooth stage), not their map stores."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,28 @@ def map_files(
     ]
 
 
+SMOOTHED_PROBABILITY = "smoothed_probability_"
+
+
+def smoothed_files(layout: RunLayout, probability_classes: tuple[int, ...]) -> list[MapFile]:
+    """The map files of the smoothed maps (labels, confidence, each class's probability)."""
+    folder = Path(layout.labels_name).parent
+    return [
+        MapFile("labels_smoothed", (folder / "labels_smoothed.tif").as_posix(), smoothed=True),
+        MapFile(
+            "confidence_smoothed", (folder / "confidence_smoothed.tif").as_posix(), smoothed=True
+        ),
+        *(
+            MapFile(
+                f"{SMOOTHED_PROBABILITY}{code}",
+                (folder / f"probability_{code}_smoothed.tif").as_posix(),
+                smoothed=True,
+            )
+            for code in probability_classes
+        ),
+    ]
+
+
 def mosaic_units(
     files: list[MapFile], predict_digests: list[str], grid: GridSpec, *, prefix: str = ""
 ) -> list[Unit]:
@@ -99,16 +127,18 @@ def resolved(item: MapFile, encoding: Any) -> MapFile:
         probability_variable,
     )
 
-    if item.role.startswith("probability_"):
-        code = int(item.role.removeprefix("probability_"))
-        return MapFile(
-            item.role, item.name, probability_variable(code), PROBABILITY_NODATA, "average"
-        )
-    if item.role == "values":  # a continuous value: its mean over the pixels below
-        return MapFile(item.role, item.name, VALUE_VARIABLE, float(encoding.nodata), "average")
-    if item.role == "labels":  # classes: the most common class of the pixels below
-        return MapFile(item.role, item.name, LABEL_VARIABLE, float(encoding.nodata), "mode")
-    return MapFile(item.role, item.name, CONFIDENCE_VARIABLE, CONFIDENCE_NODATA, "average")
+    role, name, smoothed = item.role, item.name, item.smoothed
+    for prefix in ("probability_", SMOOTHED_PROBABILITY):
+        if role.startswith(prefix):
+            code = int(role.removeprefix(prefix))
+            return MapFile(
+                role, name, probability_variable(code), PROBABILITY_NODATA, "average", smoothed
+            )
+    if role == "values":  # a continuous value: its mean over the pixels below
+        return MapFile(role, name, VALUE_VARIABLE, float(encoding.nodata), "average")
+    if role.startswith("labels"):  # classes: the most common class of the pixels below
+        return MapFile(role, name, LABEL_VARIABLE, float(encoding.nodata), "mode", smoothed)
+    return MapFile(role, name, CONFIDENCE_VARIABLE, CONFIDENCE_NODATA, "average", smoothed)
 
 
 @dataclass(frozen=True)
@@ -118,15 +148,22 @@ class MosaicContext:
     """Per tile, in tile order: its map store and its grid."""
     grid: GridSpec
     """The mosaic's grid (the only tile's grid in a single-grid run)."""
+    smoothed: tuple[str, ...] = ()
+    """Per tile, its smoothed store (the run's period, with smoothing)."""
 
 
 def mosaic_unit(context: MosaicContext, item: MapFile) -> dict[str, Any]:
     from pipeline.predict.outputs import tiles_to_cog
 
     store = RunStore(context.root)
+    sources = context.tiles
+    if item.smoothed:
+        sources = tuple(
+            (url, grid) for url, (_, grid) in zip(context.smoothed, sources, strict=True)
+        )
     with store.publish(item.name) as target:
         tiles_to_cog(
-            context.tiles,
+            sources,
             item.variable,
             context.grid,
             target,
@@ -179,21 +216,22 @@ def catalog_unit(context: CatalogContext, _payload: Any) -> dict[str, Any]:
 
     store = RunStore(context.root)
     outputs = []
-    counts = None
+    counts: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         for item in context.files:
             local = stack.enter_context(store.fetch(item.name))
-            outputs.append(describe_cog(local, role=item.role, href=item.name))
-            if item.role == "labels":
-                counts = count_map_classes(local).pixels
+            percent = "%" if item.smoothed and not item.role.startswith("labels") else None
+            outputs.append(describe_cog(local, role=item.role, href=item.name, unit=percent))
+            if item.role.startswith("labels"):
+                counts[item.role] = count_map_classes(local).pixels
     items = [
         output_item(
             output,
             run_name=context.run_name,
             period=context.period,
-            legend=context.legend if output.role == "labels" else (),
+            legend=context.legend if output.role.startswith("labels") else (),
             others=[o for o in outputs if o is not output],
-            class_counts=counts if output.role == "labels" else None,
+            class_counts=counts.get(output.role),
         )
         for output in outputs
     ]
@@ -208,9 +246,11 @@ def _files(config: Any, layout: RunLayout, maps: list[PeriodMaps], tiled: bool) 
     """The map files, catalogs and further periods' outputs, for the run summary."""
     main = maps[0]
     files: dict[str, Any] = {u.payload.role: u.payload.name for u in main.map_units}
-    probabilities = [files.pop(r) for r in list(files) if r.startswith("probability_")]
-    if probabilities:
-        files["probabilities"] = probabilities
+    for prefix, key in (("probability_", "probabilities"),
+                        (SMOOTHED_PROBABILITY, "probabilities_smoothed")):  # fmt: skip
+        listed = [files.pop(r) for r in list(files) if r.startswith(prefix)]
+        if listed:
+            files[key] = listed
     files["catalog"] = layout.relative(layout.catalog / "collection.json")
     further = {
         m.name: {
@@ -231,7 +271,7 @@ def _files(config: Any, layout: RunLayout, maps: list[PeriodMaps], tiled: bool) 
 class Mosaic:
     name = NAME
     version = VERSION
-    needs = ("cube", "samples", "predict")
+    needs = ("cube", "samples", "predict", "smooth")
     # What its units import on a worker, loaded by the cluster warm-up.
     worker_imports = (
         "pipeline.predict.outputs",
@@ -244,6 +284,7 @@ class Mosaic:
         cubes: Cubes = context.outputs("cube")
         predictions: Predictions = context.outputs("predict")
         samples: Samples = context.outputs("samples")
+        smoothed: Smoothed = context.outputs("smooth")
         legend = samples.reference.legend
         maps = []
         for period in cubes.periods:
@@ -251,6 +292,10 @@ class Mosaic:
             prefix = "" if period.name is None else f"{period.name}-"
             predicted = [u.digest for u in predictions.by_period[period.name]]
             map_units = mosaic_units(files, predicted, period.grid, prefix=prefix)
+            if smoothed.on and period.name is None:
+                made = [u.digest for u in smoothed.units]
+                extra = smoothed_files(period.layout, predictions.probability_classes)
+                map_units += mosaic_units(extra, made, period.grid, prefix=prefix)
             catalog = Unit(
                 NAME,
                 f"{prefix}catalog",
@@ -272,6 +317,7 @@ class Mosaic:
         config, root = context.config, context.store.root
         maps: tuple[PeriodMaps, ...] = context.stage_plan(NAME).outputs
         samples: Samples = context.stage_plan("samples").outputs
+        smoothed: Smoothed = context.stage_plan("smooth").outputs
         encoding = context.results["predict"]["encoding"]
         for period in maps:  # the run's period, then each of also_map
             units = [
@@ -286,7 +332,12 @@ class Mosaic:
                     units,
                     mosaic_unit,
                     MosaicContext(
-                        root, tuple((t.map_url, t.cube.grid) for t in tiles.tiles), tiles.grid
+                        root,
+                        tuple((t.map_url, t.cube.grid) for t in tiles.tiles),
+                        tiles.grid,
+                        tuple(context.store.url(s) for s in smoothed.stores)
+                        if period.name is None
+                        else (),
                     ),
                     description=f"map files{what}",
                 )

@@ -1,9 +1,14 @@
 """postprocess: the map products after the mosaic (``postprocess`` section): per chunk of the
 run's map, read with a halo from the mosaicked COGs (so a chunk at a tile seam sees the other
-tile): Bayesian smoothing, regularization to a minimum mapping unit, uncertainty layers and the
-chunk's polygons; then one unit that writes the COGs with their legends, stitches the polygons
-into GeoParquet / GeoPackage, gives the raw maps their legend sidecars and adds the products
-to the STAC collection.
+tile): regularization to a minimum mapping unit, uncertainty layers and the chunk's polygons;
+then one unit that writes the COGs with their legends, stitches the polygons into GeoParquet /
+GeoPackage, gives the mosaic's label and confidence maps their legend sidecars and adds the
+products to the STAC collection.
+
+With smoothing on, the smooth stage (between predict and mosaic) made the smoothed labels,
+confidence and probabilities and the mosaic their COGs: this stage starts from those (the
+regularized map, the uncertainty layers and the polygons' statistics are of the smoothed
+maps); the shares of classes before post-processing are of the raw labels.
 
 Chunks equal one whole-map pass exactly (``pipeline.postprocess``: the halo proofs), so the
 products do not depend on the chunk size or on the tiles.
@@ -43,9 +48,9 @@ class Products:
     """What the stage writes (store-relative names) for the run's period."""
 
     labels: str | None
-    """The final label map (smoothed and/or regularized), if either is on."""
-    confidence: str | None
-    """The confidence of the smoothed labels, if smoothing is on."""
+    """The regularized label map, if regularization is on."""
+    final: str | None
+    """The final label map: the regularized one, else the mosaic's smoothed one, else None."""
     layers: tuple[tuple[str, str], ...]
     """(uncertainty layer, COG)."""
     polygons: tuple[tuple[str, str], ...]
@@ -54,14 +59,13 @@ class Products:
     """Folder of the chunk units' results."""
 
 
-def products_of(config: Any, folder: str) -> Products:
+def products_of(config: Any, folder: str, mosaic: dict[str, str]) -> Products:
+    """The products of the section (``mosaic``: the mosaic's files by role)."""
     post = config.postprocess
-    final = None
+    labels = None
     if post.regularization is not None:
-        final = f"{folder}/labels_regularized.tif"
-    elif post.smoothing is not None:
-        final = f"{folder}/labels_smoothed.tif"
-    confidence = f"{folder}/confidence_smoothed.tif" if post.smoothing is not None else None
+        labels = f"{folder}/labels_regularized.tif"
+    final = labels or mosaic.get("labels_smoothed")
     layers = tuple(
         (layer, f"{folder}/{layer}.tif")
         for layer in (post.uncertainty.layers if post.uncertainty else ())
@@ -70,7 +74,26 @@ def products_of(config: Any, folder: str) -> Products:
         (fmt, f"{folder}/polygons.{fmt}")
         for fmt in (post.vectorization.formats if post.vectorization else ())
     )
-    return Products(final, confidence, layers, polygons, f"{folder}/postprocess")
+    return Products(labels, final, layers, polygons, f"{folder}/postprocess")
+
+
+def sources(files: dict[str, str], smoothed: bool) -> tuple[str, str, tuple[str, ...]]:
+    """The labels, confidence and probability COGs the products start from: the smoothed
+    maps with smoothing on (the smooth stage), else the raw ones; probabilities in code order."""
+    from pipeline.stages.mosaic import SMOOTHED_PROBABILITY
+
+    prefix = SMOOTHED_PROBABILITY if smoothed else "probability_"
+    suffix = "_smoothed" if smoothed else ""
+    probability = sorted(
+        (int(role.removeprefix(prefix)), name)
+        for role, name in files.items()
+        if role.startswith(prefix)
+    )
+    return (
+        files[f"labels{suffix}"],
+        files[f"confidence{suffix}"],
+        tuple(name for _, name in probability),
+    )
 
 
 def run_legend(config: Any, legend: tuple[ClassInfo, ...]) -> tuple[ClassInfo, ...]:
@@ -85,7 +108,10 @@ def run_legend(config: Any, legend: tuple[ClassInfo, ...]) -> tuple[ClassInfo, .
 class ChunkContext:
     root: str
     grid: GridSpec
+    raw: str
+    """The raw label map (its classes' shares in each polygon)."""
     labels: str
+    """The label map the products start from (the smoothed one with smoothing on)."""
     confidence: str
     probabilities: tuple[str, ...]
     probability_codes: tuple[int, ...]
@@ -116,11 +142,7 @@ def chunk_unit(context: ChunkContext, window: Window) -> dict[str, Any]:
 
     from pipeline.postprocess import uncertainty
     from pipeline.postprocess.regularize import regularize_window
-    from pipeline.postprocess.smooth import (
-        labels_and_confidence,
-        percent_to_probability,
-        smooth_window,
-    )
+    from pipeline.postprocess.smooth import percent_to_probability
     from pipeline.postprocess.vectorize import polygonize_chunk
 
     post, grid = context.postprocess, context.grid
@@ -133,31 +155,14 @@ def chunk_unit(context: ChunkContext, window: Window) -> dict[str, Any]:
             return stack.enter_context(rasterio.open(stack.enter_context(store.fetch(name))))
 
         read_labels = _reader(opened(context.labels))
-        read_confidence = _reader(opened(context.confidence))
-        layers = [_reader(opened(name)) for name in context.probabilities]
-
-        def read_probabilities(w: Window) -> np.ndarray:
-            return percent_to_probability(np.stack([read(w) for read in layers]))
-
-        raw = read_labels(window)
-        probabilities = read_probabilities(window) if layers else None
-        source = read_labels
-        labels, confidence = raw, read_confidence(window)
-        if post.smoothing is not None:
-            smoothing, pcodes = post.smoothing, context.probability_codes
-
-            def smoothed_labels(w: Window) -> np.ndarray:
-                p = smooth_window(read_probabilities, shape, w, smoothing)
-                return labels_and_confidence(p, pcodes, context.nodata, context.dtype)[0]
-
-            probabilities = smooth_window(read_probabilities, shape, window, smoothing)
-            labels, confidence = labels_and_confidence(
-                probabilities, pcodes, context.nodata, context.dtype
-            )
-            source = smoothed_labels
+        raw = _reader(opened(context.raw))(window)
+        confidence = _reader(opened(context.confidence))(window)
+        layers = [_reader(opened(name))(window) for name in context.probabilities]
+        probabilities = percent_to_probability(np.stack(layers)) if layers else None
+        labels = read_labels(window)
         if post.regularization is not None:
             settings = post.regularization.on_grid(grid.resolution)
-            labels = regularize_window(source, shape, window, settings, context.nodata, codes)
+            labels = regularize_window(read_labels, shape, window, settings, context.nodata, codes)
         arrays: dict[str, np.ndarray] = {"labels": labels, "confidence": confidence}
         for layer in post.uncertainty.layers if post.uncertainty else ():
             assert probabilities is not None  # the manifest asks for outputs.probabilities
@@ -196,7 +201,8 @@ class ProductsContext:
     products: Products
     legend: tuple[ClassInfo, ...]
     raw: tuple[tuple[str, str], ...]
-    """(role, COG) of the raw maps: labels and confidence, given legend sidecars."""
+    """(role, COG) of the mosaic's label and confidence maps (raw and smoothed), given legend
+    sidecars; the first is the raw label map."""
     nodata: int
     dtype: str
     codes: tuple[int, ...]
@@ -223,7 +229,9 @@ def _publish_cog(
     dtype: str,
     resampling: str,
 ) -> None:
-    from pipeline.postprocess.products import sidecar_xml, write_cog
+    from pipeline.postprocess.legend import apply_band_info
+    from pipeline.postprocess.products import sidecar_xml
+    from pipeline.predict.outputs import write_cog
 
     def fill(window: Window) -> np.ndarray:
         with np.load(
@@ -240,7 +248,7 @@ def _publish_cog(
             context.windows,
             nodata=nodata,
             overview_resampling=resampling,
-            info=info,
+            describe=lambda dataset: apply_band_info(dataset, info),
         )
     store.write_text(f"{name}.aux.xml", sidecar_xml(info, color_table=False))
 
@@ -259,22 +267,18 @@ def products_unit(context: ProductsContext, _payload: Any) -> dict[str, Any]:
         _publish_cog(store, context, products.labels, "labels", info, nodata=context.nodata,
                      dtype=context.dtype, resampling="mode")  # fmt: skip
         written.append(("labels_postprocessed", products.labels))
-    if products.confidence is not None:
-        _publish_cog(store, context, products.confidence, "confidence", infos["confidence"],
-                     nodata=255, dtype="uint8", resampling="average")  # fmt: skip
-        written.append(("confidence_postprocessed", products.confidence))
     for layer, name in products.layers:
         _publish_cog(store, context, name, layer, infos[layer], nodata=255, dtype="uint8",
                      resampling="average")  # fmt: skip
         written.append((layer, name))
-    # The raw maps keep their bytes: their legend goes to GDAL's sidecar, colours included.
+    # The mosaic's maps keep their bytes: their legend goes to GDAL's sidecar, colours included.
     for role, name in context.raw:
         store.write_text(f"{name}.aux.xml", sidecar_xml(infos[role], color_table=role == "labels"))
     polygons = 0
     if products.polygons:
         polygons = _write_polygons(store, context)
     _catalog(store, context, written)
-    scores = _compare(store, context) if products.labels and context.samples else None
+    scores = _compare(store, context) if products.final and context.samples else None
     return {
         "files": [n for _, n in written],
         "polygons": polygons,
@@ -299,7 +303,7 @@ def _compare(store: RunStore, context: ProductsContext) -> dict[str, Any]:
     validation = samples[samples["split"] == VALIDATION]
     rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
     read = {}
-    for role, name in (("raw", dict(context.raw)["labels"]), ("final", context.products.labels)):
+    for role, name in (("raw", context.raw[0][1]), ("final", context.products.final)):
         assert name is not None
         with store.fetch(name) as path, rasterio.open(path) as src:
             read[role] = src.read(1)[rows, cols]
@@ -372,7 +376,7 @@ class Postprocess:
     # What its units import on a worker, loaded by the cluster warm-up.
     worker_imports = (
         "pipeline.postprocess.regularize",
-        "pipeline.postprocess.smooth",
+        "pipeline.postprocess.smooth",  # percent_to_probability
         "pipeline.postprocess.vectorize",
     )
 
@@ -385,9 +389,15 @@ class Postprocess:
         main = maps[0]  # the run's period (further periods: raw maps only, for now)
         grid = main.tiles.grid
         folder = Path(main.layout.labels_name).parent.as_posix()
-        products = products_of(config, folder)
+        post = config.postprocess
+        products = products_of(
+            config, folder, {u.payload.role: u.payload.name for u in main.map_units}
+        )
         mosaic = {u.payload.role: u.digest for u in main.map_units}
         windows = grid.chunks(config.compute.chunk_size)
+        chunked = any(
+            p is not None for p in (post.regularization, post.vectorization, post.uncertainty)
+        )
         chunk_units = [
             Unit(
                 NAME,
@@ -397,6 +407,7 @@ class Postprocess:
                 pixels=w.n_pixels,
             )
             for w in windows
+            if chunked
         ]
         legend = run_legend(config, samples.reference.legend)
         final = Unit(
@@ -414,12 +425,10 @@ class Postprocess:
         files: dict[str, Any] = {}
         if products.labels is not None:
             files["labels_postprocessed"] = products.labels
-        if products.confidence is not None:
-            files["confidence_postprocessed"] = products.confidence
         files.update(dict(products.layers))
         if products.polygons:
             files["polygons"] = [name for _, name in products.polygons]
-        if products.labels is not None:
+        if products.final is not None:
             files["comparison"] = f"{products.chunks}/comparison.html"
         return StagePlan(
             NAME,
@@ -438,12 +447,13 @@ class Postprocess:
         encoding = context.results["predict"]["encoding"]
         codes = tuple(int(c) for c in context.results["train"]["classes"])
         files = {u.payload.role: u.payload.name for u in main.map_units}
-        probability = tuple(files[f"probability_{c}"] for c in predictions.probability_classes)
+        post = config.postprocess
+        assert post is not None  # planned units: the section is there
+        smoothed = post.smoothing is not None
+        labels, confidence, probability = sources(files, smoothed)
         grid = main.tiles.grid
         tiled = context.stage_plan("cube").outputs.tiled
         nodata, dtype = int(encoding.nodata), str(encoding.dtype)
-        post = config.postprocess
-        assert post is not None  # planned units: the section is there
         context.run(
             StageWork(
                 NAME,
@@ -453,7 +463,8 @@ class Postprocess:
                     root,
                     grid,
                     files["labels"],
-                    files["confidence"],
+                    labels,
+                    confidence,
                     probability,
                     tuple(predictions.probability_classes),
                     codes,
@@ -477,7 +488,11 @@ class Postprocess:
                     windows,
                     products,
                     legend,
-                    (("labels", files["labels"]), ("confidence", files["confidence"])),
+                    (
+                        ("labels", files["labels"]),
+                        ("confidence", files["confidence"]),
+                        *((("labels", labels), ("confidence", confidence)) if smoothed else ()),
+                    ),
                     codes=codes,
                     probability_codes=tuple(predictions.probability_classes),
                     connectivity=post.connectivity,

@@ -1,5 +1,6 @@
-"""The postprocess section end to end on the small demo: smoothed and regularized map, polygons,
-uncertainty layers, legends GDAL reads, the run summary, STAC and resume."""
+"""The postprocess section end to end on the small demo: the smooth stage between predict and
+mosaic (its smoothed maps mosaicked), the regularized map, polygons, uncertainty layers, legends
+GDAL reads, the run summary, STAC and resume."""
 
 from __future__ import annotations
 
@@ -55,15 +56,21 @@ def _read(path: Path) -> tuple[np.ndarray, Any]:
 
 def test_the_products_are_listed_and_written(run: dict[str, Any]) -> None:
     outputs = run["summary"]["outputs"]
-    for role in ("labels_postprocessed", "confidence_postprocessed", "entropy", "margin"):
+    for role in ("labels_smoothed", "confidence_smoothed", "labels_postprocessed"):
         assert (run["store"] / outputs[role]).exists(), role
+    for role in ("entropy", "margin"):
+        assert (run["store"] / outputs[role]).exists(), role
+    assert len(outputs["probabilities_smoothed"]) == len(outputs["probabilities"])
+    assert list(run["summary"]["stage_seconds"]).index("smooth") == (
+        list(run["summary"]["stage_seconds"]).index("predict") + 1
+    )
     assert sorted(Path(p).name for p in outputs["polygons"]) == [
         "polygons.gpkg",
         "polygons.parquet",
     ]
     collection = pystac.Collection.from_file(str(run["store"] / "stac" / "collection.json"))
     roles = {next(iter(i.assets.values())).title for i in collection.get_items()}
-    assert len(roles) >= 4 + 2
+    assert len(roles) >= 4 + 2 + 2
     regularized = next(i for i in collection.get_items() if i.id.endswith("labels_postprocessed"))
     classes = regularized.assets["data"].extra_fields.get("classification:classes") or [
         c
@@ -78,12 +85,9 @@ def test_the_regularized_map_has_no_region_below_the_unit_that_had_a_large_neigh
 ) -> None:
     store = run["store"]
     final, profile = _read(store / "maps" / "labels_regularized.tif")
-    smoothed, _ = (
-        _read(store / "maps" / "labels_smoothed.tif")
-        if (store / "maps" / "labels_smoothed.tif").exists()
-        else (None, None)
-    )
-    assert smoothed is None  # with regularization on, the final map is the regularized one
+    smoothed, _ = _read(store / "maps" / "labels_smoothed.tif")  # the mosaic's, from smooth
+    raw, _ = _read(store / "maps" / "labels.tif")
+    assert (smoothed != raw).any() and (final != smoothed).any()
     codes = np.unique(final[final != profile["nodata"]])
     again = regularize(final, RegularizationConfig(MMU, 4), profile["nodata"], codes)
     # a second regularization changes almost nothing: the map is already at its unit
@@ -95,7 +99,7 @@ def test_gdal_reads_the_legends(run: dict[str, Any]) -> None:
     if gdalinfo is None:
         pytest.skip("gdalinfo is not installed (scripts/apt-packages.txt: gdal-bin)")
     store = run["store"]
-    for name in ("labels_regularized.tif", "labels.tif"):
+    for name in ("labels_regularized.tif", "labels_smoothed.tif", "labels.tif"):
         info = subprocess.run(
             [gdalinfo, str(store / "maps" / name)], capture_output=True, text=True, check=True
         ).stdout

@@ -35,6 +35,7 @@ BUILT_IN = (
     "samples",
     "train",
     "predict",
+    "smooth",
     "mosaic",
     "postprocess",
     "validate",

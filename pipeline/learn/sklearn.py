@@ -49,6 +49,7 @@ from pipeline.learn.contract import (
 )
 from pipeline.learn.data import check_training_data
 from pipeline.learn.learner import PixelLearner
+from pipeline.learn.preflight import check_learner
 from pipeline.storage import atomic_path
 
 __all__ = [
@@ -470,7 +471,7 @@ class SklearnLearner(PixelLearner):
     kind = "sklearn"
 
     def check(self, config: ModelConfig, task: Task, feature_names: Sequence[str]) -> None:
-        check_estimator_spec(config, task)
+        check_learner(config, task, feature_names, lambda c, t, _names: check_estimator_spec(c, t))
 
     def fit(
         self,

@@ -20,7 +20,7 @@ from pipeline.errors import ModelError
 from pipeline.learn import check_model_spec, load_model, save_model, train_model
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.torch.estimator import TorchModel
-from pipeline.learn.torch.train import _class_weights, holdout_split
+from pipeline.learn.torch.training import class_weights, holdout_split
 from pipeline.samples.tables import SampleTable, read_sample_table
 from pipeline.warnings import SamplingWarning
 from tests.learn.data import MODIS_NDVI, SLOVENIA_CLASSES, block_holdout, slovenia
@@ -177,7 +177,7 @@ def test_early_stopping_keeps_the_best_epoch(modis: SampleTable) -> None:
 
 def test_balanced_class_weights() -> None:
     codes = np.array([0, 0, 0, 1])
-    np.testing.assert_allclose(_class_weights(codes, 2).numpy(), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(class_weights(codes, 2).numpy(), [4 / 6, 4 / 2])
 
 
 def test_balanced_weights_raise_the_recall_of_a_rare_class(modis: SampleTable) -> None:
@@ -233,7 +233,7 @@ def test_a_class_with_one_polygon_trains_without_early_stopping(modis: SampleTab
     ("architecture", "params", "training", "field", "words"),
     [
         ("tests.learn.nets:WrongWidth", {}, {}, "model.architecture",
-         "for a batch of 2, expected (2, "),
+         "for a batch of shape (2, 12, 1), expected (2, "),
         ("tests.learn.nets:NotAModule", {}, {}, "model.architecture",
          "not a torch.nn.Module"),
         ("tests.learn.nets:Missing", {}, {}, "model.architecture", "cannot be imported"),

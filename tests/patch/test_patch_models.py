@@ -14,7 +14,8 @@ from pipeline.errors import ModelError
 from pipeline.learn import check_model_spec, learner_for, load_model, save_model, train_model
 from pipeline.learn.config import ModelConfig, PatchConfig
 from pipeline.learn.patch.models import PatchDims, build_patch_network
-from pipeline.learn.patch.train import CPU_BATCH_BYTES, batch_for, per_patch_bytes
+from pipeline.learn.patch.train import per_patch_bytes
+from pipeline.learn.torch.runtime import CPU_BATCH_BYTES, batch_for
 from tests.patch.helpers import NAMES, one_thread, patch_model, toy_patches
 
 
@@ -43,7 +44,7 @@ def test_a_user_module_with_the_wrong_output_shape_is_refused_by_name() -> None:
             "classification",
             NAMES,
         )
-    with pytest.raises(ModelError, match="patch models classify") as err:
+    with pytest.raises(ModelError, match="torch_patch models do classification only") as err:
         check_model_spec(patch_model(), "regression", NAMES)
     assert err.value.field == "model.kind"
 
@@ -92,6 +93,6 @@ def test_device_auto_on_a_cpu_bounds_the_batch_by_memory() -> None:
     assert batch_for(device, one, 2) == 2
     assert batch_for(device, CPU_BATCH_BYTES * 4, 16) == 1
     if not torch.cuda.is_available():
-        from pipeline.learn.torch.estimator import resolve_device
+        from pipeline.learn.torch.runtime import resolve_device
 
         assert resolve_device("auto").type == "cpu"

@@ -52,13 +52,14 @@ def blend_block(
     stride: int,
     predict: Callable[[np.ndarray], np.ndarray],
     n_outputs: int,
-    batch: int = 32,
+    batch: int | Callable[[int], int] = 32,
 ) -> np.ndarray:
     """(n_outputs, h, w) blended outputs for the core of ``block`` ((n_features, h + 2 halo,
     w + 2 halo), NaN where missing). ``predict`` maps (b, n_features, size, size) to
     (b, n_outputs, size, size). Patches that reach past the block (the grid's last, partial
     chunks) see NaN there, as the whole image does off the grid's edge; patches without a
-    finite value are skipped."""
+    finite value are skipped. ``batch``: patches per call of ``predict``, or a function of the
+    block's number of patches that gives it."""
     n_features, height, width = block.shape
     core_h, core_w = height - 2 * halo, width - 2 * halo
     starts = list(_tiles(height, width, halo, size, stride))
@@ -72,6 +73,8 @@ def blend_block(
     total = np.zeros((n_outputs, core_h, core_w), np.float64)
     weight_sum = np.zeros((core_h, core_w), np.float64)
     kept = [(r, c) for r, c in starts if np.isfinite(block[:, r : r + size, c : c + size]).any()]
+    if callable(batch):
+        batch = batch(len(kept))
     for first in range(0, len(kept), batch):
         group = kept[first : first + batch]
         patches = np.stack([block[:, r : r + size, c : c + size] for r, c in group])

@@ -16,18 +16,15 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline.errors import ModelError
-from pipeline.learn.torch.models import sinusoid_table
+from pipeline.learn.torch.blocks import TemporalAttention
+from pipeline.learn.torch.build import DummyBatch, construct, module_class
 
 __all__ = ["PATCH_ARCHITECTURES", "UTAE", "PatchDims", "PatchUNet", "build_patch_network"]
 
@@ -74,8 +71,9 @@ class _UNet(nn.Module):
         return out
 
 
-class UTAE(nn.Module):
-    """Per-pixel temporal attention (L-TAE), then a small 2D encoder-decoder."""
+class UTAE(TemporalAttention):
+    """Per-pixel temporal attention (the L-TAE of the pixel ``ltae``), then a small 2D
+    encoder-decoder."""
 
     def __init__(
         self,
@@ -89,27 +87,13 @@ class UTAE(nn.Module):
         dropout: float = 0.1,
         period: float = 1000.0,
     ) -> None:
-        super().__init__()
-        if d_model % n_head:
-            raise ValueError(f"d_model ({d_model}) must be a multiple of n_head ({n_head})")
-        self.n_head, self.d_k = n_head, d_k
-        self.embed = nn.Linear(n_channels, d_model)
-        self.embed_norm = nn.LayerNorm(d_model)
-        encoding = sinusoid_table(positions, d_model // n_head, period).repeat(1, n_head)
-        self.register_buffer("encoding", encoding, persistent=False)
-        self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
-        self.key = nn.Linear(d_model, n_head * d_k)
+        super().__init__(n_channels, positions, d_model, n_head, d_k, period)
         self.spatial = _UNet(d_model, n_outputs, width, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, n_times, n_channels, height, width = x.shape
         series = x.permute(0, 3, 4, 1, 2).reshape(-1, n_times, n_channels)  # one per pixel
-        h = self.embed_norm(self.embed(series)) + self.encoding
-        keys = self.key(h).view(-1, n_times, self.n_head, self.d_k).transpose(1, 2)
-        scores = (keys @ self.query.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.d_k)
-        weights = torch.softmax(scores, dim=-1)  # (pixels, head, time)
-        values = h.view(-1, n_times, self.n_head, h.shape[-1] // self.n_head).transpose(1, 2)
-        pooled = (weights.unsqueeze(-1) * values).sum(dim=2).reshape(batch, height, width, -1)
+        pooled = self.pool(series).reshape(batch, height, width, -1)
         out: torch.Tensor = self.spatial(pooled.permute(0, 3, 1, 2))
         return out
 
@@ -134,79 +118,21 @@ PATCH_ARCHITECTURES: dict[str, type[nn.Module]] = {"utae": UTAE, "unet": PatchUN
 
 
 def patch_network_class(architecture: str) -> type[nn.Module]:
-    if architecture in PATCH_ARCHITECTURES:
-        return PATCH_ARCHITECTURES[architecture]
-    module_name, _, attr = architecture.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise ModelError(
-            f"patch architecture {architecture!r} is not built in and cannot be imported",
-            fix=f"use one of {', '.join(PATCH_ARCHITECTURES)}, or the import path "
-            "package.module:Class of a torch.nn.Module on the workers' Python path",
-            field="model.architecture",
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelError(
-            f"{architecture!r} is not a torch.nn.Module class",
-            fix="give the import path of a class derived from torch.nn.Module",
-            field="model.architecture",
-        )
-    return cls
+    return module_class(architecture, PATCH_ARCHITECTURES, "patch architecture")
 
 
 def build_patch_network(architecture: str, params: dict[str, Any], dims: PatchDims) -> nn.Module:
     """The network, built with the dimensions it names and ``params``, and tried on a dummy
     batch: a module that returns the wrong shape fails here, named, before any training."""
-    cls = patch_network_class(architecture)
-    signature = inspect.signature(cls.__init__)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    given = {k: v for k, v in asdict(dims).items() if accepts_any or k in signature.parameters}
-    clash = sorted(set(given) & set(params))
-    if clash:
-        raise ModelError(
-            f"model.params sets {clash}, which sitsflow derives from the data",
-            fix=f"remove {', '.join(clash)} from model.params",
-            field="model.params",
-        )
-    try:
-        network = cls(**given, **params)
-    except (TypeError, ValueError) as exc:
-        accepted = [n for n in signature.parameters if n != "self" and n not in asdict(dims)]
-        raise ModelError(
-            f"{architecture} cannot be built with params {params}: {exc}",
-            fix=f"use hyper-parameters it accepts ({', '.join(accepted) or 'none'}) with valid "
-            "values in model.params",
-            field="model.params",
-        ) from None
-    _check_output(network, architecture, dims)
-    return network
-
-
-def _check_output(network: nn.Module, architecture: str, dims: PatchDims) -> None:
     size = dims.patch_size
-    shape = (2, dims.n_times, dims.n_channels, size, size)
-    expected = (2, dims.n_outputs, size, size)
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad():
-            out = network(torch.zeros(shape))
-    except Exception as exc:  # any failure of user code on a well-formed batch
-        raise ModelError(
-            f"patch network {architecture} fails on a batch of shape {shape} (batch, time, "
-            f"channels, height, width): {type(exc).__name__}: {exc}",
-            fix="make the module's forward take (batch, time, channels, height, width)",
-            field="model.architecture",
-        ) from None
-    finally:
-        network.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(
-            f"patch network {architecture} returns {got} for a batch of shape {shape}, "
-            f"expected {expected} (batch, classes, height, width)",
-            fix="return one score per class (n_outputs) for every pixel of the patch, at the "
-            "patch's size",
-            field="model.architecture",
-        )
+    dummy = DummyBatch(
+        shape=(2, dims.n_times, dims.n_channels, size, size),
+        expected=(2, dims.n_outputs, size, size),
+        name=f"patch network {architecture}",
+        takes=" (batch, time, channels, height, width)",
+        returns=" (batch, classes, height, width)",
+        fix_input="make the module's forward take (batch, time, channels, height, width)",
+        fix_output="return one score per class (n_outputs) for every pixel of the patch, at "
+        "the patch's size",
+    )
+    return construct(patch_network_class(architecture), architecture, params, dims, dummy)

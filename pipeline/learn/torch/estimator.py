@@ -1,9 +1,11 @@
 """A fitted torch network behind the interface prediction uses for every model.
 
 ``TorchModel`` takes flat (n_samples, n_features) float arrays like a scikit-learn estimator and
-exposes ``predict``, ``predict_proba`` (classification) and ``classes_``. The network it wraps
-(``SitsNetwork``) holds the normalization and the reshaping to (batch, time, channels), so the
-saved state dict is the whole model.
+exposes ``predict``, ``predict_proba`` (classification) and ``classes_``; it predicts in
+inference mode, in batches sized to the rows given (a chunk) within the memory budget, on the
+dask worker's threads (``runtime.py``). The network it wraps (``SitsNetwork``) holds the
+normalization and the reshaping to (batch, time, channels), so the saved state dict is the whole
+model.
 """
 
 from __future__ import annotations
@@ -15,40 +17,29 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.learn.torch.blocks import Standardized
 from pipeline.learn.torch.layout import TemporalLayout
+from pipeline.learn.torch.runtime import (
+    activation_bytes,
+    batch_for,
+    resolve_device,
+    sized_to,
+    use_worker_threads,
+)
+
+__all__ = ["SitsNetwork", "TorchModel", "resolve_device"]
 
 Task = Literal["classification", "regression"]
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' is CUDA when a GPU is present, else the CPU; 'cuda' without a GPU is refused."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError(
-            "training.device is 'cuda' but torch sees no CUDA GPU on this machine",
-            fix="set model.training.device to auto or cpu, or run on a GPU node",
-            field="model.training.device",
-        )
-    return torch.device(device)
-
-
-class SitsNetwork(nn.Module):
+class SitsNetwork(Standardized):
     """Normalization, then (for temporal networks) reshaping, then the core network."""
 
-    mean: torch.Tensor
-    scale: torch.Tensor
-    gather: torch.Tensor
-
     def __init__(self, core: nn.Module, layout: TemporalLayout | None, n_features: int) -> None:
-        super().__init__()
-        self.core = core
-        self.temporal = layout is not None
         n_stats = layout.n_channels if layout is not None else n_features
-        self.register_buffer("mean", torch.zeros(n_stats))
-        self.register_buffer("scale", torch.ones(n_stats))
         gather = layout.gather_index() if layout is not None else np.arange(n_features)
-        self.register_buffer("gather", torch.from_numpy(gather), persistent=False)
+        super().__init__(core, n_stats, gather)
+        self.temporal = layout is not None
         self.shape = (layout.n_times, layout.n_channels) if layout is not None else (n_features,)
 
     def arrange(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,10 +47,6 @@ class SitsNetwork(nn.Module):
         if self.temporal:
             return x[:, self.gather].reshape(x.shape[0], *self.shape)
         return x
-
-    def set_normalization(self, mean: np.ndarray, scale: np.ndarray) -> None:
-        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.core((self.arrange(x) - self.mean) / self.scale)
@@ -77,7 +64,7 @@ class TorchModel:
         target_mean: float = 0.0,
         target_scale: float = 1.0,
         device: str = "cpu",
-        batch_size: int = 16384,
+        batch_size: int | None = None,
     ) -> None:
         self.network = network.eval()
         self.task = task
@@ -86,7 +73,8 @@ class TorchModel:
         self.target_scale = float(target_scale)
         self.device = resolve_device(device)
         self.network.to(self.device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # rows per batch at most (None: the memory budget's)
+        self._row_bytes: int | None = None
 
     @property
     def classes_(self) -> np.ndarray:
@@ -98,23 +86,35 @@ class TorchModel:
     def n_features_in_(self) -> int:
         return int(self.network.gather.numel())
 
+    def rows_per_batch(self, n: int) -> int:
+        """Rows per batch for ``n`` rows (a chunk's valid pixels): all of them in one batch when
+        their activations fit the memory budget, else the fewest equal batches that do."""
+        if self._row_bytes is None:
+            example = torch.zeros((2, self.n_features_in_), device=self.device)
+            self._row_bytes = activation_bytes(self.network, example)
+        cap = batch_for(self.device, self._row_bytes, self.batch_size or max(n, 1))
+        return sized_to(n, cap)
+
     def outputs(self, features: np.ndarray) -> np.ndarray:
-        """Raw network outputs (logits, or standardized values) for (n, n_features) features."""
+        """Raw network outputs (logits, or standardized values) for (n, n_features) features,
+        on the dask worker's threads when run in one."""
         table = np.ascontiguousarray(features, dtype=np.float32)
         if table.ndim != 2 or table.shape[1] != self.n_features_in_:
             raise ModelError(
                 f"the model takes (samples, {self.n_features_in_}) features, got {table.shape}",
                 fix="give the features the model was trained on, in the same order",
             )
-        parts: list[np.ndarray] = []
-        with torch.inference_mode():
-            for start in range(0, table.shape[0], self.batch_size):
-                batch = torch.from_numpy(table[start : start + self.batch_size]).to(self.device)
-                parts.append(self.network(batch).float().cpu().numpy())
-        if not parts:
+        if table.shape[0] == 0:
             width = len(self._classes) if self.task == "classification" else 1
             return np.empty((0, width), dtype=np.float32)
-        return np.concatenate(parts, axis=0)
+        use_worker_threads()
+        rows = self.rows_per_batch(table.shape[0])
+        parts: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, table.shape[0], rows):
+                batch = torch.from_numpy(table[start : start + rows]).to(self.device)
+                parts.append(self.network(batch).float().cpu().numpy())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         if self.task != "classification":

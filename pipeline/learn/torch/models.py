@@ -10,17 +10,16 @@ the data's dimensions by keyword, only those they name among ``n_features``, ``n
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.learn.torch.blocks import TemporalAttention
+from pipeline.learn.torch.build import DummyBatch, construct, module_class
 
 INPUT_KINDS = ("flat", "temporal")
 
@@ -104,22 +103,12 @@ class TempCNN(nn.Module):
         return self.head(self.convolutions(x.transpose(1, 2)))
 
 
-def sinusoid_table(positions: Sequence[float], size: int, period: float) -> torch.Tensor:
-    """(len(positions), size) fixed sinusoidal encodings of the positions (in days)."""
-    where = torch.tensor(positions, dtype=torch.float64).unsqueeze(1)
-    rates = period ** (2 * (torch.arange(size, dtype=torch.float64) // 2) / size)
-    angles = where / rates
-    table = torch.where(torch.arange(size) % 2 == 0, torch.sin(angles), torch.cos(angles))
-    return table.to(torch.float32)
-
-
-class LTAE(nn.Module):
+class LTAE(TemporalAttention):
     """Lightweight temporal attention encoder, after Garnot & Landrieu (2020), arXiv:2007.00586.
 
-    Each date is embedded, given a sinusoidal encoding of its day, and pooled over time by
-    ``n_head`` heads. Each head has one learned master query and attends over its own group of
-    channels (channel grouping), which keeps the encoder small. A small MLP decodes the pooled
-    vector.
+    The series is pooled by the L-TAE (:class:`~pipeline.learn.torch.blocks.TemporalAttention`:
+    ``n_head`` master queries over a sinusoidal encoding of each date's day, channel grouping),
+    with dropout on the attention; a small MLP and a decoder turn the pooled vector into scores.
     """
 
     input_kind: ClassVar[str] = "temporal"
@@ -137,16 +126,7 @@ class LTAE(nn.Module):
         dropout: float = 0.2,
         period: float = 1000.0,
     ) -> None:
-        super().__init__()
-        if d_model % n_head:
-            raise ValueError(f"d_model ({d_model}) must be a multiple of n_head ({n_head})")
-        self.n_head, self.d_k = n_head, d_k
-        self.embed = nn.Linear(n_channels, d_model)
-        self.embed_norm = nn.LayerNorm(d_model)
-        encoding = sinusoid_table(positions, d_model // n_head, period).repeat(1, n_head)
-        self.register_buffer("encoding", encoding, persistent=False)
-        self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
-        self.key = nn.Linear(d_model, n_head * d_k)
+        super().__init__(n_channels, positions, d_model, n_head, d_k, period)
         self.attention_dropout = nn.Dropout(dropout)
         layers: list[nn.Module] = []
         size = d_model
@@ -161,14 +141,8 @@ class LTAE(nn.Module):
         self.decoder = nn.Sequential(*decode, nn.Linear(size, n_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, n_times, _ = x.shape
-        h = self.embed_norm(self.embed(x)) + self.encoding
-        keys = self.key(h).view(batch, n_times, self.n_head, self.d_k).transpose(1, 2)
-        scores = (keys @ self.query.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.d_k)
-        weights = self.attention_dropout(torch.softmax(scores, dim=-1))  # (batch, head, time)
-        values = h.view(batch, n_times, self.n_head, -1).transpose(1, 2)  # (batch, head, time, g)
-        pooled = (weights.unsqueeze(-1) * values).sum(dim=2).reshape(batch, -1)
-        return self.decoder(self.mlp(pooled))
+        out: torch.Tensor = self.decoder(self.mlp(self.pool(x, self.attention_dropout)))
+        return out
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "tempcnn": TempCNN, "ltae": LTAE}
@@ -186,25 +160,7 @@ class NetworkDims:
 
 
 def network_class(architecture: str) -> type[nn.Module]:
-    if architecture in ARCHITECTURES:
-        return ARCHITECTURES[architecture]
-    module_name, _, attr = architecture.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise ModelError(
-            f"architecture {architecture!r} is not built in and cannot be imported",
-            fix=f"use one of {', '.join(ARCHITECTURES)}, or the import path package.module:Class "
-            "of a torch.nn.Module on the workers' Python path",
-            field="model.architecture",
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelError(
-            f"{architecture!r} is not a torch.nn.Module class",
-            fix="give the import path of a class derived from torch.nn.Module",
-            field="model.architecture",
-        )
-    return cls
+    return module_class(architecture, ARCHITECTURES, "architecture")
 
 
 def input_kind(cls: type[nn.Module]) -> str:
@@ -222,55 +178,16 @@ def build_network(architecture: str, params: dict[str, Any], dims: NetworkDims) 
     """The network, constructed with the dimensions it names and ``params``; its output shape
     is checked on a dummy batch so that a bad module fails here, not after training."""
     cls = network_class(architecture)
-    signature = inspect.signature(cls.__init__)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    given = {
-        name: value
-        for name, value in asdict(dims).items()
-        if accepts_any or name in signature.parameters
-    }
-    clash = sorted(set(given) & set(params))
-    if clash:
-        raise ModelError(
-            f"model.params sets {clash}, which sitsflow derives from the data",
-            fix=f"remove {', '.join(clash)} from model.params",
-            field="model.params",
-        )
-    try:
-        network = cls(**given, **params)
-    except (TypeError, ValueError) as exc:
-        accepted = [n for n in signature.parameters if n != "self" and n not in asdict(dims)]
-        raise ModelError(
-            f"{architecture} cannot be built with params {params}: {exc}",
-            fix=f"use hyper-parameters it accepts ({', '.join(accepted) or 'none'}) with valid "
-            "values in model.params",
-            field="model.params",
-        ) from None
-    _check_output(network, architecture, input_kind(cls), dims)
-    return network
-
-
-def _check_output(network: nn.Module, architecture: str, kind: str, dims: NetworkDims) -> None:
-    shape = (2, dims.n_features) if kind == "flat" else (2, dims.n_times, dims.n_channels)
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad():
-            out = network(torch.zeros(shape))
-    except Exception as exc:  # any failure of user code on a well-formed batch
-        raise ModelError(
-            f"{architecture} fails on a batch of shape {shape}: {type(exc).__name__}: {exc}",
-            fix="check the module's forward against its input_kind ('flat': (batch, features); "
-            "'temporal': (batch, time, channels))",
-            field="model.architecture",
-        ) from None
-    finally:
-        network.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, dims.n_outputs):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(
-            f"{architecture} returns {got} for a batch of 2, expected (2, {dims.n_outputs})",
-            fix="return one row of n_outputs scores (class logits, or 1 value for regression) "
-            "per sample",
-            field="model.architecture",
-        )
+    flat = input_kind(cls) == "flat"
+    dummy = DummyBatch(
+        shape=(2, dims.n_features) if flat else (2, dims.n_times, dims.n_channels),
+        expected=(2, dims.n_outputs),
+        name=architecture,
+        takes=" (batch, features)" if flat else " (batch, time, channels)",
+        returns=" (batch, n_outputs)",
+        fix_input="check the module's forward against its input_kind ('flat': (batch, "
+        "features); 'temporal': (batch, time, channels))",
+        fix_output="return one row of n_outputs scores (class logits, or 1 value for "
+        "regression) per sample",
+    )
+    return construct(cls, architecture, params, dims, dummy)

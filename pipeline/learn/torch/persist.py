@@ -1,32 +1,48 @@
-"""Saving and reloading torch models: a state dict (``model.pt``) plus the contract's config.
+"""Saving and reloading torch models, pixel and patch kinds alike: a state dict (``model.pt``)
+plus the contract (``model.json``), whose config describes the network.
 
 The state dict is read with ``weights_only=True`` (tensors only, no pickled code), and the network
 is rebuilt from the architecture, hyper-parameters, dimensions and temporal layout recorded in
-``model.json``; the reloaded model gives the same predictions on the same device.
+``model.json`` by the kind's ``rebuild``; the reloaded model gives the same predictions on the
+same device.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.errors import ModelError
 from pipeline.learn.contract import CONTRACT_FILE, ModelContract, read_contract
 from pipeline.learn.torch.estimator import SitsNetwork, TorchModel
 from pipeline.learn.torch.layout import TemporalLayout
 from pipeline.learn.torch.models import NetworkDims, build_network
+from pipeline.learn.torch.training import WEIGHTS_FILE
 from pipeline.storage import atomic_path
 
-WEIGHTS_FILE = "model.pt"
+__all__ = [
+    "WEIGHTS_FILE",
+    "incomplete_config",
+    "load_network",
+    "load_torch_model",
+    "rebuild_network",
+    "save_network",
+    "save_torch_model",
+]
+
+Network = TypeVar("Network", bound=nn.Module)
 
 
-def save_torch_model(model: TorchModel, contract: ModelContract, folder: Path) -> None:
+def save_network(network: nn.Module, contract: ModelContract, folder: Path) -> None:
     """Write the model folder atomically (weights and contract appear together)."""
-    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         torch.save(state, tmp / WEIGHTS_FILE)
@@ -38,34 +54,23 @@ def save_torch_model(model: TorchModel, contract: ModelContract, folder: Path) -
         (tmp / CONTRACT_FILE).write_text(saved.to_json(), encoding="utf-8")
 
 
-def rebuild_network(contract: ModelContract) -> SitsNetwork:
-    """The untrained network described by a contract's config."""
-    config = contract.config
-    try:
-        dims = NetworkDims(**{**config["dims"], "positions": tuple(config["dims"]["positions"])})
-        architecture = str(config["architecture"])
-        params = dict(config["params"])
-        layout_data = config["layout"]
-    except (KeyError, TypeError) as exc:
-        raise ModelError(
-            f"the torch model's config in {CONTRACT_FILE} is incomplete ({exc})",
-            fix="point to an intact model folder written by sitsflow",
-            field="model",
-        ) from None
-    layout = (
-        TemporalLayout.from_dict(layout_data, contract.feature_names)
-        if layout_data is not None
-        else None
+def incomplete_config(contract: ModelContract, exc: Exception) -> ModelError:
+    """The error for a contract whose config misses what rebuilds its model."""
+    return ModelError(
+        f"the {contract.kind} model's config in {CONTRACT_FILE} is incomplete ({exc})",
+        fix="point to an intact model folder written by sitsflow",
+        field="model",
     )
-    core = build_network(architecture, params, dims)
-    return SitsNetwork(core, layout, len(contract.feature_names))
 
 
-def load_torch_model(
-    folder: Path, contract: ModelContract | None = None, device: str = "auto"
-) -> tuple[TorchModel, ModelContract]:
-    contract = contract or read_contract(folder)
-    network = rebuild_network(contract)
+def load_network(
+    folder: Path, contract: ModelContract, rebuild: Callable[[ModelContract], Network]
+) -> Network:
+    """The network ``rebuild`` makes from the contract's config, with the saved weights."""
+    try:
+        network = rebuild(contract)
+    except (KeyError, TypeError) as exc:
+        raise incomplete_config(contract, exc) from None
     path = folder / contract.model_file
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -84,6 +89,32 @@ def load_torch_model(
             "same training",
             field="model",
         ) from None
+    return network
+
+
+def rebuild_network(contract: ModelContract) -> SitsNetwork:
+    """The untrained pixel network described by a contract's config."""
+    config = contract.config
+    dims = NetworkDims(**{**config["dims"], "positions": tuple(config["dims"]["positions"])})
+    layout_data = config["layout"]
+    layout = (
+        TemporalLayout.from_dict(layout_data, contract.feature_names)
+        if layout_data is not None
+        else None
+    )
+    core = build_network(str(config["architecture"]), dict(config["params"]), dims)
+    return SitsNetwork(core, layout, len(contract.feature_names))
+
+
+def save_torch_model(model: TorchModel, contract: ModelContract, folder: Path) -> None:
+    save_network(model.network, contract, folder)
+
+
+def load_torch_model(
+    folder: Path, contract: ModelContract | None = None, device: str = "auto"
+) -> tuple[TorchModel, ModelContract]:
+    contract = contract or read_contract(folder)
+    network = load_network(folder, contract, rebuild_network)
     model = TorchModel(
         network,
         contract.task,

@@ -126,6 +126,11 @@ class FuseTask:
     masses: tuple[tuple[float, ...], ...]
     """Dempster-Shafer: each source's mass per class of ``classes``."""
     classes: tuple[int, ...]
+    offset: tuple[int, int] = (0, 0)
+    """Where the window's grid (a tile's) starts in the map sources' grid (the mosaic's)."""
+    owned: np.ndarray | None = None
+    """(h, w) the window's pixels its tile owns (a tiled run): the rest is left unmapped, as
+    the tile's own map leaves it, so that the mosaic takes them from their owner."""
 
 
 def _read_map(path: str, window: Window) -> tuple[np.ndarray, Any]:
@@ -162,8 +167,10 @@ def source_layers(task: FuseTask, source: Source) -> tuple[np.ndarray, np.ndarra
             learner.predict_block(model, block, halo, "classification"), encoding
         )
         return layers[LABEL_VARIABLE], layers[CONFIDENCE_VARIABLE]
-    labels, nodata = _read_map(source.labels, task.window)
-    confidence, _ = _read_map(source.confidence, task.window)
+    w = task.window
+    at = Window(w.row_off + task.offset[0], w.col_off + task.offset[1], w.height, w.width)
+    labels, nodata = _read_map(source.labels, at)
+    confidence, _ = _read_map(source.confidence, at)
     out = labels.astype(np.int64)
     if nodata is not None:
         out[labels == nodata] = int(encoding.nodata)
@@ -175,7 +182,7 @@ def fuse_chunk(task: FuseTask) -> dict[str, Any]:
     import zarr
 
     from pipeline.fusion.kernels import dempster_shafer, majority_vote
-    from pipeline.predict.blockwise import CONFIDENCE_VARIABLE, LABEL_VARIABLE
+    from pipeline.predict.blockwise import CONFIDENCE_NODATA, CONFIDENCE_VARIABLE, LABEL_VARIABLE
 
     layers = [source_layers(task, s) for s in task.sources]
     labels = np.stack([la for la, _ in layers])
@@ -187,6 +194,10 @@ def fuse_chunk(task: FuseTask) -> dict[str, Any]:
     else:
         masses = np.asarray(task.masses, dtype=np.float64)
         fused, percent = dempster_shafer(labels, confidence, masses, task.classes, nodata)
+    if task.owned is not None and not task.owned.all():
+        fused = np.where(task.owned, fused, nodata).astype(fused.dtype)
+        percent = np.where(task.owned, percent, CONFIDENCE_NODATA).astype(percent.dtype)
+        layers = [(np.where(task.owned, la, nodata), co) for la, co in layers]
     group = zarr.open_group(task.map_store, mode="r+")
     rows, cols = task.window.slices
     group[LABEL_VARIABLE][rows, cols] = fused  # type: ignore[index]

@@ -110,18 +110,23 @@ def segment_chunk(
 ) -> ChunkSegments:
     """Segment ``window`` grown by the halo; ``read`` gives the (F, h, w) features of a window."""
     block = read_with_halo(read, shape, window, params.halo)
-    labels = segment_block(block.data, params)
-    r0, r1, c0, c1 = block.core
-    n = int(labels.max())
+    return chunk_segments(segment_block(block.data, params), block.outer, window, shape[1])
+
+
+def chunk_segments(labels: np.ndarray, outer: Window, window: Window, width: int) -> ChunkSegments:
+    """A chunk's segmentation: ``labels`` (1..n, 0: none) of ``outer`` (``window`` grown by the
+    halo) on a grid ``width`` pixels wide, with each label's first core pixel."""
+    r0, c0 = window.row_off - outer.row_off, window.col_off - outer.col_off
+    n = int(labels.max()) if labels.size else 0
     anchors = np.full(n, -1, dtype=np.int64)
-    core = labels[r0:r1, c0:c1]
+    core = labels[r0 : r0 + window.height, c0 : c0 + window.width]
     rows, cols = np.nonzero(core)
     if rows.size:
-        ground = (rows + window.row_off) * shape[1] + (cols + window.col_off)
+        ground = (rows + window.row_off) * width + (cols + window.col_off)
         order = np.argsort(ground, kind="stable")
         first_label, first = np.unique(core[rows, cols][order], return_index=True)
         anchors[first_label - 1] = ground[order][first]
-    return ChunkSegments(window, block.outer, labels, anchors)
+    return ChunkSegments(window, outer, labels, anchors)
 
 
 class _Union:
@@ -160,8 +165,8 @@ def _match(union: _Union, i: int, a: ChunkSegments, j: int, b: ChunkSegments) ->
     """Join each segment of ``a`` that reaches its core's edge towards ``b`` to the segment of
     ``b``'s core it overlaps most in the band where ``a``'s halo covers ``b``'s core."""
     band = _band(a.outer, b.window)
-    if band is None:
-        return
+    if band is None or not a.anchors.size or not b.anchors.size:
+        return  # no segment on one side (a chunk never valid)
     mine, theirs = _in(a, band).ravel(), _in(b, band).ravel()
     both = (mine > 0) & (theirs > 0) & (a.anchors[np.maximum(mine, 1) - 1] >= 0)
     if not both.any():

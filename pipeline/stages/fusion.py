@@ -3,8 +3,10 @@ maps of earlier runs: one per sensor) combined per pixel, chunk by chunk, into f
 and fusion/confidence.tif, with an accuracy report of the fused map beside each source's.
 
 No ``fusion`` section: no units (the stage adds nothing to a run's digests). Units: one per chunk
-of the run's map grid (the sources' labels there, fused, written to fusion/map.zarr), one per COG,
-and the report (on the driver). Each source's mass of belief comes from its own validation
+of each tile's grid (the sources' labels there, fused, written to the tile's fused map store:
+fusion/map.zarr in a single-grid run, fusion/tiles/<tile>.zarr in a tiled one), one per COG (the
+tiles' stores mosaicked as the pixel maps are: each pixel from the tile that owns it), and the
+report (on the driver). Each source's mass of belief comes from its own validation
 confusion matrix: a model of this run from its run's validation pixels, an earlier run's from
 its report.
 """
@@ -20,11 +22,11 @@ import numpy as np
 
 from pipeline.errors import InputDataError
 from pipeline.model import GridSpec, Window
-from pipeline.run.context import PlanContext, RunContext, ensure_store
+from pipeline.run.context import STORE_KEY, PlanContext, RunContext, ensure_store
 from pipeline.run.executor import StageWork
 from pipeline.run.stage import StagePlan, stage_digest
 from pipeline.run.units import Unit, window_key
-from pipeline.stages.common import split_column
+from pipeline.stages.common import split_column, tile_prefix
 from pipeline.stages.cube import Cubes
 from pipeline.stages.train import Models, run_model
 
@@ -32,6 +34,7 @@ NAME = "fusion"
 VERSION = 1
 FIELD = "fusion.sources"
 MAP_STORE = "fusion/map.zarr"
+TILES = "fusion/tiles"
 LABELS = "fusion/labels.tif"
 CONFIDENCE = "fusion/confidence.tif"
 REPORT = "fusion/report"
@@ -55,12 +58,30 @@ class PlannedSource:
 
 
 @dataclass(frozen=True)
+class FusedTile:
+    """A tile as the fusion reads and writes it."""
+
+    key: str | None
+    """The tile's unit key (None in a single-grid run)."""
+    cube: str
+    grid: GridSpec
+    map_name: str
+    """Store-relative name of its fused map store."""
+    offset: tuple[int, int] | None
+    """Its top-left pixel in the mosaic (None: it must be resampled onto the mosaic)."""
+    plan: Any = None
+    """Its ``CubePlan`` (a tiled run: which pixels it owns); None in a single-grid run."""
+
+
+@dataclass(frozen=True)
 class Fusion:
     sources: tuple[PlannedSource, ...]
     chunks: tuple[Unit, ...]
     cogs: tuple[Unit, ...]
     report: Unit
     grid: GridSpec
+    """The mosaic's grid (the only tile's in a single-grid run)."""
+    tiles: tuple[FusedTile, ...] = ()
 
 
 def _sources(context: PlanContext, grid: GridSpec) -> tuple[PlannedSource, ...]:
@@ -96,12 +117,30 @@ def _sources(context: PlanContext, grid: GridSpec) -> tuple[PlannedSource, ...]:
     return tuple(planned)
 
 
+def _fused_tiles(cubes: Cubes, grid: GridSpec) -> tuple[FusedTile, ...]:
+    """The run's tiles as the fusion writes them: one fused map store per tile of a tiled run."""
+    from pipeline.grid import aligned_offset
+
+    if not cubes.tiled:
+        tile = cubes.tiles[0]
+        return (FusedTile(None, tile.cube_url, tile.cube.grid, MAP_STORE, (0, 0)),)
+    return tuple(
+        FusedTile(
+            tile.unit_key,
+            tile.cube_url,
+            tile.cube.grid,
+            f"{TILES}/{tile.unit_key}.zarr",
+            aligned_offset(grid, tile.cube.grid),
+            tile.cube,
+        )
+        for tile in cubes.tiles
+    )
+
+
 def _refuse(config: Any, cubes: Cubes, samples: Any, regions: tuple[str, ...]) -> None:
     why = None
     if config.task != "classification":
         why = f"task {config.task!r} makes no class map"
-    elif cubes.tiled or len(cubes.tiles) != 1:
-        why = "the run maps several tiles (fusion reads one grid)"
     elif regions:
         why = "the run has a model per region"
     elif samples.windowed:
@@ -128,9 +167,16 @@ class FusionStage:
         cubes: Cubes = context.outputs("cube")
         samples = context.outputs("samples")
         _refuse(config, cubes, samples, context.outputs("train").regions)
-        tile = cubes.tiles[0]
-        grid = tile.cube.grid
+        grid = cubes.periods[0].grid
+        tiles = _fused_tiles(cubes, grid)
         sources = _sources(context, grid)
+        if any(s.maps is not None for s in sources) and any(t.offset is None for t in tiles):
+            raise InputDataError(
+                "a fusion source is an earlier run's map but a tile of this run is not on the "
+                f"mosaic's pixel lattice ({grid.crs}): its pixels cannot be read from that map",
+                fix="fuse models of this run (sources: run), or map tiles of one CRS and lattice",
+                field=FIELD,
+            )
         identity = [
             (s.name, s.run, s.model_digest, None if s.maps is None else s.maps.identity())
             for s in sources
@@ -139,11 +185,18 @@ class FusionStage:
         chunks = tuple(
             Unit(
                 NAME,
-                window_key(w),
-                digest(config.fusion, identity, samples_digest, cubes.cube_digests[(None, w)], w),
-                payload=w,
+                tile_prefix(tile.unit_key) + window_key(w),
+                digest(
+                    config.fusion,
+                    identity,
+                    samples_digest,
+                    cubes.cube_digests[(tile.unit_key, w)],
+                    w,
+                ),
+                payload=(index, w),
                 pixels=w.n_pixels,
             )
+            for index, tile in enumerate(cubes.tiles)
             for w in tile.cube.windows
         )
         made = [u.digest for u in chunks]
@@ -160,7 +213,7 @@ class FusionStage:
         return StagePlan(
             NAME,
             [*chunks, *cogs, report],
-            outputs=Fusion(sources, chunks, cogs, report, grid),
+            outputs=Fusion(sources, chunks, cogs, report, grid, tiles),
             files=files,
         )
 
@@ -183,15 +236,17 @@ class FusionStage:
         )
         encoding = MapEncoding.for_classes(classes)
         chunk_size = cubes.cube.chunk_size
-        ensure_store(
-            store,
-            NAME,
-            digest("store", fusion.grid, chunk_size, encoding),
-            MAP_STORE,
-            functools.partial(
-                create_map_store, store.url(MAP_STORE), fusion.grid, chunk_size, encoding
-            ),
-        )
+        for tile in fusion.tiles:
+            ensure_store(
+                store,
+                NAME,
+                digest("store", tile.grid, chunk_size, encoding),
+                tile.map_name,
+                functools.partial(
+                    create_map_store, store.url(tile.map_name), tile.grid, chunk_size, encoding
+                ),
+                key=STORE_KEY if tile.key is None else f"{STORE_KEY}-{tile.key}",
+            )
         fused = context.run(
             StageWork(
                 NAME,
@@ -199,10 +254,10 @@ class FusionStage:
                 fuse_unit,
                 FuseContext(
                     store.root,
-                    cubes.tiles[0].cube_url,
+                    fusion.tiles,
                     tuple(cubes.cube.time_series_variables),
                     fusion.sources,
-                    store.url(MAP_STORE),
+                    tuple(store.url(t.map_name) for t in fusion.tiles),
                     encoding,
                     config.fusion.method,
                     masses,
@@ -216,7 +271,12 @@ class FusionStage:
                 NAME,
                 fusion.cogs,
                 cog_unit,
-                CogContext(store.root, store.url(MAP_STORE), fusion.grid, float(encoding.nodata)),
+                CogContext(
+                    store.root,
+                    tuple((store.url(t.map_name), t.grid) for t in fusion.tiles),
+                    fusion.grid,
+                    float(encoding.nodata),
+                ),
                 description="fused map files",
             )
         )
@@ -238,6 +298,7 @@ class FusionStage:
                     tuple(cubes.cube.feature_names),
                     context.stage_plan("samples").outputs.reference.legend,
                     [fused.summaries[u.key] for u in fusion.chunks],
+                    tuple((t.key, t.offset, store.url(t.map_name)) for t in fusion.tiles),
                 ),
                 on_cluster=False,
                 description="fusion report",
@@ -280,20 +341,23 @@ def _confusions(
 @dataclass(frozen=True)
 class FuseContext:
     root: str
-    cube: str
+    tiles: tuple[FusedTile, ...]
     variables: tuple[tuple[str, str], ...]
     sources: tuple[PlannedSource, ...]
-    map_store: str
+    map_stores: tuple[str, ...]
+    """Per tile, its fused map store."""
     encoding: Any
     method: str
     masses: tuple[tuple[float, ...], ...]
     classes: tuple[int, ...]
 
 
-def fuse_unit(context: FuseContext, window: Window) -> dict[str, Any]:
+def fuse_unit(context: FuseContext, payload: tuple[int, Window]) -> dict[str, Any]:
     from pipeline.fusion.sources import FuseTask, MapSource, ModelSource, Source, fuse_chunk
     from pipeline.stages.predict import local_model
 
+    index, window = payload
+    tile = context.tiles[index]
     sources: list[Source] = []
     for source in context.sources:
         if source.run is None:
@@ -303,15 +367,17 @@ def fuse_unit(context: FuseContext, window: Window) -> dict[str, Any]:
             sources.append(ModelSource(str(folder)))
     return fuse_chunk(
         FuseTask(
-            context.cube,
+            tile.cube,
             context.variables,
             tuple(sources),
-            context.map_store,
+            context.map_stores[index],
             window,
             context.encoding,
             context.method,
             context.masses,
             context.classes,
+            offset=tile.offset or (0, 0),
+            owned=None if tile.plan is None else tile.plan.owned(window),
         )
     )
 
@@ -319,7 +385,8 @@ def fuse_unit(context: FuseContext, window: Window) -> dict[str, Any]:
 @dataclass(frozen=True)
 class CogContext:
     root: str
-    map_store: str
+    tiles: tuple[tuple[str, GridSpec], ...]
+    """Per tile, in tile order: its fused map store and its grid."""
     grid: GridSpec
     nodata: float
 
@@ -333,7 +400,7 @@ def cog_unit(context: CogContext, payload: tuple[str, str]) -> dict[str, Any]:
     labels = role == "labels"
     with RunStore(context.root).publish(name) as target:
         tiles_to_cog(
-            ((context.map_store, context.grid),),
+            context.tiles,
             LABEL_VARIABLE if labels else CONFIDENCE_VARIABLE,
             context.grid,
             target,
@@ -358,17 +425,60 @@ class ReportContext:
     feature_names: tuple[str, ...]
     legend: Any
     chunks: list[dict[str, Any]]
+    tiles: tuple[tuple[str | None, tuple[int, int] | None, str], ...] = ()
+    """Per tile: its key (the samples' ``tile`` column), its top-left pixel in the mosaic (None:
+    not on the mosaic's lattice) and its fused map store."""
 
 
 def _map_at(path: Path, rows: np.ndarray, cols: np.ndarray, nodata: int) -> np.ndarray:
-    """A label COG's values at pixels, its own no-data turned into ``nodata``."""
+    """A label COG's values at pixels (read block by block around them), its own no-data
+    turned into ``nodata``."""
     import rasterio
 
+    from pipeline.objects.outputs import values_at
+
+    values = values_at(path, rows, cols).astype(np.int64)
     with rasterio.open(path) as src:
-        values = src.read(1)[rows, cols].astype(np.int64)
         if src.nodata is not None:
             values[values == int(src.nodata)] = nodata
     return values
+
+
+def _fused_at(context: ReportContext, validation: Any, nodata: int) -> np.ndarray:
+    """The fused label of each validation pixel, read from its tile's fused map store (the
+    pixels of a tiled run's samples are on their tile's grid)."""
+    import zarr
+
+    from pipeline.predict.blockwise import LABEL_VARIABLE
+
+    out = np.full(len(validation), nodata, dtype=np.int64)
+    tiles = validation["tile"].to_numpy()
+    for key, _offset, url in context.tiles:
+        here = tiles == key
+        if not here.any():
+            continue
+        rows = validation["row"].to_numpy()[here]
+        cols = validation["col"].to_numpy()[here]
+        array = zarr.open_group(url, mode="r")[LABEL_VARIABLE]
+        r0, c0 = int(rows.min()), int(cols.min())
+        block = np.asarray(array[r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1])  # type: ignore[index]
+        out[here] = block[rows - r0, cols - c0]
+    return out
+
+
+def _on_mosaic(context: ReportContext, validation: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The validation pixels on the mosaic's grid (every tile is on its lattice when a store
+    source is read: the plan refused otherwise)."""
+    rows = validation["row"].to_numpy().astype(np.int64)
+    cols = validation["col"].to_numpy().astype(np.int64)
+    if len(context.tiles) > 1:
+        tiles = validation["tile"].to_numpy()
+        for key, offset, _url in context.tiles:
+            here = tiles == key
+            if offset is not None:
+                rows[here] += offset[0]
+                cols[here] += offset[1]
+    return rows, cols
 
 
 def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
@@ -399,12 +509,15 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
             side = validation[split_column(source.run)].to_numpy() == VALIDATION
             trained_on[source.name] = round(float(1 - side.mean()), 4) if len(side) else 0.0
             held_out &= side
-    rows, cols = validation["row"].to_numpy(), validation["col"].to_numpy()
+    rows, cols = _on_mosaic(context, validation)
     names = list(context.feature_names)
     complete = ~validation[names].isna().any(axis=1).to_numpy()
     predicted: dict[str, np.ndarray] = {}
-    with store.fetch(LABELS) as labels_path:
-        fused = _map_at(labels_path, rows, cols, context.nodata)
+    if len(context.tiles) > 1:
+        fused = _fused_at(context, validation, context.nodata)
+    else:
+        with store.fetch(LABELS) as labels_path:
+            fused = _map_at(labels_path, rows, cols, context.nodata)
     for source in context.sources:
         if source.run is None:
             predicted[source.name] = _map_at(Path(source.maps.labels), rows, cols, context.nodata)

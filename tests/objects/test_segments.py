@@ -8,10 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from pipeline.model import Window
+from pipeline.model import GridSpec, Window
 from pipeline.objects.segments import (
+    ChunkSegments,
+    Method,
     SegmentParams,
+    chunk_segments,
     core_ids,
     neighbours,
     segment_block,
@@ -19,6 +25,7 @@ from pipeline.objects.segments import (
     stitch,
 )
 from pipeline.objects.zonal import combine, statistics, zonal_sums
+from pipeline.postprocess.blocks import grow
 
 SIZE, CHUNK = 64, 32
 
@@ -116,7 +123,6 @@ def test_a_vector_segmentation_is_burnt_by_window(tmp_path: Path) -> None:
     import geopandas as gpd
     from shapely.geometry import box
 
-    from pipeline.model import GridSpec
     from pipeline.objects.build import segmentation_kind, user_ids
 
     grid = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 64, 64)
@@ -130,3 +136,113 @@ def test_a_vector_segmentation_is_burnt_by_window(tmp_path: Path) -> None:
     assert whole.sum() == 400 * 1 + 1600 * 2
     right = user_ids(str(path), "vector", grid, Window(0, 32, 64, 32))
     assert np.array_equal(right, whole[:, 32:])  # the same ids, chunk by chunk
+
+
+# --- what is exact, and what is not (docs/design/0009-segmentation.md, "Guarantees") ----------
+
+
+def _agreeing_chunks(
+    whole: np.ndarray, chunk: int, halo: int
+) -> tuple[list[Window], list[ChunkSegments]]:
+    """Chunks whose segmentation of their grown window is the one pass's, cut to that window
+    (local labels 1..n in any order)."""
+    height, width = whole.shape
+    windows = GridSpec("EPSG:32633", (1.0, 0, 0, 0, -1.0, 0), width, height).chunks(chunk)
+    chunks = []
+    for w in windows:
+        outer = grow(w, halo, whole.shape)
+        seen = whole[outer.slices]
+        present, local = np.unique(seen, return_inverse=True)
+        local = local.reshape(seen.shape) + (0 if present[0] == 0 else 1)
+        chunks.append(chunk_segments(local.astype(np.int32), outer, w, width))
+    return windows, chunks
+
+
+def _stitched(
+    windows: list[Window], chunks: list[ChunkSegments], shape: tuple[int, int]
+) -> np.ndarray:
+    ids = stitch(len(chunks), chunks.__getitem__, neighbours(windows))
+    out = np.zeros(shape, dtype=np.int64)
+    for c, own in zip(chunks, ids, strict=True):
+        out[c.window.slices] = core_ids(c, own)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    blocks=arrays(np.int64, (5, 5), elements=st.integers(0, 3)),
+    scale=st.sampled_from([3, 4, 5]),
+    chunk=st.sampled_from([4, 6, 7, 25]),
+    halo=st.integers(1, 6),
+)
+def test_stitching_is_one_pass_exactly_when_the_chunks_agree_with_it(
+    blocks: np.ndarray, scale: int, chunk: int, halo: int
+) -> None:
+    from skimage.measure import label
+
+    # connected segments (4-neighbours) of a random blocky map; value 0: never valid
+    coarse = np.kron(blocks, np.ones((scale, scale), dtype=np.int64))
+    whole = label(coarse + 1, connectivity=1, background=0) * (coarse > 0)
+    windows, chunks = _agreeing_chunks(whole, chunk, halo)
+    ids = _stitched(windows, chunks, whole.shape)
+    assert _same_partition(ids, whole)
+    for segment in np.unique(ids[ids > 0]):
+        rows, cols = np.nonzero(ids == segment)
+        assert segment == rows.min() * whole.shape[1] + cols[rows == rows.min()].min() + 1
+    assert ((ids == 0) == (whole == 0)).all()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SegmentParams("felzenszwalb", 300, halo=8), SegmentParams("slic", 60, 0.5, halo=16)],
+)
+def test_what_holds_when_the_chunks_disagree(params: SegmentParams) -> None:
+    stack, _ = _fields()
+    ids = _chunked(stack, params)
+    valid = ~np.isnan(stack).any(axis=0)
+    assert ((ids > 0) == valid).all()  # every valid pixel in one segment, no other
+    for segment in np.unique(ids[ids > 0]):  # ids: first pixel in ground order, plus one
+        rows, cols = np.nonzero(ids == segment)
+        assert segment == rows.min() * SIZE + cols[rows == rows.min()].min() + 1
+
+    def read(w: Window) -> np.ndarray:
+        return stack[:, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+
+    windows = _windows()
+    chunks = [segment_chunk(read, (SIZE, SIZE), w, params) for w in windows]
+    ids_of = stitch(len(chunks), chunks.__getitem__, neighbours(windows))
+    for chunk, own in zip(chunks, ids_of, strict=True):
+        core = _core(chunk)  # a chunk's own segment is never cut: one id
+        pairs = np.unique(np.stack([core.ravel(), core_ids(chunk, own).ravel()]), axis=1)
+        assert len(np.unique(pairs[0])) == pairs.shape[1]
+    last = len(chunks) - 1  # the order units ran or pairs were matched in changes nothing
+    pairs_back = [(last - j, last - i) for i, j in neighbours(windows)][::-1]
+    backwards = stitch(len(chunks), chunks[::-1].__getitem__, pairs_back)
+    again = np.zeros_like(ids)
+    for chunk, own in zip(chunks[::-1], backwards, strict=True):
+        again[chunk.window.slices] = core_ids(chunk, own)
+    assert np.array_equal(again, ids)
+    # ... but not the partition of one pass over the whole grid
+    assert not _same_partition(ids, segment_block(stack, params))
+
+
+def test_where_felzenszwalb_chunks_disagree_a_field_one_pass_cuts_is_kept_whole() -> None:
+    stack, truth = _fields()
+    params = SegmentParams("felzenszwalb", 300, halo=8)
+    ids, whole = _chunked(stack, params), segment_block(stack, params)
+    field = truth == 5  # 725 px across the four chunks
+    assert np.unique(ids[field]).size == 1
+    assert np.unique(whole[field]).size == 2  # one pass cuts it in two (104 + 621 px)
+
+
+@pytest.mark.parametrize("method", ["slic", "felzenszwalb"])
+def test_a_halo_covering_the_grid_is_one_pass(method: Method) -> None:
+    stack, _ = _fields()
+    params = SegmentParams(method, 60 if method == "slic" else 300, 0.5, halo=SIZE)
+    assert _same_partition(_chunked(stack, params), segment_block(stack, params))
+
+
+def _core(chunk: ChunkSegments) -> np.ndarray:
+    r = chunk.window.row_off - chunk.outer.row_off
+    c = chunk.window.col_off - chunk.outer.col_off
+    return chunk.labels[r : r + chunk.window.height, c : c + chunk.window.width]

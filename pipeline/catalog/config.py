@@ -86,8 +86,12 @@ class SensorConfig:
     masks: tuple[MaskConfig, ...] = ()
     options: dict[str, str] = field(default_factory=dict, hash=False)
     date_step_days: int | None = None
+    masking: Literal["date", "band"] = "date"
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic SensorSpec it replaces (field order does not matter: the
-        # digest sorts keys).
-        return section_canonical(self, "SensorSpec")
+        # digest sorts keys); ``masking`` only when set, as the section gives it.
+        out = section_canonical(self, "SensorSpec")
+        if self.masking == "date":
+            out.pop("masking")
+        return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
@@ -251,6 +251,22 @@ class SensorProfile:
     options: tuple[ProfileOption, ...] = ()
     series: tuple[Series, ...] = ()
     item_filter: tuple[tuple[str, str], ...] = ()  # (property, value) every item must have
+    masking: Literal["date", "band"] = "date"
+    """Which bands a pixel's no-data or per-band flag (a saturation bit) invalidates: 'date'
+    every band of the acquisition, 'band' that band only (docs/sensors.md#masks-band-by-band)."""
+    read_timeout_s: float | None = field(default=None, compare=False)
+    """The catalog's ``timeout_s``, which bounds each remote read of the sensor's files too
+    (``pipeline.cube.read.HttpLimits``; None: the defaults). Not part of digests."""
+    read_retries: int | None = field(default=None, compare=False)
+
+    def __canonical__(self) -> dict[str, object]:
+        # The digest form of a dataclass, without ``masking`` at its default: cubes built before
+        # the option existed keep their digests.
+        out: dict[str, object] = {"__type__": "SensorProfile"}
+        for f in fields(self):
+            if f.compare and not (f.name == "masking" and self.masking == "date"):
+                out[f.name] = getattr(self, f.name)
+        return out
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -532,7 +548,21 @@ def _masks_from_spec(specs: Sequence[Any]) -> tuple[MaskRule, ...]:
 
 
 def sensor_profiles(spec: SensorConfig) -> tuple[SensorProfile, ...]:
-    """The run profiles of a manifest sensor: one, or one per series (Sentinel-1 orbits)."""
+    """The run profiles of a manifest sensor: one, or one per series (Sentinel-1 orbits), with
+    the sensor's masking rule and the catalog's HTTP limits for its file reads."""
+    catalog = spec.catalog
+    return tuple(
+        replace(
+            profile,
+            masking=spec.masking,
+            read_timeout_s=catalog.timeout_s,
+            read_retries=catalog.retries,
+        )
+        for profile in _configured_profiles(spec)
+    )
+
+
+def _configured_profiles(spec: SensorConfig) -> tuple[SensorProfile, ...]:
     from pipeline.catalog.profiles import GENERIC, profile_by_name
 
     if spec.profile is None or spec.profile == GENERIC:

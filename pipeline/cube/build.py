@@ -14,18 +14,19 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 import numba
 import numpy as np
 
+from pipeline.catalog.sensors import MaskRule
 from pipeline.cube.encoding import quantize
 from pipeline.cube.features import compute_indices
 from pipeline.cube.gapfill import gapfill_bands
 from pipeline.cube.plan import OWNED_VARIABLE, CubePlan, SensorCube
-from pipeline.cube.read import RasterioReader, Reader
+from pipeline.cube.read import RasterioReader, Reader, bounded_reader
 from pipeline.cube.store import mark_chunk_done, write_region
 from pipeline.cube.userfeatures import apply_user_function
 from pipeline.model import GridSpec, Window, day_number
@@ -109,9 +110,16 @@ def read_sensor(
     the profile's quality masks, no-data in the quality layer and no-data (a value that is not
     finite) in any band. Every band is therefore finite wherever the mask is True.
 
-    out: a float32 array of that shape to fill (and return) instead of a new one.
+    With the profile's ``masking: band`` a band's own no-data and its own flags (the band bits
+    of a saturation layer) make only that band NaN there; the mask then holds the rules shared
+    by every band (and a band may be NaN where it is True).
+
+    out: a float32 array of that shape to fill (and return) instead of a new one. Remote reads
+    are bounded by the sensor's catalog ``timeout_s`` / ``retries`` (``bounded_reader``).
     """
     profile = sensor.profile
+    reader = bounded_reader(reader, profile.read_timeout_s, profile.read_retries)
+    per_band = profile.masking == "band"
     n_t, n_b = len(sensor.acquisitions), len(profile.bands)
     shape = (n_t, n_b, grid.height, grid.width)
     values = np.empty(shape, dtype=np.float32) if out is None else _checked_out(out, shape)
@@ -129,11 +137,19 @@ def read_sensor(
             )
             target = values[t, b]
             profile.physical(band, raw, acquisition, out=target)  # scale, item offset, dB
-            _and_finite(valid_t, target.reshape(-1))
+            if not per_band:
+                _and_finite(valid_t, target.reshape(-1))
         for rule in profile.masks:
             ref = acquisition.assets[rule.asset]
             quality = reader.read(ref.href, ref.band_index, grid, resampling="nearest")
-            _apply_rule(rule, quality, valid[t])
+            if not per_band or not rule.band_bits:
+                _apply_rule(rule, quality, valid[t])
+                continue
+            _apply_rule(replace(rule, band_bits=()), quality, valid[t])  # the shared part
+            for name, bit in rule.band_bits:  # each band's flag: that band only
+                flagged = np.ones(quality.shape, dtype=bool)
+                _apply_rule(MaskRule(rule.asset, band_bits=((name, bit),)), quality, flagged)
+                values[t, profile.band_names.index(name)][~flagged] = np.nan
     return values, valid
 
 
@@ -195,16 +211,18 @@ def _sensor_series(
     values, valid = read_sensor(sensor, grid, reader, out=take(f"{key}/inputs", (n_t, n_b, *size)))
     acquisition_days = np.array([day_number(a.datetime) for a in sensor.acquisitions])
     target_days = np.array([day_number(d) for d in sensor.dates], dtype=np.float64)
-    filled = gapfill_bands(
-        values,
-        valid,
-        acquisition_days,
-        target_days,
-        valid_is_finite=True,
-        out=take(f"{key}/bands", (n_b, n_d, *size)),
-    )
+    out = take(f"{key}/bands", (n_b, n_d, *size))
+    if sensor.profile.masking == "band":
+        filled_values, valid_count, valid = _gapfill_each_band(
+            values, valid, acquisition_days, target_days, out
+        )
+    else:
+        filled = gapfill_bands(
+            values, valid, acquisition_days, target_days, valid_is_finite=True, out=out
+        )
+        filled_values, valid_count = filled.values, filled.valid_count
     del values
-    bands = {name: filled.values[i] for i, name in enumerate(sensor.profile.band_names)}
+    bands = {name: filled_values[i] for i, name in enumerate(sensor.profile.band_names)}
     indices_out = {index: take(f"{key}/{index}", (n_d, *size)) for index in sensor.indices}
     series = {**bands, **compute_indices(bands, sensor.indices, out=indices_out)}
     reserved = list(series)
@@ -222,7 +240,33 @@ def _sensor_series(
             fix="return the same feature names whatever the input values",
             field="features.user_functions",
         )
-    return series, filled.valid_count, valid
+    return series, valid_count, valid
+
+
+def _gapfill_each_band(
+    values: np.ndarray,
+    shared: np.ndarray,
+    acquisition_days: np.ndarray,
+    target_days: np.ndarray,
+    out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``masking: band``: each band gap-filled on its own valid dates (the shared mask and its
+    own finite values). The valid count is the smallest band's (0 where a band was never valid,
+    so such a pixel is unmapped, as under the date rule); the mask returned is where any band
+    was observed (for the chunk's valid fraction)."""
+    observed = np.zeros(shared.shape, dtype=bool)
+    count: np.ndarray | None = None
+    for b in range(values.shape[1]):
+        band = np.ascontiguousarray(values[:, b : b + 1])
+        usable = shared & np.isfinite(band[:, 0])
+        observed |= usable
+        filled = gapfill_bands(
+            band, usable, acquisition_days, target_days, valid_is_finite=True, out=out[b : b + 1]
+        )
+        count = filled.valid_count if count is None else np.minimum(count, filled.valid_count)
+    if count is None:
+        count = np.zeros(shared.shape[1:], dtype=np.uint16)
+    return out, count, observed
 
 
 @dataclass(frozen=True)

@@ -297,11 +297,26 @@ def _upsample_bilinear(
     return out
 
 
+def bounded_reader(reader: Reader, timeout_s: float | None, retries: int | None) -> Reader:
+    """``reader`` with its remote reads bounded by a sensor's ``timeout_s`` / ``retries`` (the
+    production reader, unless it was given limits of its own; any other reader as it is)."""
+    if not isinstance(reader, RasterioReader) or reader.http is not None:
+        return reader
+    if timeout_s is None and retries is None:
+        return reader
+    limits = HttpLimits(
+        DEFAULT_HTTP_LIMITS.timeout_s if timeout_s is None else timeout_s,
+        DEFAULT_HTTP_LIMITS.retries if retries is None else retries,
+    )
+    return RasterioReader(reader.cache, limits)
+
+
 class RasterioReader:
     """The production reader: GDAL through rasterio (local files, /vsis3/, /vsicurl/).
 
-    ``http``: limits of remote reads other than the process-wide defaults (a test, a sensor
-    with its own timeout_s / retries)."""
+    ``http``: the limits of its remote reads (``bounded_reader``: a sensor's timeout_s and
+    retries); None: ``DEFAULT_HTTP_LIMITS``, the catalog's defaults. GDAL settings that the
+    environment gives win over either."""
 
     def __init__(self, cache: DatasetCache | None = None, http: HttpLimits | None = None) -> None:
         self.cache = cache or _DATASETS
@@ -317,9 +332,10 @@ class RasterioReader:
         nodata: float | None = None,
     ) -> np.ndarray:
         _limit_block_cache()  # the process defaults first: set inside an Env, they would win
-        if self.http is None or _local_stamp(href) is not None:
+        if _local_stamp(href) is not None:
             return self._read(href, band_index, grid, resampling=resampling, nodata=nodata)
-        with rasterio.Env(**self.http.remote_options()):
+        limits = DEFAULT_HTTP_LIMITS if self.http is None else self.http
+        with rasterio.Env(**limits.remote_options()):
             return self._read(href, band_index, grid, resampling=resampling, nodata=nodata)
 
     def _read(

@@ -331,10 +331,20 @@ class SensorSpec(_Strict):
         description="Step of the regular date grid this sensor is gap-filled on (default: the "
         "profile's, 10 days without a profile).",
     )
+    masking: Literal["date", "band"] = Field(
+        "date",
+        description="What a band's no-data or its own quality flag (a saturation bit) "
+        "invalidates: 'date' every band of that acquisition at that pixel (one observation of "
+        "the ground per date); 'band' that band only, each band gap-filled on its own valid "
+        "dates. Cloud and other shared quality rules invalidate every band either way.",
+    )
 
     def __canonical__(self) -> dict[str, object]:
-        # The catalog's bad-file options are not part of digests (see CatalogSpec).
-        exclude = {"catalog": {"on_bad_item", "check_files"}}
+        # The catalog's bad-file options are not part of digests (see CatalogSpec); masking
+        # only when set, so that runs made before it existed keep their digests.
+        exclude: dict[str, Any] = {"catalog": {"on_bad_item", "check_files"}}
+        if self.masking == "date":
+            exclude["masking"] = True
         return {"__type__": "SensorSpec", **self.model_dump(mode="json", exclude=exclude)}
 
     @field_validator("profile")

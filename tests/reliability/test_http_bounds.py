@@ -8,16 +8,20 @@ leaks no credential, whole or in part, into the message.
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
+from pipeline.catalog.config import BandConfig, SensorConfig
 from pipeline.catalog.search import search_items
+from pipeline.catalog.sensors import sensor_profiles
 from pipeline.catalog.static import open_catalog
-from pipeline.cube.read import HttpLimits, RasterioReader
+from pipeline.cube.build import read_sensor
+from pipeline.cube.plan import SensorCube
+from pipeline.cube.read import DatasetCache, HttpLimits, RasterioReader
 from pipeline.errors import CatalogError
-from pipeline.model import GridSpec
+from pipeline.model import Acquisition, AssetRef, GridSpec
 from tests.manifest import sections
 from tests.servers.misbehaving_http import misbehaving_server
 
@@ -92,6 +96,34 @@ def test_a_cog_read_ends_within_its_bound(mode: str) -> None:
     bound = (limits.retries + 1) * limits.timeout_s + 2 * MARGIN_S
     assert elapsed < bound, (mode, elapsed, str(error))
     assert "cannot read" in str(error) and "Fix:" in str(error)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["drip", "hang"])
+def test_a_sensors_timeout_bounds_the_cube_reads_of_its_files(mode: str) -> None:
+    # The reader the cube stage makes (no limits of its own) takes the sensor's catalog
+    # timeout_s / retries: a COG that never arrives stops the chunk within their bound.
+    sensor = SensorConfig(
+        "s2",
+        sections.catalog(url="catalog.json", timeout_s=2, retries=1),
+        bands={"red": BandConfig(asset="B04")},
+    )
+    (profile,) = sensor_profiles(sensor)
+    assert (profile.read_timeout_s, profile.read_retries) == (2, 1)
+    grid = GridSpec(crs="EPSG:32633", transform=(10.0, 0, 500000.0, 0, -10.0, 5100000.0),
+                    width=8, height=8)  # fmt: skip
+    with misbehaving_server(mode, chunk=10, interval_s=0.3) as server:
+        href = f"/vsicurl/{server.url}/{mode}/sensor-B04.tif"
+        acquisition = Acquisition(
+            "item", "s2", datetime(2024, 5, 1, tzinfo=UTC), {"B04": AssetRef(href)}
+        )
+        cube = SensorCube(profile, (acquisition,), (date(2024, 5, 1),), ())
+        error, elapsed = _timed(lambda: read_sensor(cube, grid, RasterioReader(DatasetCache())))
+        hits = server.hits()
+    bound = (1 + 1) * 2 + 2 * MARGIN_S  # (retries + 1) x timeout_s, GDAL's retry wait on top
+    assert elapsed < bound, (mode, elapsed, str(error))
+    assert "cannot read" in str(error) and "Fix:" in str(error)
+    assert hits >= 2  # the retry was made: the sensor's retries, not GDAL's default of none
 
 
 SECRET_TOKEN = "FAKE-SECRET-7f3a9c1e5b"

@@ -254,6 +254,8 @@ def run_tiles(work: Path, size: int, dates: int, points: int, trees: int) -> dic
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     base = chain.manifest(inputs, folder / "unused-store", trees, min(tile, 512))
+    # One tile holds a sixteenth of the points: keep every class, however few its pixels.
+    base["spec"]["sampling"]["min_pixels_per_class"] = 1
     overrides = chain.variant_overrides(base, folder)
     variant = next(n for n in chain.HEADLINE if isinstance(overrides[n], dict))
     override = overrides[variant]

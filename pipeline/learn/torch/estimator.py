@@ -86,14 +86,18 @@ class TorchModel:
     def n_features_in_(self) -> int:
         return int(self.network.gather.numel())
 
-    def rows_per_batch(self, n: int) -> int:
-        """Rows per batch for ``n`` rows (a chunk's valid pixels): all of them in one batch when
-        their activations fit the memory budget, else the fewest equal batches that do."""
+    @property
+    def row_bytes(self) -> int:
+        """Activation bytes of one row (its layers' outputs, measured once on a dummy batch)."""
         if self._row_bytes is None:
             example = torch.zeros((2, self.n_features_in_), device=self.device)
             self._row_bytes = activation_bytes(self.network, example)
-        cap = batch_for(self.device, self._row_bytes, self.batch_size or max(n, 1))
-        return sized_to(n, cap)
+        return self._row_bytes
+
+    def rows_per_batch(self, n: int) -> int:
+        """Rows per batch for ``n`` rows (a chunk's valid pixels): all of them in one batch when
+        their activations fit the memory budget, else the fewest equal batches that do."""
+        return sized_to(n, batch_for(self.device, self.row_bytes, self.batch_size or max(n, 1)))
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
         """Raw network outputs (logits, or standardized values) for (n, n_features) features,

@@ -155,6 +155,18 @@ class SamplingSpec(_Strict):
         description="Number of repeated split/train/validate runs with seeds seed, seed+1, ...; "
         "metrics are reported as mean and 95% interval across runs.",
     )
+    final_model: Literal["run0", "all"] = Field(
+        "run0",
+        description="The model that makes the map: 'run0', run 0's (trained on its training "
+        "split; the map is scored at its validation pixels); 'all', a model trained on every "
+        "sample pixel (the selection applied to both sides of the split), with run 0's model "
+        "kept apart and scored on its held-out pixels (docs/concepts.md#the-final-model).",
+    )
+
+    def __canonical__(self) -> dict[str, object]:
+        # final_model only when set: runs made before it existed keep their digests.
+        exclude = {"final_model"} if self.final_model == "run0" else set()
+        return {"__type__": "SamplingSpec", **self.model_dump(mode="json", exclude=exclude)}
 
     @model_validator(mode="after")
     def _strategy_parameters(self) -> SamplingSpec:

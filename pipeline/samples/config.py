@@ -64,7 +64,13 @@ class SamplingConfig:
     count: int | None = None
     within_polygon: Literal["random", "periodic"] = "random"
     runs: int = 1
+    final_model: Literal["run0", "all"] = "run0"
+    """The model that maps: run 0's, or one trained on every sample pixel (``all``)."""
 
     def __canonical__(self) -> dict[str, object]:
-        # The digest of the pydantic SamplingSpec it replaces: run stores keep their units.
-        return section_canonical(self, "SamplingSpec")
+        # The digest of the pydantic SamplingSpec it replaces: run stores keep their units
+        # (final_model only when set, as the section gives it).
+        out = section_canonical(self, "SamplingSpec")
+        if self.final_model == "run0":
+            out.pop("final_model")
+        return out

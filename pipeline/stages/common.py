@@ -61,7 +61,14 @@ def frame_for_digest(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame[present].reset_index(drop=True)
 
 
+FINAL_RUN = -1
+"""The run index of the model trained on every sample pixel (``sampling.final_model: all``)."""
+
+
 def split_column(run: int) -> str:
     """The samples table's column with run ``run``'s side of each pixel (train, validation,
-    or empty: a pixel only another run uses)."""
+    or empty: a pixel only another run uses); ``split_final`` for the final model (train or
+    empty: its selection over both sides of the split)."""
+    if run == FINAL_RUN:
+        return "split_final"
     return "split" if run == 0 else f"split_r{run}"

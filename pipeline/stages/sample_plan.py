@@ -22,7 +22,7 @@ from pipeline.samples.reference import Burn, ReferencePolygons, load_reference, 
 from pipeline.samples.regions import RegionMap, check_region_training
 from pipeline.samples.select import SelectionRule, select_pixels
 from pipeline.samples.split import TRAIN, VALIDATION, split_polygons, value_strata
-from pipeline.stages.common import frame_for_digest, split_column, within
+from pipeline.stages.common import FINAL_RUN, frame_for_digest, split_column, within
 from pipeline.stages.cube import TilePlan, check_same_dates, cube_options
 from pipeline.stages.discover import Sensors
 from pipeline.stages.regions import RegionPlan
@@ -184,6 +184,21 @@ def sample_pixels(
         column[training.index.to_numpy()] = TRAIN
         sides[split_column(run)] = column
         kept |= column != ""
+    if sampling.final_model == "all":  # the map's model: the selection over every pixel
+        training = select_pixels(
+            pixels,
+            rule,
+            sampling.seed,
+            label_column=None if regression else "label",
+            by=["region"] if regions is not None else [],
+        )
+        if regions is not None:
+            every_region = RegionMap(regions.names, np.arange(len(regions.names))[None, :])
+            check_region_training(training, every_region, classification=not regression)
+        column = np.full(len(pixels), "", dtype=object)
+        column[training.index.to_numpy()] = TRAIN
+        sides[split_column(FINAL_RUN)] = column
+        kept |= column != ""
     for name in [n for n in sides if n in pixels.columns]:  # "split" (run 0): in its place
         pixels[name] = sides.pop(name)
     pixels = pd.concat([pixels, pd.DataFrame(sides, index=pixels.index)], axis=1)
@@ -237,6 +252,8 @@ def cached_sample_pixels(
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     columns = ["tile", "window", *_PIXEL_COLUMNS]
     columns += [split_column(r) for r in range(1, config.sampling.runs)]
+    if config.sampling.final_model == "all":
+        columns.append(split_column(FINAL_RUN))
     identity = canonical(frame_for_digest(pixels, columns))
     cache.put_frame(name, pixels, {"identity": identity, "warnings": said})
     return pixels, identity

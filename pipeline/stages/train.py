@@ -12,7 +12,7 @@ from pipeline.run.context import PlanContext, RunContext
 from pipeline.run.executor import StageWork
 from pipeline.run.stage import StagePlan, stage_digest
 from pipeline.run.units import Unit
-from pipeline.stages.common import split_column
+from pipeline.stages.common import FINAL_RUN, split_column
 from pipeline.stages.cube import Cubes
 from pipeline.stages.samples import Samples
 from pipeline.storage import RunStore
@@ -30,16 +30,20 @@ def region_model(model: str, name: str) -> str:
     return f"{model}/regions/{name}"
 
 
-def run_model(model: str, run: int) -> str:
-    """Where run ``run``'s model is saved: the model folder for run 0 (the one that maps),
-    ``<model>-runs/run-<r>`` for the others (they are scored on their validation pixels)."""
-    return model if run == 0 else f"{model}-runs/run-{run}"
+def run_model(model: str, run: int, *, final: bool = False) -> str:
+    """Where run ``run``'s model is saved: the model folder for the model that maps (run 0's,
+    or with ``final`` the final model's, ``FINAL_RUN``), ``<model>-runs/run-<r>`` for the
+    others (they are scored on their validation pixels; run 0's too with ``final``)."""
+    if run == FINAL_RUN or (run == 0 and not final):
+        return model
+    return f"{model}-runs/run-{run}"
 
 
 @dataclass(frozen=True)
 class Models:
     other_runs: tuple[Unit, ...]
-    """The models of runs 1.. (scored on their own validation pixels, never mapped)."""
+    """The models of runs 1.. (scored on their own validation pixels, never mapped), and run 0's
+    with a final model (``sampling.final_model: all``)."""
     regions: tuple[str, ...]
     """Runs with regions: the region names (a model per region)."""
 
@@ -64,6 +68,8 @@ class TrainContext:
     run code) pairs (``pipeline.learn.external.source_class_map``)."""
     class_names: tuple[tuple[int, str], ...] = ()
     """(code, name) of the reference's classes, for the warnings that name them."""
+    final: bool = False
+    """A final model maps (``sampling.final_model: all``): run 0's model is saved apart."""
 
 
 def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
@@ -83,7 +89,7 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         run, region = int(payload[0]), int(payload[1])
     else:
         run = int(payload or 0)
-    seed = context.seed + run
+    seed = context.seed + max(run, 0)  # the final model (FINAL_RUN) draws with run 0's seed
     info: dict[str, Any] = {"left_out_classes": [], "training_pixels": 0, "training_polygons": 0}
     if spec.kind == "external":
         model, contract = load_external_model(spec, context.task)  # type: ignore[arg-type]
@@ -134,7 +140,7 @@ def train_unit(context: TrainContext, payload: Any) -> dict[str, Any]:
         info["training_pixels"] = len(training)
         info["training_polygons"] = int(training["polygon_id"].nunique())
     check_features(contract, names)
-    target = run_model(context.model, run)
+    target = run_model(context.model, run, final=context.final)
     if region is not None:
         target = region_model(target, context.regions[region])
         info["region"] = context.regions[region]
@@ -207,11 +213,32 @@ class Train:
         def model_digest(seed: int) -> str:
             return digest(table, config.model, config.task, seed, sampling.min_pixels_per_class)
 
-        train = Unit(NAME, "model", model_digest(sampling.seed))
+        # The model that maps: run 0's, or the final model (trained on every sample pixel, its
+        # own digest), with run 0's then one of the others.
+        final = sampling.final_model == "all"
+        mapping_run = FINAL_RUN if final else 0
+        mapping_digest = model_digest(sampling.seed)
+        if final:
+            mapping_digest = digest(mapping_digest, "final")
+        train = Unit(NAME, "model", mapping_digest, payload=FINAL_RUN if final else None)
+        if final and samples.patches is not None:
+            from pipeline.errors import ManifestError
+
+            raise ManifestError(
+                "a patch model trains on run 0's patch samples only, so it has no final model "
+                "trained on every sample",
+                fix="remove sampling.final_model (or set it to run0)",
+                field="sampling.final_model",
+            )
         region_units: list[Unit] = []
         if regions:
             region_units = [
-                Unit(NAME, f"model-{name}", digest(train.digest, "region", name), payload=(0, i))
+                Unit(
+                    NAME,
+                    f"model-{name}",
+                    digest(train.digest, "region", name),
+                    payload=(mapping_run, i),
+                )
                 for i, name in enumerate(regions)
             ]
             train = Unit(  # the digest the maps depend on: every region's model, the regions
@@ -219,7 +246,7 @@ class Train:
             )
         other_runs = [
             Unit(NAME, f"model-run{run}", model_digest(sampling.seed + run), payload=run)
-            for run in range(1, sampling.runs)
+            for run in range(0 if final else 1, sampling.runs)
         ]
         if regions:  # a model per region in every run
             other_runs = [
@@ -284,6 +311,7 @@ class Train:
                     None if patches is None else patches.path,
                     tuple(source_class_map(config.model, samples.reference.legend).items()),
                     tuple((c.code, c.name) for c in samples.reference.legend),
+                    config.sampling.final_model == "all",
                 ),
                 description="model" if not models.regions else "region models",
             )

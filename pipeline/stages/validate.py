@@ -85,6 +85,8 @@ class ValidateContext:
     details: dict[str, Any]
     features_word: str = "polygons"
     """What the reference's features are called: points, polygons or features (both)."""
+    skipped: tuple[dict[str, str], ...] = ()
+    """Catalog items the run left out (``on_bad_item: skip``): item, sensor, problem."""
 
 
 def _predict_samples(
@@ -246,6 +248,7 @@ def validate_unit(context: ValidateContext, _payload: Any) -> dict[str, Any]:
                 details=details,
                 area=area,
                 runs=runs,
+                skipped=context.skipped,
             )
     out = metrics.to_dict()
     return _console(
@@ -348,6 +351,7 @@ def _validate_values(
                 title=title,
                 details=details,
                 runs=runs,
+                skipped=context.skipped,
             )
     out = metrics.to_dict()
     return _console(
@@ -438,6 +442,19 @@ class Validate:
         runs = config.sampling.runs
         regions = samples.regions.names if samples.regions is not None else ()
         model = layout.relative(layout.model)
+        # A final model maps (sampling.final_model: all): it has seen every validation pixel, so
+        # the scores are run 0's model's, applied to its own held-out pixels' features.
+        final = config.sampling.final_model == "all"
+        details = _report_details(context, model_info, predicted["unmapped"])
+        if final:
+            word = samples.reference.feature_word
+            details["model that mapped"] = (
+                f"the final model (sampling.final_model: all), trained on every sample pixel: "
+                f"{model_info.get('training_polygons', 0)} {word} / "
+                f"{model_info.get('training_pixels', 0)} pixels; the scores are run 0's model's "
+                f"on its own validation {word} (from their features in the samples table), "
+                "which the final model saw in training; no area estimate"
+            )
         validate_context = ValidateContext(
             context.store.root,
             config.task,
@@ -452,13 +469,13 @@ class Validate:
                 predicted["encoding"].nodata,
                 VALUE_VARIABLE if config.task == "regression" else LABEL_VARIABLE,
                 tuple((t.key or "", t.map_url) for t in cubes.tiles) if cubes.tiled else (),
-                samples.windowed,
+                samples.windowed or final,
             ),
             ScoredModels(
-                model,
+                run_model(model, 0, final=final),
                 tuple(model_info["classes"]),
                 tuple(cubes.cube.feature_names),
-                tuple(run_model(model, r) for r in range(runs)) if runs > 1 else (),
+                tuple(run_model(model, r, final=final) for r in range(runs)) if runs > 1 else (),
                 tuple(config.sampling.seed + r for r in range(runs)),
                 regions,
             ),
@@ -469,8 +486,9 @@ class Validate:
                 model_info,
             ),
             f"sitsflow run {config.name}: accuracy on validation {samples.reference.feature_word}",
-            _report_details(context, model_info, predicted["unmapped"]),
+            details,
             samples.reference.feature_word,
+            tuple(context.stage_plan("discover").facts.get("skipped_items", ())),
         )
         checked = context.run(
             StageWork(

@@ -110,12 +110,15 @@ def _metrics_json(
     details: Mapping[str, Any],
     area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> str:
     document = metrics.to_dict()
     if area is not None:
         document["area_estimates"] = area.to_dict()
     if runs is not None:
         document["across_runs"] = runs.to_dict()
+    if skipped:
+        document["skipped_items"] = [dict(s) for s in skipped]
     document["legend"] = {
         str(code): {"name": info.name, "color": info.color} for code, info in legend.items()
     }
@@ -286,6 +289,23 @@ def _runs_html(runs: RunsSummary, legend: Mapping[int, ClassInfo]) -> list[str]:
     return out
 
 
+def _skipped_html(skipped: Sequence[Mapping[str, str]]) -> list[str]:
+    """The catalog items the run left out (``on_bad_item: skip``), each with why."""
+    if not skipped:
+        return []
+    out = [
+        "<h2>Items left out</h2>",
+        f'<p class="caveat">{len(skipped)} catalog item(s) were left out of the run '
+        "(<code>on_bad_item: skip</code>): their dates are gap-filled from the others.</p>",
+        "<table><tr><th>item</th><th>sensor</th><th>why</th></tr>",
+    ]
+    for entry in skipped:
+        cells = (entry.get("item", ""), entry.get("sensor", ""), entry.get("problem", ""))
+        out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return out
+
+
 def _render_html(
     metrics: ClassificationMetrics,
     legend: Mapping[int, ClassInfo],
@@ -293,6 +313,7 @@ def _render_html(
     details: Mapping[str, Any],
     area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> str:
     classes = metrics.classes
     names = {c: class_name(c, legend) for c in classes}
@@ -316,6 +337,7 @@ def _render_html(
         add("</table>")
     else:
         add('<p class="note">No details given.</p>')
+    out.extend(_skipped_html(skipped))
 
     add("<h2>Overall</h2>")
     add('<div class="summary">')
@@ -404,6 +426,7 @@ def write_report(
     details: Mapping[str, Any],
     area: AreaEstimates | AreaAssessment | None = None,
     runs: RunsSummary | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> ReportFiles:
     """Write metrics.json, confusion_matrix.png, map_quicklook.png and report.html to ``out_dir``.
 
@@ -418,7 +441,9 @@ def write_report(
     with its area unit and sampling caveat) adds the area-weighted accuracy and class areas
     with their intervals; ``runs`` (optional,
     :mod:`pipeline.validate.aggregate`) adds the mean and interval of the scores across runs.
-    Both go to the page and to metrics.json (keys ``area_estimates`` and ``across_runs``).
+    Both go to the page and to metrics.json (keys ``area_estimates`` and ``across_runs``), as
+    do ``skipped``, the catalog items the run left out (``item``, ``sensor``, ``problem``: key
+    ``skipped_items``).
 
     All four files are complete before any of them is renamed into place, so a failure leaves
     ``out_dir`` without partial files (and a previous report there unchanged).
@@ -434,8 +459,8 @@ def write_report(
         quicklook_png=out_dir / QUICKLOOK_PNG,
     )
     # Cheap, failure-prone work first, before anything touches out_dir.
-    json_text = _metrics_json(metrics, by_code, title, details, area, runs)
-    html_text = _render_html(metrics, by_code, title, _jsonable(dict(details)), area, runs)
+    json_text = _metrics_json(metrics, by_code, title, details, area, runs, skipped)
+    html_text = _render_html(metrics, by_code, title, _jsonable(dict(details)), area, runs, skipped)
 
     with contextlib.ExitStack() as stack:
         # Entered first, renamed last: the page appears only once its images are in place.
@@ -467,7 +492,11 @@ class RegressionReportFiles:
 
 
 def _regression_html(
-    metrics: RegressionMetrics, title: str, details: Mapping[str, Any], runs: RunsSummary | None
+    metrics: RegressionMetrics,
+    title: str,
+    details: Mapping[str, Any],
+    runs: RunsSummary | None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> str:
     out = [
         "<!DOCTYPE html>",
@@ -488,6 +517,7 @@ def _regression_html(
         out.append("</table>")
     else:
         out.append('<p class="note">No details given.</p>')
+    out.extend(_skipped_html(skipped))
     out.append("<h2>Scores</h2>")
     out.append('<div class="summary">')
     for label, value in (
@@ -526,13 +556,14 @@ def write_regression_report(
     details: Mapping[str, Any],
     units: str = "",
     runs: RunsSummary | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> tuple[RegressionReportFiles, RegressionMetrics]:
     """Score a regression map and write metrics.json, scatter.png, map_quicklook.png and
     report.html to ``out_dir``, all or nothing (as :func:`write_report`).
 
     ``reference``/``predicted`` are the validation samples' values; ``value_map`` is the
     single-band map (its nodata value marks unmapped pixels); ``runs`` adds the across-run
-    intervals.
+    intervals; ``skipped`` lists the catalog items left out (as :func:`write_report`).
     """
     from pipeline.validate.regression import regression_metrics
 
@@ -547,10 +578,12 @@ def write_regression_report(
     document: dict[str, Any] = {"task": "regression", **metrics.to_dict()}
     if runs is not None:
         document["across_runs"] = runs.to_dict()
+    if skipped:
+        document["skipped_items"] = [dict(s) for s in skipped]
     document["details"] = _jsonable(dict(details))
     document["title"] = title
     json_text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
-    html_text = _regression_html(metrics, title, _jsonable(dict(details)), runs)
+    html_text = _regression_html(metrics, title, _jsonable(dict(details)), runs, skipped)
     with contextlib.ExitStack() as stack:
         html_tmp = stack.enter_context(atomic_path(files.html))
         json_tmp = stack.enter_context(atomic_path(files.metrics_json))

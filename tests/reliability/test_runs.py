@@ -148,6 +148,25 @@ def test_a_missing_asset_stops_at_planning_and_the_fixed_run_gives_the_same_maps
     assert map_bytes(store) == map_bytes(reference["store"])
 
 
+def test_a_skipped_item_is_named_in_the_report(tmp_path: Path) -> None:
+    catalog = _copy_catalog(tmp_path)
+    victim = next(iter(sorted(catalog.rglob("slovenia-s2-20170521*_NDVI.tif"))))
+    victim.unlink()
+
+    def skip(spec: dict[str, Any]) -> None:
+        spec["sensors"][0]["catalog"].update(url=str(catalog / "catalog.json"), on_bad_item="skip")
+
+    done = cli("run", str(demo_manifest(tmp_path / "run", skip)))
+    assert done.returncode == 0, done.stderr[-5000:]
+    report = tmp_path / "run" / "store" / "report"
+    item = victim.parent.name
+    (entry,) = json.loads((report / "metrics.json").read_text())["skipped_items"]
+    assert entry["item"] == item and entry["sensor"] == "s2"
+    assert victim.name in entry["problem"] and "does not exist" in entry["problem"]
+    page = (report / "report.html").read_text()
+    assert "Items left out" in page and f"<td>{item}</td>" in page
+
+
 @pytest.fixture
 def freezable(tmp_path: Path) -> Iterator[Path]:
     probe = tmp_path / "probe"

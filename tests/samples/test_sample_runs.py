@@ -135,3 +135,18 @@ def test_region_without_samples_is_an_error(tmp_path: Path) -> None:
         _quiet_runs(reference, sections.sampling(min_pixels_per_class=1), regions)
     assert "region(s) ['2'] have no training pixel" in str(info.value)
     assert "Fix:" in str(info.value)
+
+
+def test_final_model_enters_the_digest_only_when_set() -> None:
+    # Runs made before sampling.final_model existed keep every digest (their stores resume).
+    from pipeline.manifest import SamplingSpec
+    from pipeline.run.units import canonical
+
+    default = canonical(sections.sampling(runs=3))
+    assert "final_model" not in default
+    assert default == canonical(SamplingSpec(runs=3))
+    final = sections.sampling(runs=3, final_model="all")
+    assert final.final_model == "all" and canonical(final)["final_model"] == "all"
+    assert canonical(final) == canonical(SamplingSpec(runs=3, final_model="all"))
+    with pytest.raises(ValueError, match="final_model"):
+        SamplingSpec(final_model="everything")

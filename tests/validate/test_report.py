@@ -394,6 +394,27 @@ def test_area_and_runs_sections(
     assert "indicative" in page  # the sampling caveat is stated
 
 
+SKIPPED = (
+    {"item": "s2-20170521", "sensor": "s2", "problem": "'/data/<b04>.tif' does not exist"},
+    {"item": "s2-20170610", "sensor": "s2", "problem": "cannot be read: not a TIFF file"},
+)
+
+
+def test_items_left_out_are_listed_with_why(
+    tmp_path: Path, metrics: ClassificationMetrics, label_map: Path
+) -> None:
+    files = _write(tmp_path / "report", metrics, label_map, skipped=SKIPPED)
+    loaded = json.loads(files.metrics_json.read_text(encoding="utf-8"))
+    assert loaded["skipped_items"] == [dict(s) for s in SKIPPED]
+    page = files.html.read_text(encoding="utf-8")
+    assert "Items left out" in page and "2 catalog item(s) were left out" in page
+    assert "<td>s2-20170610</td><td>s2</td><td>cannot be read: not a TIFF file</td>" in page
+    assert "&lt;b04&gt;" in page  # escaped
+    plain = _write(tmp_path / "plain", metrics, label_map)
+    assert "skipped_items" not in json.loads(plain.metrics_json.read_text(encoding="utf-8"))
+    assert "Items left out" not in plain.html.read_text(encoding="utf-8")
+
+
 def test_regression_report(tmp_path: Path) -> None:
     from pipeline.validate.report import write_regression_report
 
@@ -406,14 +427,16 @@ def test_regression_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     files, scores = write_regression_report(
         out, reference, predicted, value_map, title="canopy height", details={"run": "x"},
-        units="m",
+        units="m", skipped=SKIPPED[:1],
     )  # fmt: skip
     assert _files_in(out) == ["map_quicklook.png", "metrics.json", "report.html", "scatter.png"]
     loaded = json.loads(files.metrics_json.read_text(encoding="utf-8"))
     assert loaded["task"] == "regression"
     assert loaded["rmse"] == pytest.approx(scores.rmse)
+    assert loaded["skipped_items"] == [SKIPPED[0]]
     page = files.html.read_text(encoding="utf-8")
     assert "RMSE" in page and 'src="scatter.png"' in page
+    assert "1 catalog item(s) were left out" in page
     for png in (files.scatter_png, files.quicklook_png):
         with Image.open(png) as image:
             assert image.format == "PNG"

@@ -29,17 +29,10 @@ from pipeline.learn.config import ModelConfig, PatchConfig
 from pipeline.learn.contract import ModelContract, Task
 from pipeline.learn.patch.models import PatchDims, build_patch_network
 from pipeline.learn.preflight import check_task_settings
+from pipeline.learn.torch import training
 from pipeline.learn.torch.blocks import Standardized
 from pipeline.learn.torch.layout import TemporalLayout, from_feature_names
 from pipeline.learn.torch.runtime import batch_for, resolve_device
-from pipeline.learn.torch.training import (
-    Feed,
-    class_weights,
-    holdout_split,
-    network_contract,
-    seeded,
-    train_loop,
-)
 
 IGNORE = -1  # pipeline.samples.patches.IGNORE (learn does not import samples)
 TASKS: tuple[Task, ...] = ("classification",)
@@ -181,7 +174,7 @@ def fit_patch_network(
     codes[labelled] = codes_flat
     polygons = groups[labelled] if groups is not None else None
     held = np.zeros(targets.shape, dtype=bool)
-    held[labelled] = holdout_split(
+    held[labelled] = training.holdout_split(
         codes_flat, polygons, config.training.validation_fraction, seed, stratify=True
     )
     train_codes = np.where(labelled & ~held, codes, IGNORE)
@@ -191,7 +184,7 @@ def fit_patch_network(
 
     settings = config.training
     device = resolve_device(settings.device)
-    with seeded(seed, device, warn_only=device.type == "cuda"):
+    with training.seeded(seed, device, warn_only=device.type == "cuda"):
         network, layout, dims = prepare_patch_network(config, feature_names, len(classes))
         if config.standardize is not False:
             network.set_normalization(*_normalization(features[train_rows], layout))
@@ -199,13 +192,13 @@ def fit_patch_network(
         weights = None
         if settings.class_weights == "balanced":
             labels = train_codes[train_codes != IGNORE]
-            weights = class_weights(labels, len(classes)).to(device)
+            weights = training.class_weights(labels, len(classes)).to(device)
         loss = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         batch = batch_for(
             device, per_patch_bytes(dims, config.params_dict(), True), settings.batch_size
         )
-        feed = Feed(
+        feed = training.Feed(
             device,
             batch,
             batch,
@@ -213,7 +206,7 @@ def fit_patch_network(
             augment=_augment if patch.augment else None,
             mixed_precision=True,
         )
-        record = train_loop(
+        record = training.train_loop(
             network,
             loss,
             settings,
@@ -239,7 +232,7 @@ def fit_patch_network(
         "patch": {"size": patch.size, "stride": patch.step},
         "standardize": config.standardize is not False,
     }
-    contract = network_contract(
+    contract = training.network_contract(
         config,
         kind="torch_patch",
         task=task,

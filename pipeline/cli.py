@@ -159,8 +159,10 @@ def status(
     done = sum(s.done for s in stages)
     log.info(f"run {loaded.name} in {plan.store.root}: {done} of {total} units done", "status")
     for s in stages:
+        note = plan.stages[s.stage].facts.get(s.stage)  # e.g. the cube: not kept
         log.info(
-            f"  {s.stage:<10} {s.done:>6} / {s.total:<6} done, {s.left} left",
+            f"  {s.stage:<10} {s.done:>6} / {s.total:<6} done, {s.left} left"
+            + (f"; {note}" if isinstance(note, str) else ""),
             "status.stage",
             stage=s.stage,
             done=s.done,
@@ -485,9 +487,11 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     )
     memory = summary["memory"]["peak_worker_memory_bytes"] / 2**20
     pixels = summary["throughput"].get("cube", {}).get("pixels_per_second", 0)
+    fused = summary["estimate"].get("cube")  # no cube kept: its features computed by predict
     log.info(
         f"{summary['units_run']} unit(s) run, {summary['units_skipped']} kept from before; "
-        f"cube {pixels:,.0f} px/s; peak worker memory {memory:.0f} MiB; "
+        + (f"cube {fused}; " if isinstance(fused, str) else f"cube {pixels:,.0f} px/s; ")
+        + f"peak worker memory {memory:.0f} MiB; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
         "run.summary",
     )

@@ -151,6 +151,15 @@ class OutputsSpec(_Strict):
         "radiometric precision. Samples, maps and the streamed path all see the stored values. "
         "float32: every time series as float32.",
     )
+    keep_cube: bool = Field(
+        True,
+        description="Write the feature cube (cube.zarr). false: no cube is written; each "
+        "prediction unit computes its chunk's features (plus the model's halo) from the imagery "
+        "and predicts them in the same task, and the samples are read straight from the imagery. "
+        "The maps and the samples table are the same to the bit (the features are quantized as "
+        "cube_encoding says, exactly as a stored cube would hand them to the model). Not with "
+        "objects, fusion or patch models (model.kind torch_patch), which read the cube.",
+    )
 
     license: str | None = Field(
         None,

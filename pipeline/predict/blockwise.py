@@ -7,6 +7,12 @@ The model's learner (``pipeline.learn.registry``, by the contract's kind) says h
 needs around a chunk (its halo: 0 for per-pixel models); the task reads the chunk grown by that
 halo (NaN off the grid's edges) and the learner predicts the chunk's core from it.
 
+Features come from a cube store, or (a run that keeps no cube: fused chunks) are computed from
+the imagery for the chunk plus its halo by the cube's own streamed path
+(``pipeline.cube.build.stream_features``), which hands over the values a stored cube would: the
+same arithmetic, quantized as the cube's encoding says. Both give the learner the same block, so
+the maps are the same to the bit.
+
 Classification writes ``label`` (class code) and ``confidence`` (the winning class's probability,
 percent), and optionally ``probability_<code>`` per class (percent); regression writes ``value``
 (float32, NaN where no prediction). Pixels with a NaN feature (never valid in the period) get
@@ -16,6 +22,7 @@ no-data in every variable.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import math
 import os
@@ -30,6 +37,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 
+from pipeline.cube.plan import CubePlan
 from pipeline.cube.store import read_features, write_template
 from pipeline.errors import ModelError
 from pipeline.learn import load_model, model_input
@@ -89,9 +97,14 @@ class MapEncoding:
         return (LABEL_VARIABLE, CONFIDENCE_VARIABLE, *probabilities)
 
 
+FeatureSource = str | CubePlan
+"""Where a chunk's features come from: a cube store's location, or the plan of a cube that is not
+kept, whose features are computed from the imagery where they are read."""
+
+
 @dataclass(frozen=True)
 class PredictTask:
-    cube_store: str
+    cube_store: FeatureSource
     variables: tuple[tuple[str, str], ...]
     model_folder: str
     map_store: str
@@ -104,6 +117,9 @@ class PredictReport:
     window: Window
     predicted_pixels: int
     nodata_pixels: int
+    never_valid_pixels: int | None = None
+    """Pixels of the tile never valid in the period (features computed here, no cube), else
+    None: the cube stage counted them."""
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
@@ -223,21 +239,39 @@ def predict_stack(model: Any, stack: np.ndarray, encoding: MapEncoding) -> dict[
     return encode_prediction(PixelLearner().predict_block(model, stack, 0, encoding.task), encoding)
 
 
+def _features(source: FeatureSource, variables: Sequence[tuple[str, str]], window: Window) -> Any:
+    """The (n_features, h, w) features of ``window`` (on the grid) from ``source``."""
+    if isinstance(source, str):
+        return read_features(source, list(variables), window)
+    from pipeline.cube.build import stream_features
+
+    if tuple(source.time_series_variables) != tuple(variables):
+        raise ValueError(
+            f"the variables asked for, {list(variables)}, are not the cube plan's "
+            f"{list(source.time_series_variables)}: the streamed path computes the plan's features"
+        )
+    return stream_features(source, window)
+
+
 def read_block(
-    cube_store: str, variables: Sequence[tuple[str, str]], window: Window, halo: int
+    source: FeatureSource, variables: Sequence[tuple[str, str]], window: Window, halo: int
 ) -> np.ndarray:
     """The features of ``window`` grown by ``halo`` pixels on each side: (n_features,
-    h + 2 halo, w + 2 halo) float32, NaN off the grid's edges (only what is on the grid is read)."""
+    h + 2 halo, w + 2 halo) float32, NaN off the grid's edges (only what is on the grid is read,
+    or computed from the imagery when ``source`` is a cube plan)."""
     if halo == 0:
-        return read_features(cube_store, list(variables), window)
-    first = zarr.open_group(cube_store, mode="r")[variables[0][0]]
-    assert isinstance(first, zarr.Array)
-    height, width = first.shape[-2:]
+        return np.asarray(_features(source, variables, window))
+    if isinstance(source, str):
+        first = zarr.open_group(source, mode="r")[variables[0][0]]
+        assert isinstance(first, zarr.Array)
+        height, width = first.shape[-2:]
+    else:
+        height, width = source.grid.height, source.grid.width
     r0, c0 = window.row_off - halo, window.col_off - halo
     rs, cs = max(r0, 0), max(c0, 0)
     re = min(window.row_off + window.height + halo, height)
     ce = min(window.col_off + window.width + halo, width)
-    inside = read_features(cube_store, list(variables), Window(rs, cs, re - rs, ce - cs))
+    inside = _features(source, variables, Window(rs, cs, re - rs, ce - cs))
     block = np.full(
         (inside.shape[0], window.height + 2 * halo, window.width + 2 * halo), np.nan, np.float32
     )
@@ -251,6 +285,24 @@ def predict_features(
     """Labels and confidence (percent) for a (n_features, h, w) stack; NaN pixels get no-data."""
     out = predict_stack(model, stack, encoding)
     return out[LABEL_VARIABLE], out[CONFIDENCE_VARIABLE]
+
+
+def never_valid(source: FeatureSource, block: np.ndarray, window: Window, halo: int) -> int | None:
+    """Pixels of ``window`` the tile owns that some sensor never saw valid in the period (the
+    cube stage's count: every gap-filled band of such a sensor is NaN there, on every date),
+    when the features were computed here; None when they were read from a cube (its stage
+    counted them)."""
+    if isinstance(source, str):
+        return None
+    core = block[:, halo : halo + window.height, halo : halo + window.width]
+    missing = np.zeros(core.shape[1:], dtype=bool)
+    first = 0  # each sensor's features start with its bands, date by date
+    for sensor in source.sensors:
+        n_dates = len(sensor.dates)
+        bands = core[first : first + len(sensor.profile.bands) * n_dates : n_dates]
+        missing |= np.isnan(bands).all(axis=0)
+        first += len(sensor.series_names) * n_dates
+    return int((missing & source.owned(window)).sum())
 
 
 def _write_layers(
@@ -277,7 +329,9 @@ def predict_chunk(task: PredictTask) -> PredictReport:
     block = read_block(task.cube_store, task.variables, task.window, halo)
     prediction = learner.predict_block(model, block, halo, task.encoding.task)
     layers = encode_prediction(prediction, task.encoding)
-    return _write_layers(task.map_store, task.window, layers, task.encoding)
+    report = _write_layers(task.map_store, task.window, layers, task.encoding)
+    missing = never_valid(task.cube_store, block, task.window, halo)
+    return report if missing is None else dataclasses.replace(report, never_valid_pixels=missing)
 
 
 # --- one model per region ------------------------------------------------------------------------
@@ -370,7 +424,7 @@ class RegionPredictTask:
     ``border_pixels`` and ``rule`` are those of ``spec.reference.regions``.
     """
 
-    cube_store: str
+    cube_store: FeatureSource
     variables: tuple[tuple[str, str], ...]
     model_folders: tuple[str, ...]
     map_store: str
@@ -520,7 +574,7 @@ def predict_chunk_regions(task: RegionPredictTask) -> PredictReport:
             "region order"
         )
     weights = region_weights(task.region_store, task.window, task.border_pixels)
-    stack = read_features(task.cube_store, list(task.variables), task.window)
+    stack = read_block(task.cube_store, task.variables, task.window, 0)
     layers = predict_stack_regions(
         lambda region: _region_model(task.model_folders[region], task.encoding),
         stack,
@@ -529,4 +583,6 @@ def predict_chunk_regions(task: RegionPredictTask) -> PredictReport:
         classes=task.classes,
         rule=task.rule,
     )
-    return _write_layers(task.map_store, task.window, layers, task.encoding)
+    report = _write_layers(task.map_store, task.window, layers, task.encoding)
+    missing = never_valid(task.cube_store, stack, task.window, 0)
+    return report if missing is None else dataclasses.replace(report, never_valid_pixels=missing)

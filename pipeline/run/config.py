@@ -57,13 +57,19 @@ class OutputsConfig:
     values: str = "maps/values.tif"
     report: str = "report"
     cube_encoding: Literal["int16", "float32"] = "int16"
+    keep_cube: bool = True
+    """False: no cube; each predict unit computes its chunk's features from the imagery."""
     # Not in digests (compare=False): the licence only labels the STAC collection.
     license: str | None = field(default=None, compare=False)
     license_url: str | None = field(default=None, compare=False)
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic OutputsSpec it replaces: run stores keep their units.
-        return section_canonical(self, "OutputsSpec")
+        # keep_cube came later: it enters the digest only when set (false).
+        form = section_canonical(self, "OutputsSpec")
+        if self.keep_cube:
+            del form["keep_cube"]
+        return form
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,25 @@ def plan_cog_extraction(
     return tasks
 
 
+def cog_task_of(task: ExtractTask, plan: CubePlan, cell: int = DEFAULT_CELL) -> CogExtractTask:
+    """The pixels of a cube chunk's task, read from the COGs instead (a run that keeps no cube):
+    the same pixels in the same order, so ``extract_from_cogs`` returns the rows
+    ``extract_chunk`` would, in cells as ``plan_cog_extraction`` reads them."""
+    if cell < 1:
+        raise ValueError(f"cell must be at least 1 pixel, got {cell}")
+    rows = np.asarray(task.rows, dtype=np.int64)
+    cols = np.asarray(task.cols, dtype=np.int64)
+    windows = []
+    if rows.size:
+        cells = np.unique(np.stack([rows // cell, cols // cell], axis=1), axis=0)
+        for cell_r, cell_c in cells:
+            inside = (rows // cell == cell_r) & (cols // cell == cell_c)
+            r0, c0 = int(rows[inside].min()), int(cols[inside].min())
+            r1, c1 = int(rows[inside].max()), int(cols[inside].max())
+            windows.append(Window(r0, c0, r1 - r0 + 1, c1 - c0 + 1))
+    return CogExtractTask(plan=plan, windows=tuple(windows), rows=task.rows, cols=task.cols)
+
+
 def extract_from_cogs(task: CogExtractTask, reader: Reader | None = None) -> np.ndarray:
     """(n_pixels, n_features) float32 features of the task's pixels, computed from the COGs."""
     reader = reader or RasterioReader()

@@ -1,6 +1,7 @@
 """cube: per output tile (and per mapped period) a cube plan; one unit per chunk: read -> mask
 -> gap-fill -> indices -> Zarr region write. Extraction runs plan the cubes (their grids and
-date grids) but build none."""
+date grids) but build none, and so do runs that keep no cube (``outputs.keep_cube: false``):
+there each predict unit computes its chunk's features from the imagery (fused chunks)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from pipeline.cube.build import CubeChunkTask, build_chunk, check_user_features
 from pipeline.cube.plan import CubePlan, plan_cube, plan_tile_cubes
 from pipeline.cube.store import create_cube_store
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, ManifestError
 from pipeline.grid import mosaic_grid, plan_tiles
 from pipeline.model import GridSpec, Window
 from pipeline.run.context import STORE_KEY, PlanContext, RunContext, ensure_store
@@ -79,7 +80,11 @@ class Cubes:
     periods: tuple[PeriodTiles, ...]
     """The run's period first, then each further period (also_map)."""
     cube_digests: dict[tuple[str | None, Window], str]
-    """The digest of every chunk unit by (tile unit key, window): what reads a chunk depends on."""
+    """The digest of every chunk unit by (tile unit key, window): what reads a chunk depends on.
+    Planned whether the cube is kept or not: it names the chunk's features either way."""
+    kept: bool = True
+    """False (``outputs.keep_cube: false``): no cube is written; the features of a chunk are
+    computed where they are read (prediction, sample extraction), with the same numbers."""
 
     @property
     def tiles(self) -> tuple[TilePlan, ...]:
@@ -100,6 +105,11 @@ class Cubes:
     def tiled(self) -> bool:
         return self.tiles[0].key is not None
 
+    def features_of(self, tile: TilePlan) -> str | CubePlan:
+        """Where a tile's features are read: its cube store, or (no cube kept) its cube plan,
+        from which a reader computes them (``pipeline.predict.blockwise.read_block``)."""
+        return tile.cube_url if self.kept else tile.cube
+
     def grid_text(self) -> str:
         grid = self.periods[0].grid
         text = f"{grid.width} x {grid.height} px, {grid.crs}"
@@ -111,6 +121,10 @@ class Cubes:
 
     def estimate(self, units: Mapping[str, Sequence[Unit]]) -> WorkEstimate:
         tiles, cube = self.map_tiles, self.cube
+        chunk_bytes = max(t.cube.bytes_per_chunk() for t in tiles)
+        predicting = predict_bytes(len(cube.feature_names), cube.chunk_side)
+        if not self.kept:  # a predict unit builds its chunk's features, then predicts them
+            predicting += chunk_bytes
         return WorkEstimate(
             tiles=len({(t.key, t.cube.grid) for t in tiles}),  # ground tiles, not tile x period
             chunks=sum(len(t.cube.windows) for t in tiles),
@@ -118,8 +132,8 @@ class Cubes:
             acquisitions=sum(len(s.acquisitions) for t in tiles for s in t.cube.sensors),
             features=len(cube.feature_names),
             chunk_size=cube.chunk_side,  # clipped to the image
-            chunk_bytes=max(t.cube.bytes_per_chunk() for t in tiles),
-            predict_bytes=predict_bytes(len(cube.feature_names), cube.chunk_side),
+            chunk_bytes=chunk_bytes,
+            predict_bytes=predicting,
             units={k: len(v) for k, v in units.items()},
             periods=len(self.periods),
         )
@@ -215,6 +229,34 @@ def check_same_dates(cube: CubePlan, season: CubePlan, what: str, field: str) ->
             )
 
 
+NOT_KEPT = (
+    "not kept (outputs.keep_cube: false): each predict unit computes its chunk's features from "
+    "the imagery"
+)
+
+
+def check_without_cube(config: Any) -> None:
+    """Refuse, before anything is read, what reads a cube in a run that keeps none."""
+    from pipeline.stages.patches import learner_patch_size
+
+    readers = []
+    if config.objects is not None:
+        readers.append(("objects", "segments the cube and sums its features per segment"))
+    if config.fusion is not None:
+        readers.append(("fusion", "predicts its model sources from the cube"))
+    if config.model.kind != "external" and learner_patch_size(config.model) is not None:
+        kind = config.model.kind
+        readers.append(("model.kind", f"{kind} cuts its training patches from the cube"))
+    if readers:
+        key, what = readers[0]
+        other = "use a per-pixel model (kind sklearn or torch)" if key == "model.kind" else ""
+        raise ManifestError(
+            f"no cube is kept, but {key} {what}",
+            fix=f"keep the cube (remove outputs.keep_cube: false), or {other or 'remove ' + key}",
+            field="outputs.keep_cube",
+        )
+
+
 def store_key(tile: TilePlan) -> str:
     """The ledger key of a tile's store set-up (cube or map store)."""
     key = tile.unit_key
@@ -297,28 +339,34 @@ class Cube:
             of_tile = cube_units(tile.cube, digests[name], tile=tile.unit_key, index=index)
             units.extend(of_tile)
             by_window.update({(tile.unit_key, u.payload[1]): u.digest for u in of_tile})
-        cubes = Cubes(tuple(periods), by_window)
         extraction = config.task == "extraction"  # reads the imagery itself: no cube
+        kept = config.outputs.keep_cube
+        if not kept and not extraction:
+            check_without_cube(config)
+        cubes = Cubes(tuple(periods), by_window, kept=kept)
         files = {}
-        if not extraction:
+        facts: dict[str, Any] = {"grid": cubes.grid_text()}
+        if not extraction and kept:
             files["cube"] = layout.relative(
                 layout.cube if not cubes.tiled else layout.root / "cubes"
             )
+        elif not kept:
+            facts["cube"] = NOT_KEPT
         return StagePlan(
             NAME,
-            [] if extraction else units,
+            units if kept and not extraction else [],
             digests=digests,
             outputs=cubes,
             files=files,
-            facts={"grid": cubes.grid_text()},
+            facts=facts,
             estimate=cubes.estimate,
         )
 
     def run(self, context: RunContext) -> None:
         plan = context.stage_plan(NAME)
-        if not plan.units and context.config.task == "extraction":
-            return
         cubes: Cubes = plan.outputs
+        if context.config.task == "extraction" or not cubes.kept:  # nothing to build
+            return
         tiles = cubes.map_tiles
         for tile in tiles:
             ensure_store(

@@ -1,5 +1,7 @@
 """predict: one unit per chunk of every map tile: features -> labels + confidence (or values,
-or class probabilities) -> map Zarr region write."""
+or class probabilities) -> map Zarr region write. The features are read from the cube, or, in a
+run that keeps no cube (``outputs.keep_cube: false``), computed from the imagery for the chunk
+and the model's halo in the same unit (fused chunks: the same numbers, the same unit digests)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import functools
 import shutil
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from pipeline.stages.cube import Cubes, store_key
 from pipeline.stages.regions import region_map
 from pipeline.stages.samples import Samples
 from pipeline.storage import RunStore
+from pipeline.warnings import DataQualityWarning
 
 NAME = "predict"
 VERSION = 1
@@ -66,8 +70,9 @@ def local_model(root: str, model: str, model_digest: str) -> Path:
 @dataclass(frozen=True)
 class PredictContext:
     root: str
-    stores: tuple[tuple[str, str], ...]
-    """Per tile, in tile order: the locations of its cube and of its map store."""
+    stores: tuple[tuple[Any, str], ...]
+    """Per tile, in tile order: where its features come from (its cube's location, or the cube
+    plan they are computed from: ``Cubes.features_of``) and the location of its map store."""
     variables: tuple[tuple[str, str], ...]
     model: str
     model_digest: str
@@ -130,10 +135,13 @@ def predict_unit(context: PredictContext, payload: tuple[int, Window]) -> dict[s
         report = predict_chunk(
             PredictTask(cube, context.variables, str(folder), map_store, window, context.encoding)
         )
-    return {
+    summary = {
         "predicted_pixels": int(report.predicted_pixels),
         "nodata_pixels": int(report.nodata_pixels),
     }
+    if report.never_valid_pixels is not None:  # no cube: its stage did not count them
+        summary["never_valid_pixels"] = int(report.never_valid_pixels)
+    return summary
 
 
 def probability_classes(config: Any, samples: Samples) -> tuple[int, ...]:
@@ -189,8 +197,9 @@ class Predict:
     name = NAME
     version = VERSION
     needs = ("cube", "samples", "train")
-    # What its units import on a worker, loaded by the cluster warm-up.
-    worker_imports = ("pipeline.predict.blockwise", "skops.io")
+    # What its units import on a worker, loaded by the cluster warm-up (the cube's kernels: a
+    # run without a cube computes the features here).
+    worker_imports = ("pipeline.predict.blockwise", "skops.io", "pipeline.cube.build:load_kernels")
 
     def plan(self, context: PlanContext) -> StagePlan:
         cubes: Cubes = context.outputs("cube")
@@ -246,7 +255,7 @@ class Predict:
                 predict_unit,
                 PredictContext(
                     store.root,
-                    tuple((t.cube_url, t.map_url) for t in cubes.map_tiles),
+                    tuple((cubes.features_of(t), t.map_url) for t in cubes.map_tiles),
                     tuple(cubes.cube.time_series_variables),
                     layout.relative(layout.model),
                     context.stage_plan("train").digest or "",
@@ -257,6 +266,14 @@ class Predict:
             )
         )
         unmapped = sum(int(s.get("nodata_pixels", 0)) for s in predicted.summaries.values())
+        never_valid = sum(int(s.get("never_valid_pixels", 0)) for s in predicted.summaries.values())
+        if never_valid:  # the cube stage's warning, from the units that computed the features
+            warnings.warn(
+                f"{never_valid} pixel(s) have no valid acquisition in the period; they are left "
+                "unmapped (no-data in the map)",
+                DataQualityWarning,
+                stacklevel=2,
+            )
         context.results[NAME] = {"encoding": encoding, "unmapped": unmapped}
 
 

@@ -1,6 +1,8 @@
 """samples: the reference split by polygon (planned by the driver, see ``sample_plan``), one
 extraction unit per chunk holding sample pixels (from the cube, or straight from the imagery on
-each sample's own window), then one unit that assembles the GeoParquet table; for a learner that
+each sample's own window, or, in a run that keeps no cube, straight from the imagery chunk by
+chunk with the cube path's units and digests: the same values), then one unit that assembles the
+GeoParquet table; for a learner that
 trains on patches (it says so: ``patch_samples``), one more unit cuts them (``patch_samples``
 of ``pipeline.stages.patches``)."""
 
@@ -25,6 +27,7 @@ from pipeline.run.units import Unit, window_key
 from pipeline.samples.extract import (
     CogExtractTask,
     ExtractTask,
+    cog_task_of,
     extract_chunk,
     plan_cog_extraction,
     plan_extraction,
@@ -236,6 +239,8 @@ class SamplesStage:
     name = NAME
     version = VERSION
     needs = ("discover", "cube")
+    # The cube's kernels, loaded by the cluster warm-up: samples read from the imagery need them.
+    worker_imports = ("pipeline.cube.build:load_kernels",)
 
     def plan(self, context: PlanContext) -> StagePlan:
         config, store, layout = context.config, context.store, context.layout
@@ -266,6 +271,7 @@ class SamplesStage:
         # from the imagery; the other runs read the cube they build anyway for the map.
         from_imagery = config.task == "extraction" or bool(found.windows)
         tasks: Tasks = []
+        cube_tasks: list[tuple[str | None, ExtractTask]] = []  # the digests' form
         for source in references:
             mine = pixels
             if source.tile.key is not None:
@@ -277,9 +283,13 @@ class SamplesStage:
                 planned = plan_cog_extraction(mine, source.cube)
             else:
                 tile = source.tile
-                planned = plan_extraction(
+                chunked = plan_extraction(
                     mine, tile.cube.windows, tile.cube_url, tile.cube.time_series_variables
                 )
+                cube_tasks.extend((source.group, task) for task in chunked)
+                # No cube kept: each chunk's pixels read from the imagery, in the same order.
+                kept = cubes.kept
+                planned = chunked if kept else [cog_task_of(t, tile.cube) for t in chunked]
             tasks.extend((source.group, task) for task in planned)
         cube = cubes.cube
         table_inputs = (
@@ -292,7 +302,8 @@ class SamplesStage:
                 tasks, {s.group: s.cube for s in references}, table_inputs
             )
         else:
-            parts, table = sample_units(tasks, cubes.cube_digests, table_inputs)  # type: ignore[arg-type]
+            # The same units and digests whether the cube is kept or not: the values are equal.
+            parts, table = sample_units(cube_tasks, cubes.cube_digests, table_inputs)
         patches = plan_patches(context, references, table.digest, from_imagery, regions)
         samples = Samples(
             tuple(references), pixels, tasks, regions, cube.feature_names, cube.grid,

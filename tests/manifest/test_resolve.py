@@ -43,8 +43,12 @@ def _same(section: Any, config: Any, where: str) -> None:
 
 
 # Fields added to a section after run stores existed enter its digest only when set (the
-# config's __canonical__ leaves them out when unset), so stores made before keep every digest.
-_ADDED_LATER = {"model": ("patch",), "outputs": ("license", "license_url")}
+# config's __canonical__ leaves them out when unset, i.e. at their default: field -> default),
+# so stores made before keep every digest.
+_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "model": {"patch": None},
+    "outputs": {"license": None, "license_url": None, "keep_cube": True},
+}
 
 
 # Sections born with their configs have no older digests to keep.
@@ -53,8 +57,8 @@ _NEW_SECTIONS = {"postprocess", "fusion", "objects"}
 
 def _digest_form(name: str, section: Any) -> Any:
     form = canonical(section)
-    for field in _ADDED_LATER.get(name, ()):
-        if isinstance(form, dict) and form.get(field) is None:
+    for field, default in _ADDED_LATER.get(name, {}).items():
+        if isinstance(form, dict) and form.get(field, default) == default:
             form.pop(field, None)
     return form
 

@@ -2,8 +2,12 @@
 
 * a driver killed (SIGKILL, with its LocalCluster) half way through prediction, then
   ``--resume``: it completes, no finished unit runs again (ledger sessions and log events
-  counted), and the maps are byte-identical to an undisturbed run;
-* ``sitsflow status`` on the interrupted run says what is done and what is left;
+  counted), and the maps are byte-identical to an undisturbed run. That run keeps no cube
+  (``outputs.keep_cube: false``, fused chunks: each predict unit computes its chunk's features
+  from the imagery), the undisturbed one does: its maps and samples table are also those of the
+  cube path, to the bit, and no cube is written;
+* ``sitsflow status`` on the interrupted run says what is done and what is left (and that the
+  cube is not kept);
 * a changed model parameter reruns train, predict, mosaic and validate only;
 * workers killed (SIGKILL) in the middle of the cube and of the prediction stage of a run on an
   existing scheduler (``dask scheduler`` + ``dask worker`` processes) writing to an S3 run store
@@ -13,11 +17,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import boto3
+import geopandas as gpd
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -41,6 +48,10 @@ pytestmark = pytest.mark.slow
 MAPS = ("maps/labels.tif", "maps/confidence.tif")
 
 
+def _no_cube(spec: dict[str, Any]) -> None:
+    spec["outputs"]["keep_cube"] = False
+
+
 def map_bytes(store: Path) -> dict[str, bytes]:
     return {name: (store / name).read_bytes() for name in MAPS}
 
@@ -56,10 +67,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def interrupted(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A run whose driver (and its local workers) is killed half way through prediction, then
-    its status, then its resumption."""
+    """A run without a cube (fused chunks) whose driver (and its local workers) is killed half
+    way through prediction, then its status, then its resumption."""
     folder = tmp_path_factory.mktemp("interrupted")
-    manifest = demo_manifest(folder)
+    manifest = demo_manifest(folder, _no_cube)
     store = folder / "store"
     total = len(ledger_records(reference)["predict"])
     process = start_cli("run", str(manifest), log=folder / "killed.log")
@@ -94,7 +105,7 @@ def test_driver_killed_half_way_then_resumed_recomputes_nothing(
     before, after, resumed = interrupted["before"], interrupted["after"], interrupted["resumed"]
     assert resumed.returncode == 0, resumed.stderr[-5000:]
     # Killed half way through prediction: every earlier stage finished, prediction did not.
-    assert {"discover", "cube", "samples", "train"} <= set(before)
+    assert {"discover", "samples", "train"} <= set(before) and "cube" not in before
     assert 0 < len(before["predict"]) < interrupted["total_predict"]
     # No unit finished before the kill ran again: its record is still the first session's.
     for stage, records in before.items():
@@ -115,10 +126,25 @@ def test_driver_killed_half_way_then_resumed_recomputes_nothing(
     assert leftovers == []
 
 
+def test_the_fused_run_equals_the_cube_run_and_writes_no_cube(
+    interrupted: dict[str, Any], reference: Path
+) -> None:
+    store = interrupted["store"]
+    assert map_bytes(store) == map_bytes(reference)  # labels.tif and confidence.tif
+    samples = "samples/samples.parquet"
+    fused, kept = gpd.read_parquet(store / samples), gpd.read_parquet(reference / samples)
+    pd.testing.assert_frame_equal(fused, kept, check_exact=True)
+    assert (reference / "cube.zarr").is_dir() and not (store / "cube.zarr").exists()
+    summary = last_summary(interrupted["resumed"].stderr)
+    assert "cube" not in summary["outputs"] and "not kept" in summary["estimate"]["cube"]
+    assert summary["digests"] == json.loads((reference / "run.json").read_text())["digests"]
+
+
 def test_status_of_an_interrupted_run(interrupted: dict[str, Any]) -> None:
     status = interrupted["status"]
     assert status.exit_code == 0, status.output[-3000:]
     found = {e["stage"]: e for e in events(status.output) if e.get("event") == "status.stage"}
+    assert found["cube"]["total"] == 0 and "not kept" in found["cube"]["message"]
     before = interrupted["before"]
     for stage in ("discover", "cube", "samples", "train", "predict", "mosaic", "validate"):
         assert found[stage]["done"] == len(before.get(stage, {})), stage

@@ -189,6 +189,38 @@ def first_pixels(labels: np.ndarray, n: int) -> np.ndarray:
     return first
 
 
+@numba.njit(cache=True, nogil=True)
+def lookup(labels: np.ndarray, table: np.ndarray, nodata: int) -> tuple[np.ndarray, bool]:
+    """``table[label]`` for each label of an unsigned integer map (one pass), -1 for
+    ``nodata``; and whether a label maps to -2 (a code that is not a class)."""
+    rows, cols = labels.shape
+    out = np.empty((rows, cols), dtype=np.int32)
+    unknown = False
+    for i in range(rows):
+        for j in range(cols):
+            value = labels[i, j]
+            if value == nodata:
+                out[i, j] = -1
+            else:
+                k = table[value]
+                out[i, j] = k
+                if k == -2:
+                    unknown = True
+    return out, unknown
+
+
+@numba.njit(cache=True, nogil=True)
+def codes_of(index: np.ndarray, codes: np.ndarray, nodata: int, out: np.ndarray) -> np.ndarray:
+    """The class code of each class index into ``out`` (its dtype is the map's), ``nodata``
+    for -1."""
+    rows, cols = index.shape
+    for i in range(rows):
+        for j in range(cols):
+            k = index[i, j]
+            out[i, j] = nodata if k < 0 else codes[k]
+    return out
+
+
 # --- majority filter ------------------------------------------------------------------------------
 
 
@@ -250,17 +282,23 @@ def sieve(
     for i in range(rows):
         for j in range(cols):
             lab = labels[i, j]
-            if lab == 0:
-                continue
-            size[lab] += 1
-            region_class[lab] = classes[i, j]
-            if (
-                (i == 0 and open_edges[0])
-                or (i == rows - 1 and open_edges[1])
-                or (j == 0 and open_edges[2])
-                or (j == cols - 1 and open_edges[3])
-            ):
-                large[lab] = True
+            if lab != 0:
+                size[lab] += 1
+                region_class[lab] = classes[i, j]
+    # a region on an open side may go on outside: the sides only, not a test per pixel
+    if open_edges[0]:
+        for j in range(cols):
+            large[labels[0, j]] = True
+    if open_edges[1]:
+        for j in range(cols):
+            large[labels[rows - 1, j]] = True
+    if open_edges[2]:
+        for i in range(rows):
+            large[labels[i, 0]] = True
+    if open_edges[3]:
+        for i in range(rows):
+            large[labels[i, cols - 1]] = True
+    large[0] = False  # no-data is no region
     unknown = np.zeros(n + 1, dtype=np.bool_)  # touches an open side, below the unit as seen
     for lab in range(1, n + 1):
         unknown[lab] = large[lab] and size[lab] < mmu
@@ -282,27 +320,21 @@ def sieve(
                 n_small += 1
     if n_small == 0:
         return out, unsure
-    # their pixels, grouped by region (they lie within mmu - 2 of the core)
+    # their pixels, one list per region in one pass (they lie within mmu - 2 of the core):
+    # head[s] is region s's last pixel found, after[p] the pixel found before p in its region
     reach = max(0, mmu - 2)
     a0, a1 = max(0, r0 - reach), min(rows, r1 + reach)
     b0, b1 = max(0, c0 - reach), min(cols, c1 + reach)
-    start = np.zeros(n_small + 1, dtype=np.int64)
-    for i in range(a0, a1):
-        for j in range(b0, b1):
-            lab = labels[i, j]
-            if lab != 0 and small_index[lab] >= 0:
-                start[small_index[lab] + 1] += 1
-    for s in range(n_small):
-        start[s + 1] += start[s]
-    fill = start[:-1].copy()
-    members = np.empty(start[n_small], dtype=np.int64)
+    head = np.full(n_small, -1, dtype=np.int64)
+    after = np.empty(rows * cols, dtype=np.int64)
     for i in range(a0, a1):
         for j in range(b0, b1):
             lab = labels[i, j]
             if lab != 0 and small_index[lab] >= 0:
                 s = small_index[lab]
-                members[fill[s]] = i * cols + j
-                fill[s] += 1
+                p = i * cols + j
+                after[p] = head[s]
+                head[s] = p
     # each surrounding pixel counts once per region: a stamp per pixel, region by region
     from_large = np.zeros(n_classes, dtype=np.int64)
     from_all = np.zeros(n_classes, dtype=np.int64)
@@ -315,9 +347,10 @@ def sieve(
         from_large[:] = 0
         from_all[:] = 0
         own = -1
-        for m in range(start[s], start[s + 1]):
-            p = members[m]
+        p = head[s]
+        while p >= 0:
             i, j = p // cols, p % cols
+            p = after[p]
             own = labels[i, j]
             for d in range(n_dir):
                 a, b = i + di[d], j + dj[d]
@@ -349,3 +382,19 @@ def sieve(
             if lab != 0 and small_index[lab] >= 0:
                 out[i - r0, j - c0] = target[small_index[lab]]
     return out, unsure
+
+
+def load_kernels() -> None:
+    """Load every kernel of post-processing from numba's cache (else compile it, about 5 CPU s),
+    with the argument types the stages pass: int32 class indices (C order from ``class_index``,
+    any order once a majority filter's margin is cut), float64 logits and smoothness. The
+    install's warm step runs it, so that a first run's workers load instead of compiling."""
+    classes = np.zeros((4, 4), dtype=np.int32)
+    edges = np.zeros(4, dtype=np.bool_)
+    labels, n = label_regions(classes, True)
+    first_pixels(labels, n)
+    filtered = majority_filter(classes, 1, 2)
+    for index in (classes, filtered[1:, 1:]):  # C order, and a cut (any order)
+        rows, cols = index.shape
+        sieve(index, 2, True, 2, edges, np.array([0, rows, 0, cols], dtype=np.int64))
+    bayes_smooth(np.zeros((2, 3, 3)), 3, 0.5, np.ones(2))

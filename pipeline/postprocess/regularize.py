@@ -130,6 +130,18 @@ def mmu_pixels(hectares: float, resolution: tuple[float, float]) -> int:
 def class_index(labels: np.ndarray, nodata: int | float, codes: np.ndarray) -> np.ndarray:
     """int32 index of each label in the sorted ``codes`` (-1: no-data); refuses unknown codes."""
     labels, codes = np.asarray(labels), np.asarray(codes)
+    if labels.dtype in (np.uint8, np.uint16) and labels.ndim == 2:
+        # a lookup table in one compiled pass: 10x faster than a search, 5x than numpy's
+        from pipeline.postprocess import _kernels
+
+        lut = np.full(np.iinfo(labels.dtype).max + 1, -2, dtype=np.int32)
+        fits = (codes >= 0) & (codes < len(lut))
+        lut[codes[fits]] = np.flatnonzero(fits)
+        fill = int(nodata) if float(nodata).is_integer() and 0 <= nodata < len(lut) else -1
+        index, unknown = _kernels.lookup(labels, lut, fill)
+        if unknown:
+            _refuse(labels, index, codes)
+        return index
     valid = labels != nodata
     if labels.dtype in (np.uint8, np.uint16):  # a lookup table: 10x faster than a search
         lut = np.full(np.iinfo(labels.dtype).max + 1, -2, dtype=np.int32)
@@ -143,9 +155,13 @@ def class_index(labels: np.ndarray, nodata: int | float, codes: np.ndarray) -> n
         index[~found] = -2
     index[~valid] = -1  # -2: a code that is not a class
     if (index == -2).any():
-        unknown = sorted({int(v) for v in labels[index == -2][:20]})
-        raise ValueError(f"label codes {unknown} are not among the classes {codes.tolist()}")
+        _refuse(labels, index, codes)
     return index
+
+
+def _refuse(labels: np.ndarray, index: np.ndarray, codes: np.ndarray) -> None:
+    unknown = sorted({int(v) for v in labels[index == -2][:20]})
+    raise ValueError(f"label codes {unknown} are not among the classes {codes.tolist()}")
 
 
 def regularize_block(
@@ -159,13 +175,18 @@ def regularize_block(
     pixels seen, and only then is the block done again on the full halo. Same result, less work
     on most maps (on the benchmark's map, no block of 512 px needed the full halo at 50 px)."""
     codes = np.asarray(codes)
-    per_pass = min(config.sieve_halo, max(2, config.mmu // 2))
-    fast = config.passes * per_pass + config.majority_radius
+    per_pass, fast = _fast_halo(config)
     if fast < config.halo:
         out, unsure = _regularize(trim(block, fast), config, nodata, codes, per_pass)
         if not unsure:
             return out
     return _regularize(block, config, nodata, codes, config.sieve_halo)[0]
+
+
+def _fast_halo(config: RegularizationConfig) -> tuple[int, int]:
+    """The halo per pass tried first, and the halo read for it."""
+    per_pass = min(config.sieve_halo, max(2, config.mmu // 2))
+    return per_pass, config.passes * per_pass + config.majority_radius
 
 
 def _regularize(
@@ -205,9 +226,14 @@ def _regularize(
         r0, r1, c0, c1 = r0 - cut[0], r1 - cut[0], c0 - cut[2], c1 - cut[2]
     core = np.array([r0, r1, c0, c1], dtype=np.int64)
     out, doubt = _kernels.sieve(index, config.mmu, eight, len(codes), opened, core)
-    labels = block.data[block.core[0] : block.core[1], block.core[2] : block.core[3]]
+    dtype = block.data.dtype
+    fits = dtype.kind in "ui" and codes.dtype.kind in "ui"
+    if fits and np.iinfo(dtype).min <= nodata <= np.iinfo(dtype).max:  # one compiled pass
+        result = _kernels.codes_of(out, codes.astype(dtype), dtype.type(nodata),
+                                   np.empty(out.shape, dtype))  # fmt: skip
+        return result, unsure or doubt
     result = np.where(out >= 0, codes[np.maximum(out, 0)], nodata)
-    return result.astype(labels.dtype), unsure or doubt
+    return result.astype(dtype), unsure or doubt
 
 
 def regularize_window(
@@ -218,9 +244,18 @@ def regularize_window(
     nodata: int | float,
     codes: np.ndarray,
 ) -> np.ndarray:
-    """Regularize one window of a label map read by ``read`` (a grid of ``shape``)."""
+    """Regularize one window of a label map read by ``read`` (a grid of ``shape``): read with
+    the halo tried first (``regularize_block``), and again with the full halo only when that
+    was not enough, so most windows read (chunk + 2 mmu)² pixels, not (chunk + 4 (2 mmu - 2))²."""
+    codes = np.asarray(codes)
+    per_pass, fast = _fast_halo(config)
+    if fast < config.halo:
+        near = read_with_halo(read, shape, window, fast)
+        out, unsure = _regularize(near, config, nodata, codes, per_pass)
+        if not unsure:
+            return out
     block = read_with_halo(read, shape, window, config.halo)
-    return regularize_block(block, config, nodata, codes)
+    return _regularize(block, config, nodata, codes, config.sieve_halo)[0]
 
 
 def regularize(

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from pipeline.errors import ManifestError
 from pipeline.model import GridSpec, Window
-from pipeline.postprocess.blocks import Placed, array_reader, mosaic_reader
+from pipeline.postprocess.blocks import Placed, array_reader, cached_reader, mosaic_reader
 from pipeline.postprocess.regularize import (
     RegularizationConfig,
     mmu_pixels,
@@ -150,6 +150,7 @@ def test_the_kernel_follows_the_written_rules(
     holes=st.sampled_from([0.0, 0.1]),
     blobs=st.booleans(),
     passes=st.integers(1, 3),
+    stored=st.sampled_from([0, 7, 16]),
 )
 def test_chunked_equals_whole(
     seed: int,
@@ -162,12 +163,14 @@ def test_chunked_equals_whole(
     holes: float,
     blobs: bool,
     passes: int,
+    stored: int,
 ) -> None:
     labels = _random_map(seed, rows, cols, holes, blobs)
     config = RegularizationConfig(mmu, connectivity, radius, passes)  # type: ignore[arg-type]
     whole = regularize(labels, config, 0, CODES)
     grid = GridSpec("EPSG:3857", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), cols, rows)
-    read = array_reader(labels)
+    # stored: read through a cache of a few decoded storage chunks of that size (0: none)
+    read = cached_reader(labels, (stored, stored), 3) if stored else array_reader(labels)
     out = np.full_like(labels, 255)
     for w in grid.chunks(chunk):
         out[w.slices] = regularize_window(read, (rows, cols), w, config, 0, CODES)

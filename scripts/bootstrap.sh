@@ -91,5 +91,17 @@ if ! VENV="$VENV" scripts/install-helm.sh; then
   fi
   echo "bootstrap: no helm/kubectl; the chart tests will skip here (in CI they fail)"
 fi
+# 6. (--dev) What the image test needs from the network, once: the Debian base (debootstrap) and
+#    the wheelhouse of sitsflow's dependencies (deploy/image.sh prepare). The test then builds the
+#    image offline. Root only (buildah with vfs, debootstrap); elsewhere the image test skips.
+if [[ $(id -u) -eq 0 ]] && command -v buildah >/dev/null && command -v debootstrap >/dev/null; then
+  echo "bootstrap: preparing the image build (Debian base, dependency wheelhouse)"
+  PYTHON="$VENV/bin/python" deploy/image.sh prepare
+elif $ci; then
+  echo "bootstrap: the image test needs root, buildah and debootstrap, and CI runs it" >&2
+  exit 1
+else
+  echo "bootstrap: not root or no buildah/debootstrap; the image test will skip here (in CI it fails)"
+fi
 touch "$VENV/.installed-dev"
 echo "bootstrap: ready for tests ($("$VENV/bin/python" --version), sitsflow $("$VENV/bin/python" -c 'import pipeline; print(pipeline.__version__)'))"

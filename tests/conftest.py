@@ -49,3 +49,21 @@ def _no_outside_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The image tests run last, so that the image builds in the background meanwhile."""
+    image_dir = REPO / "tests" / "image"
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(image_dir))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.image.build import start
+
+    start(session.config, session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.image.build import stop
+
+    stop(session.config)

@@ -1,15 +1,15 @@
-"""The image, built and run here: `deploy/image.sh` (`make image`) builds deploy/Dockerfile with
-buildah (vfs, chroot isolation) on a Debian 12 base made with debootstrap, from a host-built
-wheelhouse; then, inside the image (`buildah run`): `sitsflow --help`, and the demo manifest end
-to end against an S3 server as its store, attached to a dask scheduler and two workers started
-from the image's own binaries.
+"""The image, built and run here: `deploy/image.sh build` builds deploy/Dockerfile with buildah
+(vfs, chroot isolation) on a Debian 12 base made with debootstrap, from a wheelhouse, offline (the
+base and the wheelhouse come from `deploy/image.sh prepare`, which `scripts/bootstrap.sh --dev`
+runs); then, inside the image (`buildah run`): `sitsflow --help`, and the demo manifest end to end
+against an S3 server as its store, attached to a dask scheduler and two workers started from the
+image's own binaries.
 
-Opt-in, because it does not fit the CI budget (well under 15 minutes on 2 cores): building the
-2.7 GB image took 11 minutes here (plus 2 for the debootstrap base) and the run inside it 3.5
-to 5 (measures in docs/kubernetes.md). Run it with an image `make image` built,
-``SITSFLOW_IMAGE=localhost/sitsflow:dev pytest tests/image``, or let it build one with
-``SITSFLOW_IMAGE_TEST=1``. Needs root and buildah (debootstrap to build); when asked for and
-they are missing it skips on a developer's machine and fails in CI (tests/k8s/tools.py).
+Part of `make test` and CI. The build starts in the background as soon as the tests are collected
+(tests/image/build.py) and these tests run last, so the build overlaps the rest of the suite. Give
+an image already built to skip the build: ``SITSFLOW_IMAGE=localhost/sitsflow:dev pytest
+tests/image``. Needs root and buildah; without them it skips on a developer's machine and fails in
+CI (tests/k8s/tools.py).
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.image.build import ENV, LOG, STATS, TAG, start, wait
 from tests.k8s.tools import missing
 from tests.servers._process import free_port, port_open
 from tests.servers.s3 import moto_s3_server
 
 REPO = Path(__file__).resolve().parents[2]
-TAG = "localhost/sitsflow:test"
 BUCKET = "sitsflow-runs"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
 # sha256 of the demo's maps as `sitsflow demo` writes them on a workstation (byte-identical
 # whatever runs them), and its accuracy (metrics.json itself holds the stage timings).
 DEMO_DIGESTS = {
@@ -70,16 +69,10 @@ def buildah(*args: str, timeout: float = 300) -> str:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The image: SITSFLOW_IMAGE when given (one `make image` built), else built now by the same
-    script as `make image` (SITSFLOW_IMAGE_TEST=1); its size and build times."""
+def image(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The image: SITSFLOW_IMAGE when given, else the one this session built (tests/image/build.py);
+    its size and build times."""
     given = os.environ.get("SITSFLOW_IMAGE")
-    if not given and os.environ.get("SITSFLOW_IMAGE_TEST") != "1":
-        pytest.skip(
-            "opt-in: building the image takes 11+ minutes on 2 cores (docs/kubernetes.md); run "
-            "`make image` then `SITSFLOW_IMAGE=localhost/sitsflow:dev pytest tests/image`, or "
-            "SITSFLOW_IMAGE_TEST=1 to build it here"
-        )
     if shutil.which("buildah") is None:
         missing("buildah is absent: the image cannot be run (apt-get install buildah)")
     if os.geteuid() != 0:
@@ -87,17 +80,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if given:
         buildah("inspect", "--type", "image", given)
         return {"tag": given}
-    if shutil.which("debootstrap") is None:
-        missing("debootstrap is absent: the base cannot be made (apt-get install debootstrap)")
-    stats = tmp_path_factory.mktemp("image") / "stats.json"
-    subprocess.run(
-        [str(REPO / "deploy" / "image.sh")],
-        cwd=REPO,
-        env={**os.environ, "TAG": TAG, "STATS": str(stats)},
-        check=True,
-        timeout=1800,
-    )
-    return dict(json.loads(stats.read_text()))
+    build = wait(request.config)
+    if build is None:  # selected after collection (e.g. --lf): build now, in the foreground
+        start(request.config, [request.node])
+        build = wait(request.config)
+    assert build is not None
+    if build.process is None:
+        missing(build.why_not)
+    assert build.process is not None
+    assert build.process.returncode == 0, f"the image build failed: {LOG.read_text()[-4000:]}"
+    return {"tag": TAG, **json.loads(STATS.read_text())}
 
 
 @pytest.fixture(scope="module")

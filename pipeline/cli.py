@@ -224,6 +224,28 @@ def demo(
 
 
 @app.command()
+def warm() -> None:
+    """Compile the numba kernels of the cube and of post-processing into numba's cache, once.
+
+    The install runs it (scripts/bootstrap.sh), so that a first run's workers load the kernels
+    (under a second) instead of compiling them (about 12 CPU s each). numba compiles again by
+    itself when a kernel's source or the numba version changes.
+    """
+    import time
+
+    import numba
+
+    from pipeline.cube.build import load_kernels as cube_kernels
+    from pipeline.postprocess._kernels import load_kernels as postprocess_kernels
+
+    started = time.perf_counter()
+    cube_kernels()
+    postprocess_kernels()
+    where = numba.config.CACHE_DIR or "__pycache__ beside their sources"
+    typer.echo(f"numba kernels ready in {time.perf_counter() - started:.1f} s (cache: {where})")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of a run's spec (the source of the Kubernetes CRD)."""
     print(json.dumps(json_schema(), indent=2))

@@ -52,11 +52,12 @@ echo "bootstrap: installing sitsflow$extra and its pinned dependencies into $VEN
 "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt -e ".$extra"
 
-# 3. Compile the numba kernels now, into numba's cache (the __pycache__ folders beside them), so
-#    that the first run loads them instead of spending ~20 s compiling. Every process (the dask
-#    workers too) loads the same cache; numba recompiles by itself when a kernel's source changes.
+# 3. Compile the numba kernels now (`sitsflow warm`: the cube's and post-processing's), into
+#    numba's cache (the __pycache__ folders beside them), so that the first run's workers load
+#    them instead of compiling for ~12 CPU s each. Every process (the dask workers too) loads the
+#    same cache; numba recompiles by itself when a kernel's source changes.
 echo "bootstrap: compiling the numba kernels (once)"
-"$VENV/bin/python" -c 'from pipeline.cube.build import load_kernels; load_kernels()'
+"$VENV/bin/sitsflow" warm
 touch "$VENV/.installed"
 
 if ! $dev; then

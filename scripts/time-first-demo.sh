@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 cache_root=${NUMBA_CACHE_DIR:-pipeline}
 find "$cache_root" \( -name '*.nbi' -o -name '*.nbc' \) -delete
 if [[ $mode == installed ]]; then
-  "$PY" -c 'from pipeline.cube.build import load_kernels; load_kernels()'
+  "$VENV/bin/sitsflow" warm
 fi
 load=$(cut -d' ' -f1 /proc/loadavg)
 

@@ -37,7 +37,7 @@ def test_make_demo_installs_the_runtime_only() -> None:
     code = "\n".join(line for line in runtime.splitlines() if not line.lstrip().startswith("#"))
     for server_part in ("apt-get", "apt-packages", "npm", "install-helm", "[dev]", "$SUDO"):
         assert server_part not in code.replace('extra="[dev]"', ""), server_part
-    assert "load_kernels()" in code  # the kernels are compiled at install
+    assert '"$VENV/bin/sitsflow" warm' in code  # the kernels are compiled at install
 
 
 def test_make_test_installs_the_test_servers() -> None:
@@ -79,14 +79,20 @@ _KERNEL_REPORT = """
 import importlib, json, pathlib, re, sys
 from numba.core.registry import CPUDispatcher
 from pipeline.cube.build import load_kernels
+from pipeline.postprocess._kernels import load_kernels as load_postprocess_kernels
 load_kernels()
+load_postprocess_kernels()
 report = {}
-for path in sorted(pathlib.Path("pipeline/cube").rglob("*.py")):
-    if not re.search(r"numba\\.(n)?jit\\(", path.read_text(encoding="utf-8")):
-        continue
-    module = importlib.import_module(".".join(path.with_suffix("").parts))
-    for name, value in vars(module).items():
-        if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+for folder in ("pipeline/cube", "pipeline/postprocess"):
+    for path in sorted(pathlib.Path(folder).rglob("*.py")):
+        if not re.search(r"numba\\.(n)?jit\\(", path.read_text(encoding="utf-8")):
+            continue
+        module = importlib.import_module(".".join(path.with_suffix("").parts))
+        for name, value in vars(module).items():
+            if not (isinstance(value, CPUDispatcher) and value.__module__ == module.__name__):
+                continue
+            if value.targetoptions.get("inline") == "always":
+                continue  # compiled into its callers, never on its own
             stats = value.stats
             report[f"{module.__name__}.{name}"] = {
                 "signatures": len(value.signatures),
@@ -99,29 +105,32 @@ json.dump(report, sys.stdout)
 
 
 def test_kernels_compiled_at_install_are_loaded_by_the_next_process(tmp_path: Path) -> None:
-    # The install's step (load_kernels) in one process, a run's first use in another, on a cache
-    # of their own: every kernel of the cube is cached (cache=True), load_kernels runs every one
-    # of them, and the second process compiles nothing.
+    # The install's step (`sitsflow warm`) in one process, a run's first use in another, on a
+    # cache of their own: every kernel of the cube and of post-processing is cached
+    # (cache=True), the warm step runs every one of them, and the second process compiles nothing.
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-
-    def report() -> dict[str, dict[str, object]]:
-        done = subprocess.run(
-            [sys.executable, "-c", _KERNEL_REPORT],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result: dict[str, dict[str, object]] = json.loads(done.stdout)
-        return result
-
-    install = report()
-    assert len(install) >= 8, install
-    first_run = report()
-    assert first_run.keys() == install.keys()
+    install = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "warm"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "numba kernels ready in" in install.stdout and str(tmp_path) in install.stdout
+    done = subprocess.run(
+        [sys.executable, "-c", _KERNEL_REPORT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    first_run: dict[str, dict[str, object]] = json.loads(done.stdout)
+    assert len(first_run) >= 13, first_run  # 8 of the cube, 5 of post-processing
+    assert any(name.startswith("pipeline.postprocess.") for name in first_run), first_run
     for name, kernel in first_run.items():
-        assert kernel["signatures"], (name, kernel)  # load_kernels ran it
+        assert kernel["signatures"], (name, kernel)  # the warm step ran it
         assert str(kernel["cache"]).startswith(str(tmp_path)), (name, kernel)  # cache=True
         assert kernel["misses"] == 0, (name, kernel)  # loaded, not compiled
         assert kernel["hits"] == kernel["signatures"], (name, kernel)

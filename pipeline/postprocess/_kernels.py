@@ -397,4 +397,11 @@ def load_kernels() -> None:
     for index in (classes, filtered[1:, 1:]):  # C order, and a cut (any order)
         rows, cols = index.shape
         sieve(index, 2, True, 2, edges, np.array([0, rows, 0, cols], dtype=np.int64))
+    for dtype in (np.uint8, np.uint16):  # the label maps' types (class codes to indices, back)
+        table = np.full(np.iinfo(dtype).max + 1, -2, dtype=np.int32)
+        raw = np.zeros((4, 4), dtype=dtype)
+        for block in (raw, raw[1:, 1:]):  # a whole array, and a trimmed halo (any order)
+            lookup(block, table, 0)
+        nodata = dtype(0)  # a scalar of the map's type, as regularize passes it
+        codes_of(classes, np.zeros(2, dtype=dtype), nodata, np.empty((4, 4), dtype=dtype))  # type: ignore[arg-type]
     bayes_smooth(np.zeros((2, 3, 3)), 3, 0.5, np.ones(2))

@@ -147,6 +147,8 @@ def read_sensor(
                 continue
             _apply_rule(replace(rule, band_bits=()), quality, valid[t])  # the shared part
             for name, bit in rule.band_bits:  # each band's flag: that band only
+                if name not in profile.band_names:
+                    continue
                 flagged = np.ones(quality.shape, dtype=bool)
                 _apply_rule(MaskRule(rule.asset, band_bits=((name, bit),)), quality, flagged)
                 values[t, profile.band_names.index(name)][~flagged] = np.nan

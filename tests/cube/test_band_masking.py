@@ -1,6 +1,7 @@
 """``masking: band`` on the real historical Landsat-8 sample (iota2 test data in tests/data): a
 band's own no-data removes that band only, and the other bands of the date keep their
-observations; under the default date rule it removes every band of the date (docs/sensors.md)."""
+observations; under the default date rule it removes every band of the date (docs/sensors.md).
+A band's saturation bit (THEIA SAT_R1, files in the real layout) likewise."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 
 from pipeline.catalog.archive import index_archive
 from pipeline.catalog.items import parse_item
 from pipeline.catalog.profiles import profile_by_name
 from pipeline.catalog.sensors import SensorProfile
-from pipeline.cube.build import compute_window
-from pipeline.cube.plan import plan_cube
+from pipeline.cube.build import compute_window, read_sensor
+from pipeline.cube.plan import SensorCube, plan_cube
+from pipeline.cube.read import RasterioReader
 from pipeline.model import Acquisition, Window
+from pipeline.testing.generators import overlapping_tiles, theia_l2a
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "iota2-theia-landsat8"
 TILE = "D0005H0002"  # 50 x 50 px, two dates 16 days apart (2016-03-30, 2016-04-15)
@@ -93,3 +97,34 @@ def test_the_date_rule_and_the_read_limits_leave_digests_as_they_were(sample: An
     sensor = load_manifest(DEMO_MANIFEST).spec.sensors[0]
     assert "masking" not in canonical(sensor)
     assert canonical(sensor.model_copy(update={"masking": "band"}))["masking"] == "band"
+
+
+def test_a_saturated_band_removes_that_band_only(tmp_path: Path) -> None:
+    # THEIA L2A products in the real layout (pipeline.testing): SAT_R1 flags each 10 m band by
+    # its own bit. Under the band rule a pixel saturated in red keeps its nir observation.
+    (tile,) = overlapping_tiles(size=64, dates=(1,), names=("31TGK",))
+    (scene,) = theia_l2a(tmp_path, tiles=[tile], seed=3)
+    (profile,) = profile_by_name("sentinel2-l2a-theia").configure("s2", bands=["red", "nir"])
+    (item,) = index_archive(tmp_path)
+    acquisition = parse_item(item, profile, field="test")
+    grid = acquisition.grid
+    assert grid is not None
+    with rasterio.open(scene.files["SAT_R1"]) as src:
+        sat = src.read(1)
+    red_only = ((sat >> 2) & 1 == 1) & ((sat >> 3) & 1 == 0)  # bit 2 red, bit 3 nir
+
+    def read(masking: str) -> tuple[np.ndarray, np.ndarray]:
+        sensor = SensorCube(dataclasses.replace(profile, masking=masking), (acquisition,), (), ())
+        values, valid = read_sensor(sensor, grid, RasterioReader())
+        return values[0], valid[0]
+
+    by_date, valid_date = read("date")
+    by_band, valid_band = read("band")
+    shared = valid_band & red_only  # flagged in red only, valid by every other rule
+    assert shared.sum() >= 5
+    assert not valid_date[shared].any()  # the date rule: the whole date is gone there
+    assert np.isnan(by_band[0][shared]).all()  # the band rule: red is gone ...
+    np.testing.assert_array_equal(by_band[1][shared], by_date[1][shared])  # ... nir stays
+    assert np.isfinite(by_band[1][shared]).all()
+    # Elsewhere the two rules agree on every value the date rule keeps.
+    np.testing.assert_array_equal(by_band[:, valid_date], by_date[:, valid_date])

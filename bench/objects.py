@@ -1,8 +1,12 @@
 """Objects benchmark: segmentation (per chunk with a halo, then stitched) and zonal statistics per
-megapixel, with the peak memory of each worker.
+megapixel, with the peak memory of each worker; then the driver's step (the segment table with
+mean and std per feature written as Parquet, and the segments' polygons as a GeoPackage) done the
+two ways, whole (every segment's row and polygon in memory, as before issue 21's streaming) and
+streamed chunk by chunk (``pipeline.objects.table``, what the stage does), with the driver's peak.
 
     python -m bench.objects                          # 1024 x 1024 px, 12 features, chunks of 256
     python -m bench.objects --size 2048 --method felzenszwalb --json out.json
+    python -m bench.objects --size 2048 --features 48 --segment-features 12   # driver memory
 
 Data (seeded): ``--features`` smooth random fields (Gaussian-filtered noise) plus per-pixel
 noise, float32, as read from a cube (F, h, w). Each chunk is a task of a pool of ``--workers``
@@ -12,6 +16,8 @@ sums its features per segment id. Stitching runs in the parent (two chunks in me
 
 Peak memory per worker is each worker process's peak resident set (VmHWM), imports included.
 Throughput is megapixels per wall second of the pool (and per CPU second, summed over tasks).
+The driver's step runs in a fresh process per way: its peak (VmHWM) less its resident set once
+its imports are loaded is what the step itself held.
 """
 
 from __future__ import annotations
@@ -71,12 +77,14 @@ def _segment_task(
     from pipeline.objects.segments import SegmentParams, segment_chunk
 
     data, window, params, out = args
+    params = dict(params)
+    channels = params.pop("channels")
     stack = np.load(data, mmap_mode="r")
     started, cpu = time.perf_counter(), time.process_time()
 
-    def read(w: Window) -> np.ndarray:
+    def read(w: Window) -> np.ndarray:  # the first ``channels`` features, as NDVI dates would be
         return np.asarray(
-            stack[:, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+            stack[:channels, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
         )
 
     chunk = segment_chunk(read, stack.shape[1:], Window(*window), SegmentParams(**params))
@@ -95,22 +103,125 @@ def _segment_task(
     }
 
 
-def _zonal_task(args: tuple[str, tuple[int, int, int, int], str]) -> dict[str, Any]:
+def _zonal_task(args: tuple[str, tuple[int, int, int, int], str, str]) -> dict[str, Any]:
     from pipeline.objects.zonal import zonal_sums
 
-    data, (r, c, h, w), ids_path = args
+    data, (r, c, h, w), ids_path, out = args
     stack = np.load(data, mmap_mode="r")
     ids = np.load(ids_path, mmap_mode="r")
     started, cpu = time.perf_counter(), time.process_time()
-    sums = zonal_sums(
-        np.asarray(ids[r : r + h, c : c + w]), np.asarray(stack[:, r : r + h, c : c + w])
+    core = np.asarray(ids[r : r + h, c : c + w])
+    sums = zonal_sums(core, np.asarray(stack[:, r : r + h, c : c + w]))
+    np.savez(  # as the stage's zonal unit saves its part
+        out,
+        core=core,
+        present=np.unique(core[core > 0]),
+        ids=sums.ids,
+        count=sums.count,
+        sums=sums.sums,
+        squares=sums.squares,
     )
     return {
         "pid": os.getpid(),
         "seconds": time.perf_counter() - started,
         "cpu": time.process_time() - cpu,
         "peak_mib": _vmhwm_mib(),
-        "sums": sums,
+    }
+
+
+def _vmrss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _frame(sums: Any, features: int) -> Any:
+    import pandas as pd
+
+    from pipeline.objects.zonal import statistics
+
+    mean, std = statistics(sums)
+    names = [f"f{i}_{s}" for s in ("mean", "std") for i in range(features)]
+    frame = pd.DataFrame(np.concatenate([mean, std], axis=1).astype(np.float32), columns=names)
+    frame.insert(0, "pixels", sums.count)
+    frame.insert(0, "segment", sums.ids)
+    return frame
+
+
+def _driver_task(
+    args: tuple[str, list[tuple[int, int, int, int]], list[str], int, str],
+) -> dict[str, Any]:
+    """The table and the polygons of every segment, ``whole`` or ``streamed``, in this process."""
+    import geopandas as gpd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.model import GridSpec, Window
+    from pipeline.objects.build import polygons_of
+    from pipeline.objects.table import complete_pieces, complete_sums, segment_index
+    from pipeline.objects.zonal import ZonalSums, combine
+
+    way, windows, parts, size, out = args
+    grid = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), size, size)
+    features = int(np.load(parts[0])["sums"].shape[1])
+    from shapely.geometry import box
+
+    warm = gpd.GeoDataFrame({"segment": [1]}, geometry=[box(0, 0, 1, 1)], crs=grid.crs)
+    warm.to_file(f"{out}-warm.gpkg", layer="segments")  # GDAL's driver loads on first use
+    pq.write_table(pa.table({"a": [1]}), f"{out}-warm.parquet")
+    base = _vmrss_mib()
+    started = time.perf_counter()
+
+    def sums(path: str) -> ZonalSums:
+        with np.load(path) as z:
+            return ZonalSums(z["ids"], z["count"], z["sums"], z["squares"])
+
+    def pieces() -> Any:
+        for w, path in zip(windows, parts, strict=True):
+            with np.load(path) as z:
+                yield polygons_of(z["core"], grid, Window(*w))
+
+    if way == "whole":
+        _frame(combine([sums(p) for p in parts]), features).to_parquet(f"{out}.parquet")
+        every = [p for chunk in pieces() for p in chunk]
+        frame = gpd.GeoDataFrame(
+            {"segment": [p[0] for p in every]}, geometry=[p[1] for p in every], crs=grid.crs
+        )
+        frame = frame.dissolve(by="segment").reset_index()
+        frame.to_file(f"{out}.gpkg", layer="segments", promote_to_multi=True)
+    else:
+
+        def present(i: int, path: str) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+            with np.load(path) as z:
+                return i, z["present"], z["ids"], z["count"]
+
+        index = segment_index(present(i, p) for i, p in enumerate(parts))
+        writer = None
+        for done in complete_sums((sums(p) for p in parts), index):
+            table = pa.Table.from_pandas(_frame(done, features), preserve_index=False)
+            writer = writer or pq.ParquetWriter(f"{out}.parquet", table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+        written = 0
+        for whole in complete_pieces(pieces(), index):
+            if whole:
+                gpd.GeoDataFrame(
+                    {"segment": [d[0] for d in whole]}, geometry=[d[1] for d in whole], crs=grid.crs
+                ).to_file(
+                    f"{out}.gpkg",
+                    layer="segments",
+                    mode="a" if written else "w",
+                    promote_to_multi=True,
+                )
+                written += len(whole)
+    return {
+        "way": way,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "base_mib": round(base, 1),
+        "peak_mib": round(_vmhwm_mib(), 1),
+        "step_mib": round(_vmhwm_mib() - base, 1),
     }
 
 
@@ -133,19 +244,29 @@ def measure(
     segment_size: int,
     halo: int,
     work: Path,
+    segment_features: int | None = None,
 ) -> dict[str, Any]:
+    """``segment_features``: segment on the first that many features (all by default), sum
+    all of them."""
     from pipeline.model import Window
     from pipeline.objects.segments import ChunkSegments, core_ids, neighbours, stitch
-    from pipeline.objects.zonal import combine, statistics
 
     work.mkdir(parents=True, exist_ok=True)
     data = str(generate(work / "stack.npy", size, features))
     windows = _windows(size, chunk)
-    params = {"method": method, "size": segment_size, "compactness": 0.1, "halo": halo}
+    channels = min(segment_features or features, features)
+    params = {
+        "method": method,
+        "size": segment_size,
+        "compactness": 0.1,
+        "halo": halo,
+        "channels": channels,
+    }
     megapixels = size * size / 1e6
     out: dict[str, Any] = {
         "size": size,
         "features": features,
+        "segment_features": channels,
         "chunk": chunk,
         "workers": workers,
         "method": method,
@@ -183,10 +304,23 @@ def measure(
         stitch_s = time.perf_counter() - started
         segments = int(np.unique(grid[grid > 0]).size)
         started = time.perf_counter()
-        zonal = list(pool.map(_zonal_task, [(data, w, str(work / "ids.npy")) for w in windows]))
-        total = combine([z.pop("sums") for z in zonal])
-        statistics(total)
+        zonal_parts = [str(work / f"zonal-{i}.npz") for i in range(len(windows))]
+        zonal = list(
+            pool.map(
+                _zonal_task,
+                [
+                    (data, w, str(work / "ids.npy"), p)
+                    for w, p in zip(windows, zonal_parts, strict=True)
+                ],
+            )
+        )
         zonal_s = time.perf_counter() - started
+    del grid
+    driver = []
+    for way in ("whole", "streamed"):  # each in a fresh process: its own peak
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as one:
+            task = (way, windows, zonal_parts, size, str(work / f"driver-{way}"))
+            driver.append(one.submit(_driver_task, task).result())
 
     def peaks(tasks: list[dict[str, Any]]) -> list[float]:
         by: dict[int, float] = {}
@@ -210,14 +344,16 @@ def measure(
         "mpx_per_cpu_s": round(megapixels / max(sum(t["cpu"] for t in zonal), 1e-9), 3),
         "peak_mib_per_worker": peaks(zonal),
     }
+    out["driver"] = driver
     return out
 
 
 def report(figures: dict[str, Any]) -> str:
     f = figures
     head = (
-        f"Objects: {f['size']} x {f['size']} px, {f['features']} features, chunks of {f['chunk']} "
-        f"px, halo {f['halo']}, {f['method']} (segments of ~{f['segment_size']} px: "
+        f"Objects: {f['size']} x {f['size']} px, {f['features']} features (segmented on "
+        f"{f.get('segment_features', f['features'])}), chunks of {f['chunk']} px, "
+        f"halo {f['halo']}, {f['method']} (segments of ~{f['segment_size']} px: "
         f"{f['segments']:,} found), {f['workers']} workers x 1 thread"
     )
     rows = [
@@ -235,7 +371,19 @@ def report(figures: dict[str, Any]) -> str:
         f"| stitching (driver) | {f['stitching']['wall_s']} | - | "
         f"{f['stitching']['mpx_per_s']} | - | - |"
     )
-    return "\n".join([head, *rows])
+    driver = [
+        "",
+        "Driver: the segment table (mean and std per feature, Parquet) and the polygons "
+        "(GeoPackage)",
+        "",
+        "| way | wall s | peak MiB | of which the step (peak less imports) |",
+        "|---|---|---|---|",
+        *(
+            f"| {d['way']} | {d['wall_s']} | {d['peak_mib']} | {d['step_mib']} |"
+            for d in f.get("driver", [])
+        ),
+    ]
+    return "\n".join([head, *rows, *(driver if f.get("driver") else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("slic", "felzenszwalb"), default="slic")
     parser.add_argument("--segment-size", type=int, default=100)
     parser.add_argument("--halo", type=int, default=16)
+    parser.add_argument("--segment-features", type=int, help="segment on the first N features")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="sitsflow-bench-objects-"))
@@ -264,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             args.segment_size,
             args.halo,
             work,
+            args.segment_features,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

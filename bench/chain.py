@@ -370,13 +370,15 @@ def _in_memory(cube: str, model_folder: str, threads: int) -> dict[str, Any]:
     variables = list(dict.fromkeys(re.sub(r"_\d{8}$", "", n) for n in contract.feature_names))
     group = zarr.open_group(cube, mode="r")
     _, height, width = group[variables[0]].shape  # type: ignore[union-attr]
-    stack = read_features(cube, [(v, "time") for v in variables], Window(0, 0, height, width))
-    if stack.shape[0] != len(contract.feature_names):
-        raise RuntimeError(
-            f"{stack.shape[0]} features in the cube, the model wants {len(contract.feature_names)}"
-        )
-    table = np.ascontiguousarray(stack.reshape(stack.shape[0], -1).T)
-    del stack
+    n_features = len(contract.feature_names)
+    table = np.empty((height * width, n_features), dtype=np.float32)
+    for row in range(0, height, 256):  # a band of rows at a time: one copy of the table
+        rows = min(256, height - row)
+        window = Window(row, 0, rows, width)
+        stack = read_features(cube, [(v, "time") for v in variables], window)
+        if stack.shape[0] != n_features:
+            raise RuntimeError(f"{stack.shape[0]} cube features, the model wants {n_features}")
+        table[row * width : (row + rows) * width] = stack.reshape(n_features, -1).T
     model.set_params(n_jobs=threads)
     started, cpu = time.perf_counter(), time.process_time()
     model.predict_proba(table)

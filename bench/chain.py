@@ -44,7 +44,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -460,7 +460,7 @@ def national_sizing(
 
     The measured chain's cost per output pixel is split in three: decoding the inputs
     (``read``: the read floor's CPU per output pixel, scaling with the input values decoded per
-    pixel), the trees (``predict``: the in-memory predict floor's, scaling with the trees) and
+    pixel), the trees (``predict``, scaling with the trees; ``sizing`` says where it comes from) and
     the rest (``rest`` = chain - read - predict: masking, gap-filling, indices, samples,
     training, mosaic, report and fixed costs, scaling with the cube's values per pixel).
     Then ``c = read * Dn/Dm + predict * Tn/Tm + rest * Fn/Fm`` and ``CPU-hours = P * c / 3600``
@@ -657,12 +657,20 @@ def sizing(chain: dict[str, Any], scale: dict[str, Any] | None = None) -> dict[s
         dates=chain["output_dates"],
         trees=chain["trees"],
     )
-    return national_sizing(
-        measured,
-        per_px,
-        paths["read floor"]["cpu_seconds"] / pixels,
-        paths["predict floor"]["cpu_seconds"] / pixels,
-    )
+    # The trees' share: the predict stage's share of the stages' time in the cube-kept run of
+    # the headline's inference (in a fused run the predict units also compute the features);
+    # else scikit-learn's in-memory figure.
+    inference = headline.rsplit(", ", 1)[-1]
+    kept = paths.get(f"sitsflow cube, {inference}")
+    predict = paths["predict floor"]["cpu_seconds"] / pixels
+    if kept and kept["stage_seconds"].get("predict"):
+        predict = per_px * kept["stage_seconds"]["predict"] / sum(kept["stage_seconds"].values())
+        measured = replace(
+            measured,
+            name=f"{measured.name}; trees: the predict stage's share "
+            f"of the stages' time in the run 'cube, {inference}'",
+        )
+    return national_sizing(measured, per_px, paths["read floor"]["cpu_seconds"] / pixels, predict)
 
 
 def _sum(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

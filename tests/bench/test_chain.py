@@ -56,3 +56,33 @@ def test_national_sizing_formula() -> None:
     france = chain.national_sizing(measured, 10e-6, 2e-6, 3e-6, target)
     assert 5.5e9 <= france["pixels"] < 5.53e9
     assert "5.52 billion pixels" in chain.sizing_text(france)
+
+
+def test_sizing_from_measured_figures() -> None:
+    """``sizing`` takes the chain from the headline run (or the scale runs' margin) and the
+    trees' share from the cube-kept run's predict stage."""
+    paths = {
+        "read floor": {"cpu_seconds": 4.0},
+        "predict floor": {"cpu_seconds": 50.0},
+        "sitsflow fused, compiled": {"cpu_seconds": 80.0},
+        "sitsflow cube, compiled": {
+            "cpu_seconds": 90.0,
+            "stage_seconds": {"cube": 15, "predict": 5},
+        },
+    }
+    figures = {"paths": paths, "headline": "sitsflow fused, compiled", "size": 100, "dates": 10,
+               "output_dates": 37, "trees": 100}  # fmt: skip
+    s = chain.sizing(figures)
+    assert s is not None
+    assert s["inputs"]["chain_cpu_s_per_px"] == pytest.approx(80 / 1e4)
+    assert s["inputs"]["read_cpu_s_per_px"] == pytest.approx(4 / 1e4)
+    assert s["inputs"]["predict_cpu_s_per_px"] == pytest.approx(80 / 1e4 * 5 / 20)
+    runs = [
+        {"cpu_s": 20.0, "pixels": 100},
+        {"cpu_s": 35.0, "pixels": 400},
+        {"cpu_s": 80.0, "pixels": 1600},
+    ]
+    margin = chain.sizing(figures, {"tiles": {"variant": "fused, compiled", "runs": runs}})
+    assert margin is not None
+    assert margin["inputs"]["chain_cpu_s_per_px"] == pytest.approx(60 / 1500)
+    assert chain.sizing({**figures, "headline": None}) is None

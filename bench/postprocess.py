@@ -19,9 +19,9 @@ store; the in-memory paths load whole arrays first (not timed, but in their peak
   iterates, sitsflow takes the majority of the surrounding pixels in one pass: the pixels where
   they differ are counted, not an error) and against sitsflow's own whole-array pass (must be
   identical).
-* vectorization of the regularized map (4-connectivity, as the sieve): chunks polygonized,
-  stitched and turned
-  into a GeoDataFrame with statistics (confidence, shares of raw classes) against
+* vectorization of the regularized map (4-connectivity, as the sieve): chunks polygonized and
+  stitched one row of chunks at a time (``pipeline.postprocess.stream``), with statistics
+  (confidence, shares of raw classes), written as GeoParquet (the file write is timed), against
   ``rasterio.features.shapes`` on the whole array (GeoJSON-like dicts, no statistics); the
   chunked polygons must equal a whole-array pass (count, areas, classes).
 
@@ -222,32 +222,55 @@ def _measure(path: str, store: str, chunk: int, mmu: int) -> dict[str, Any]:
         ours = np.asarray(group["regular_label"][:])
         out["differ_from_sitsflow"] = float((gdal != ours).mean())
     elif path == "vectorize-chunked":
+        from pipeline.postprocess.stream import Columns, write_streamed
+
         get = _timed(lambda name, rows, cols: np.asarray(group[name][rows, cols]))
-        parts = []
-        for w in windows:
-            rows, cols = w.slices
-            parts.append(
-                vec.polygonize_chunk(
-                    get("regular_label", rows, cols),
-                    w,
-                    grid,
-                    CODES,
-                    NODATA,
-                    connectivity=CONNECTIVITY,
-                    confidence=get("confidence", rows, cols),
-                    raw=get("label", rows, cols),
-                    raw_codes=CODES,
-                )
-            )
-        frame = vec.to_frame(
-            vec.stitch(parts, grid, CONNECTIVITY), grid, dict(CLASSES), raw_codes=tuple(CODES)
+
+        def band(row: int) -> Any:
+            def load() -> list[Any]:
+                parts = []
+                for w in windows:
+                    if w.row_off != row:
+                        continue
+                    rows, cols = w.slices
+                    parts.append(
+                        vec.polygonize_chunk(
+                            get("regular_label", rows, cols),
+                            w,
+                            grid,
+                            CODES,
+                            NODATA,
+                            connectivity=CONNECTIVITY,
+                            confidence=get("confidence", rows, cols),
+                            raw=get("label", rows, cols),
+                            raw_codes=CODES,
+                        )
+                    )
+                return parts
+
+            return load
+
+        target = Path(store).parent / "polygons.parquet"
+        write_streamed(
+            [band(r) for r in sorted({w.row_off for w in windows})],
+            grid,
+            CONNECTIVITY,
+            Columns(dict(CLASSES), tuple(CODES)),
+            parquet=target,
         )
         out["seconds"] = time.perf_counter() - started
         out["cpu_seconds"] = time.process_time() - cpu
-        out["polygons"] = len(frame)
-        out["pixels_sum"] = int(frame["pixels"].sum())
-        out["area_sum"] = float(frame.geometry.area.sum())
-        out["valid"] = bool(frame.geometry.is_valid.all())
+        import pyarrow.parquet as pq
+        import shapely
+
+        # read back after the clock, batch by batch (the peak stays the streamed one)
+        out.update(polygons=0, pixels_sum=0, area_sum=0.0, valid=True)
+        for batch in pq.ParquetFile(target).iter_batches(columns=["pixels", "geometry"]):
+            shapes_ = shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False))
+            out["polygons"] += len(batch)
+            out["pixels_sum"] += int(batch.column("pixels").to_numpy().sum())
+            out["area_sum"] += float(shapely.area(shapes_).sum())
+            out["valid"] = out["valid"] and bool(shapely.is_valid(shapes_).all())
     elif path == "vectorize-whole":
         labels = np.asarray(group["regular_label"][:])
         started, cpu = time.perf_counter(), time.process_time()

@@ -105,6 +105,13 @@ class VectorizationSpec(_Strict):
         description="Connectivity of the regions the polygons outline; default: the "
         "regularization's (4 without one).",
     )
+    simplify: float | None = Field(
+        None,
+        gt=0,
+        description="Simplify the polygons with this tolerance (map units, e.g. metres), "
+        "keeping them a coverage: an edge shared by two polygons is simplified once, so no gap "
+        "or overlap opens between neighbours; none if absent.",
+    )
 
     @field_validator("formats")
     @classmethod

@@ -53,6 +53,19 @@ class VectorizationConfig:
     formats: tuple[Format, ...] = ("parquet", "gpkg")
     connectivity: Literal[4, 8] | None = None
     """None: the regularization's (4 without one)."""
+    simplify: float | None = None
+    """Tolerance (map units) of the coverage simplification; None: polygons as traced."""
+
+    def __canonical__(self) -> dict[str, object]:
+        # ``simplify`` enters digests only when set: stores made before it resume
+        out: dict[str, object] = {
+            "__type__": type(self).__qualname__,
+            "formats": self.formats,
+            "connectivity": self.connectivity,
+        }
+        if self.simplify is not None:
+            out["simplify"] = self.simplify
+        return out
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,24 @@ def _outlines(local: np.ndarray, window: Window, grid: GridSpec, n: int) -> np.n
 def stitch(chunks: Sequence[ChunkPolygons], grid: GridSpec, connectivity: int) -> Regions:
     """Every region of the map: the chunks' complete regions, and their pending ones merged
     across chunk sides."""
+    complete, joined = stitch_groups(chunks, grid, connectivity)
+    return _concat([*complete, joined.regions])
+
+
+@dataclass
+class Joined:
+    """Pending regions merged across sides: ``regions`` (one per group), and the side pixels
+    (flat grid index) of the pending pieces with the group each belongs to."""
+
+    regions: Regions
+    pixel: np.ndarray
+    group: np.ndarray
+
+
+def stitch_groups(
+    chunks: Sequence[ChunkPolygons], grid: GridSpec, connectivity: int
+) -> tuple[list[Regions], Joined]:
+    """The chunks' complete regions, and their pending ones merged across chunk sides."""
     shape = grid.shape
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -252,7 +270,8 @@ def stitch(chunks: Sequence[ChunkPolygons], grid: GridSpec, connectivity: int) -
             node_parts.append(nodes[keep])
     pending = _concat([c.pending for c in chunks])
     if n_nodes == 0:
-        return _concat(complete)
+        none = np.zeros(0, dtype=np.int64)
+        return complete, Joined(pending, none, none)
     pixel = np.concatenate(pixel_parts)
     node = np.concatenate(node_parts)
     pixel, unique = np.unique(pixel, return_index=True)
@@ -274,7 +293,7 @@ def stitch(chunks: Sequence[ChunkPolygons], grid: GridSpec, connectivity: int) -
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_nodes, n_nodes))
     n_groups, group = connected_components(graph, directed=False)
     merged = _merge(pending, group, n_groups)
-    return _concat([*complete, merged])
+    return complete, Joined(merged, pixel, group[node])
 
 
 def _merge(pending: Regions, group: np.ndarray, n_groups: int) -> Regions:

@@ -216,6 +216,8 @@ class ProductsContext:
     samples: str = ""
     """The samples table: its validation pixels score the raw and the final map side by side
     (empty: a tiled run, whose pixels are on their tiles' grids; not scored)."""
+    simplify: float | None = None
+    """Tolerance of the polygons' coverage simplification (None: as traced)."""
 
 
 def _publish_cog(
@@ -319,28 +321,38 @@ def _compare(store: RunStore, context: ProductsContext) -> dict[str, Any]:
 
 
 def _write_polygons(store: RunStore, context: ProductsContext) -> int:
-    from pipeline.postprocess.vectorize import stitch, to_frame, write_polygons
+    """The polygons, stitched one row of chunks at a time (``postprocess.stream``): memory is a
+    band of chunks and the regions that cross its bottom, not the map's polygons."""
+    from pipeline.postprocess.stream import Columns, write_streamed
 
-    chunks = [
-        pickle.loads(store.read_bytes(f"{context.products.chunks}/{window_key(w)}.polygons.pkl"))
-        for w in context.windows
-    ]
-    regions = stitch(chunks, context.grid, context.connectivity)
-    del chunks
-    frame = to_frame(
-        regions,
-        context.grid,
-        {c.code: c.name for c in context.legend},
-        raw_codes=context.codes,
-        probability_codes=context.probability_codes,
+    rows = sorted({w.row_off for w in context.windows})
+
+    def band(row: int) -> Callable[[], list[Any]]:
+        def load() -> list[Any]:
+            folder = context.products.chunks
+            return [
+                pickle.loads(store.read_bytes(f"{folder}/{window_key(w)}.polygons.pkl"))
+                for w in context.windows
+                if w.row_off == row
+            ]
+
+        return load
+
+    columns = Columns(
+        {c.code: c.name for c in context.legend}, context.codes, context.probability_codes
     )
-    for fmt, name in context.products.polygons:
-        with store.publish(name) as target:
-            if fmt == "parquet":
-                write_polygons(frame, parquet=target)
-            else:
-                write_polygons(frame, gpkg=target)
-    return len(frame)
+    formats = dict(context.products.polygons)
+    with contextlib.ExitStack() as stack:
+        targets = {fmt: stack.enter_context(store.publish(name)) for fmt, name in formats.items()}
+        return write_streamed(
+            [band(r) for r in rows],
+            context.grid,
+            context.connectivity,
+            columns,
+            parquet=targets.get("parquet"),
+            gpkg=targets.get("gpkg"),
+            simplify=context.simplify,
+        )
 
 
 def _catalog(store: RunStore, context: ProductsContext, written: list[tuple[str, str]]) -> None:
@@ -496,6 +508,7 @@ class Postprocess:
                     codes=codes,
                     probability_codes=tuple(predictions.probability_classes),
                     connectivity=post.connectivity,
+                    simplify=None if post.vectorization is None else post.vectorization.simplify,
                     run_name=config.name,
                     period=(period.start, period.end),
                     catalog=main.layout.catalog_name,

@@ -38,7 +38,7 @@ def test_every_part_resolves_with_its_defaults() -> None:
         {
             "smoothing": {},
             "regularization": {"mmu_pixels": 9, "connectivity": 8},
-            "vectorization": {},
+            "vectorization": {"simplify": 12.5},
             "uncertainty": {"layers": ["margin"]},
             "colors": {2: "#00ff00"},
         },
@@ -50,6 +50,7 @@ def test_every_part_resolves_with_its_defaults() -> None:
     assert config.regularization is not None
     assert config.regularization.on_grid((10.0, 10.0)).halo == 2 * (2 * 9 - 2)
     assert config.connectivity == 8  # the polygons follow the regularization
+    assert config.vectorization is not None and config.vectorization.simplify == 12.5
     assert config.uncertainty is not None and config.uncertainty.layers == ("margin",)
     assert config.colors == ((2, "#00ff00"),)
 
@@ -79,6 +80,7 @@ def test_every_part_resolves_with_its_defaults() -> None:
         ({"uncertainty": {}}, {}, ["postprocess.uncertainty", "outputs.probabilities"]),
         ({"vectorization": {"formats": ["shp"]}}, {}, ["postprocess.vectorization.formats"]),
         ({"vectorization": {"formats": ["gpkg", "gpkg"]}}, {}, ["repeats a format"]),
+        ({"vectorization": {"simplify": 0}}, {}, ["postprocess.vectorization.simplify"]),
         ({"colors": {1: "green"}}, {}, ["postprocess.colors", "#rrggbb"]),
         ({"sieve": {}}, {}, ["postprocess.sieve"]),
     ],

@@ -14,16 +14,21 @@ import gc
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from pipeline.errors import SitsflowError
-from pipeline.manifest import RunManifest, json_schema, load_manifest, resolve, with_store
-from pipeline.manifest.fields import Command, locate
 from pipeline.run.logs import LogFormat, RunLog, bridge_logging, resolve_format
 from pipeline.warnings import SitsflowWarning
+
+if TYPE_CHECKING:
+    from pipeline.manifest import RunManifest
+    from pipeline.manifest.fields import Command
+
+# Light to import (typer, rich, the log): the manifest's models (pydantic, numpy) and everything a
+# run needs are imported inside the commands, after a run's first line is printed.
 
 app = typer.Typer(
     add_completion=False,
@@ -67,6 +72,8 @@ def _log(run: str | None = None) -> RunLog:
 def _fail(
     log: RunLog, exc: SitsflowError, *, command: Command = "run", flags: list[str] | None = None
 ) -> None:
+    from pipeline.manifest.fields import locate
+
     # The field as this command's user knows it (manifest path or option).
     text = str(locate(exc, command=command, flags=flags))
     log.error(text if not log.json else f"error: {text}")
@@ -82,6 +89,8 @@ def _route_warnings(log: RunLog) -> None:
 
 
 def _load(path: Path, store: str | None) -> RunManifest:
+    from pipeline.manifest import load_manifest, with_store
+
     manifest = load_manifest(path)
     if store is not None:
         manifest = with_store(manifest, store)
@@ -100,6 +109,7 @@ def validate(
 ) -> None:
     """Check a manifest: schema, ranges, consistency, and the reference's fields and labels (its
     attributes only: no geometry, no imagery). Writes nothing."""
+    from pipeline.manifest import load_manifest, resolve
     from pipeline.samples.reference import check_reference
 
     log = _log()
@@ -141,6 +151,7 @@ def status(
     store: StoreOption = None,
 ) -> None:
     """What is done and what is left, per stage, for the run in the store. Writes nothing."""
+    from pipeline.manifest import resolve
     from pipeline.run.lock import holder
     from pipeline.run.runner import plan_run, run_status, sessions
 
@@ -241,13 +252,15 @@ def warm() -> None:
     started = time.perf_counter()
     cube_kernels()
     postprocess_kernels()
-    where = numba.config.CACHE_DIR or "__pycache__ beside their sources"
+    where = getattr(numba.config, "CACHE_DIR", "") or "__pycache__ beside their sources"
     typer.echo(f"numba kernels ready in {time.perf_counter() - started:.1f} s (cache: {where})")
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a run's spec (the source of the Kubernetes CRD)."""
+    from pipeline.manifest import json_schema
+
     print(json.dumps(json_schema(), indent=2))
 
 
@@ -457,15 +470,36 @@ def _progress(log: RunLog) -> Any:
     return progress
 
 
+def _run_name(path: Path) -> str | None:
+    """The manifest's metadata.name read without validating it (the first line names the run
+    before the manifest's models are imported); None where it cannot be read so."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    ok = isinstance(name, str) and 0 < len(name) <= 253 and name.isprintable()
+    return name if ok else None
+
+
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     log = _log()
     _route_warnings(log)
     started: list[ClusterStarter] = []
+    # The first line, at once: validating the manifest imports its models and the estimator
+    # (scikit-learn: 1-2 s), planning imports dask and pandas (2-3 s).
+    name = log.run = _run_name(manifest_path)
+    log.info(
+        f"planning run {name} from {manifest_path}" if name else f"planning {manifest_path}",
+        "run.planning",
+    )
     try:
         manifest = _load(manifest_path, store)
         log.run = manifest.name
-        log.info(f"planning run {manifest.name} from {manifest_path}", "run.planning")
-        # Imported after the first line: these imports (dask, pandas...) take 2-3 s.
+        from pipeline.manifest import resolve
         from pipeline.manifest.to_config import compute_config
         from pipeline.run.clusters import ClusterStarter
         from pipeline.run.runner import execute, plan_run
@@ -476,8 +510,11 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
             # The inputs checked out and work is left: the cluster starts while planning ends.
             # Not earlier: on two cores, workers spawning and importing during planning took
             # the CPU it needs (planning and the runner's imports took two to three times
-            # longer, more than the cluster's start-up they would have hidden).
-            started.append(ClusterStarter(compute, manifest.name, stages, model_kind=model_kind))
+            # longer, more than the cluster's start-up they would have hidden). A local
+            # cluster's workers fork from one server that imports their modules once.
+            started.append(
+                ClusterStarter(compute, manifest.name, stages, model_kind=model_kind, preload=True)
+            )
 
         plan = plan_run(resolve(manifest), resume=resume, on_work_ahead=start_cluster)
         progress = _progress(log)

@@ -162,3 +162,19 @@ def test_report_has_area_weighted_estimates_with_the_sampling_caveat(
     mapped = {int(k): v for k, v in area["map"]["pixels"].items()}
     assert sum(mapped.values()) == int((labels != nodata).sum())
     assert "indicative" in (store / "report" / "report.html").read_text()
+
+
+def test_the_first_line_comes_first_and_the_warm_up_has_its_own(demo_run: tuple[Path, str]) -> None:
+    _, output = demo_run
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names[0] == "run.planning" and events[0]["run"] == "slovenia-demo"
+    # The workers' start and imports are reported on their own line, before any stage starts:
+    # the stages' timers and rates count their units only.
+    workers = names.index("run.workers")
+    assert names.index("run.dashboard") < workers < names.index("stage.started")
+    warm = events[workers]
+    assert warm["workers"] == 2 and warm["finished"] is True
+    assert warm["seconds"] >= warm["waited"] >= 0
+    cube = next(e for e in events if e["event"] == "stage.started" and e["stage"] == "cube")
+    assert cube["ts"] >= warm["ts"]

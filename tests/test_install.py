@@ -134,3 +134,15 @@ def test_kernels_compiled_at_install_are_loaded_by_the_next_process(tmp_path: Pa
         assert str(kernel["cache"]).startswith(str(tmp_path)), (name, kernel)  # cache=True
         assert kernel["misses"] == 0, (name, kernel)  # loaded, not compiled
         assert kernel["hits"] == kernel["signatures"], (name, kernel)
+
+
+def test_the_command_line_prints_its_first_line_before_the_heavy_imports() -> None:
+    # `sitsflow run` and `demo` log "planning run ..." before validating the manifest (its models
+    # import pydantic and numpy, the estimator check scikit-learn) and before planning (dask,
+    # pandas): importing the command line module loads none of them.
+    heavy = ("numpy", "pydantic", "dask", "distributed", "pandas", "sklearn", "pipeline.manifest")
+    code = f"import sys, pipeline.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -23,7 +23,9 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.config
@@ -84,6 +86,67 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
 }
 
 
+# --- a fork server for a local cluster's workers -------------------------------------------------
+#
+# A spawned worker starts a bare interpreter and imports distributed, numpy, rasterio, zarr,
+# scikit-learn (skops.io imports torch through it) and the stages' code: about 5 CPU s each, twice
+# on two workers, on the two cores the driver plans on. With ``preload``, the workers are forked
+# instead from multiprocessing's fork server, which imports all of that once, in one process, as
+# soon as the cluster is asked for; each worker then starts with every module loaded (shared,
+# copy-on-write). The server is single-threaded when it forks (imports start no thread), and it
+# lives as long as the cluster: each cluster gets one started with the driver's environment of
+# the moment (credentials included, as a spawned worker inherits them).
+
+
+def _spawn_environment() -> dict[str, str]:
+    """What dask's nanny would set before spawning a worker (OMP_NUM_THREADS=1, ...), less the
+    keys set to None (see LOCAL_CLUSTER_CONFIG): a forked worker gets its environment from the
+    fork server, so the server must start with it."""
+    settings = dask.config.get("distributed.nanny.pre-spawn-environ")
+    return {k: str(v) for k, v in settings.items() if v is not None}
+
+
+def start_fork_server(modules: Sequence[str]) -> None:
+    """Start the fork server with ``modules`` (warm-up names: ``module:function`` imports the
+    module) imported in it. Replaces a server already running."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    stop_fork_server()
+    preload = list(dict.fromkeys(["distributed", *(m.partition(":")[0] for m in modules)]))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+    # The server inherits this process's environment when it starts: the nanny's settings for a
+    # while (key by key: the planning thread reads the environment meanwhile).
+    spawn = _spawn_environment()
+    before = {name: os.environ.get(name) for name in spawn}
+    try:
+        os.environ.update(spawn)
+        forkserver.ensure_running()
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def forkserver_pid() -> int | None:
+    """The fork server's process id while one runs."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return int(pid) if pid is not None else None
+
+
+def stop_fork_server() -> None:
+    """Stop the fork server, once its workers are gone (it exits when told, after its preload)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's, since 3.4
+    if stop is not None:
+        stop()
+
+
 # --- kubernetes ----------------------------------------------------------------------------------
 
 
@@ -132,11 +195,14 @@ def _quiet_distributed() -> None:
 
 
 @contextlib.contextmanager
-def open_client(compute: ComputeConfig, *, run: str = "run") -> Iterator[Client]:
+def open_client(
+    compute: ComputeConfig, *, run: str = "run", preload: Sequence[str] | None = None
+) -> Iterator[Client]:
     """A client on the cluster ``compute`` describes, with the worker settings installed.
 
     A cluster this function starts (local, kubernetes) is closed on exit; an existing
-    scheduler (address) is only disconnected from.
+    scheduler (address) is only disconnected from. ``preload``: a local cluster's workers are
+    forked from a server that imported these modules (see ``start_fork_server``).
     """
     _quiet_distributed()
     with contextlib.ExitStack() as stack:
@@ -151,6 +217,12 @@ def open_client(compute: ComputeConfig, *, run: str = "run") -> Iterator[Client]
         else:
             # For the cluster's whole life: adaptive scaling spawns workers later.
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
+            if preload is not None:
+                stack.enter_context(
+                    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+                )
+                start_fork_server(preload)
+                stack.callback(stop_fork_server)  # after the cluster closes (callbacks: LIFO)
             local = LocalCluster(
                 n_workers=compute.workers,
                 threads_per_worker=compute.threads_per_worker,
@@ -264,12 +336,27 @@ def import_modules(modules: Sequence[str]) -> list[str]:
     return list(modules)
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """A started cluster's workers, ready: how many, and when."""
+
+    workers: int
+    seconds: float
+    """From the cluster being asked for to its last worker's warm-up done."""
+    waited: float
+    """Of which the driver waited for (what planning did not hide)."""
+    finished: bool = True
+    """False: a warm-up was still running when the driver stopped waiting."""
+
+
 class ClusterStarter:
     """Starts the cluster in a background thread while the driver goes on planning.
 
     Starting a cluster (spawning workers, scheduling pods) and importing what the units need
     on each worker take seconds to minutes; they overlap with the driver's own work. ``client()``
-    waits for it and raises what the start raised.
+    waits for it and raises what the start raised; ``ready()`` waits for the workers' warm-up
+    too. ``preload``: a local cluster's workers are forked from a server that imported the
+    warm-up's modules once (``start_fork_server``) instead of each importing them.
     """
 
     def __init__(
@@ -279,11 +366,14 @@ class ClusterStarter:
         stages: Sequence[str] = (),
         *,
         model_kind: str = "sklearn",
+        preload: bool = False,
     ) -> None:
         self._compute = compute
         self._run = run
         self.modules = stage_modules(stages, model_kind)
         """The modules every worker imports before its first unit."""
+        self._preload = preload and compute.cluster == "local"
+        self._asked = time.perf_counter()
         self._stack = contextlib.ExitStack()
         self._client: Client | None = None
         self._error: BaseException | None = None
@@ -293,7 +383,10 @@ class ClusterStarter:
 
     def _start(self) -> None:
         try:
-            client = self._stack.enter_context(open_client(self._compute, run=self._run))
+            preload = self.modules if self._preload else None
+            client = self._stack.enter_context(
+                open_client(self._compute, run=self._run, preload=preload)
+            )
             if self.modules:
                 workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
                 self._warm_up = [
@@ -310,6 +403,23 @@ class ClusterStarter:
             raise self._error
         assert self._client is not None
         return self._client
+
+    def ready(self, timeout: float | None = None) -> WarmUp:
+        """Wait for the client and every worker's warm-up (at most ``timeout`` seconds for the
+        warm-up); a warm-up that failed raises here, before any unit runs."""
+        from distributed import wait
+
+        waiting = time.perf_counter()
+        client = self.client()
+        finished = True
+        if self._warm_up:
+            done, not_done = wait(self._warm_up, timeout=timeout, return_when="ALL_COMPLETED")
+            finished = not not_done
+            for future in done:
+                future.result()
+        now = time.perf_counter()
+        workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        return WarmUp(workers, now - self._asked, now - waiting, finished)
 
     def close(self) -> None:
         self._thread.join()

@@ -22,7 +22,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline import stages as registry
 from pipeline.errors import ComputeError
-from pipeline.run.clusters import ClusterStarter, open_client, worker_capacity
+from pipeline.run.clusters import ClusterStarter, WarmUp, open_client, worker_capacity
 from pipeline.run.context import RunContext
 from pipeline.run.estimate import WorkEstimate, check_memory
 from pipeline.run.executor import Executor, StageOutcome
@@ -149,6 +149,10 @@ def _execute(
             record.update(dashboard=dashboard)
             if config.compute.cluster == "address":
                 _check_workers(client, plan.work)
+        if cluster is not None and pending:
+            # Before the first stage: its timer and rates count its units, not the workers'
+            # start and imports, which get their own line.
+            _report_warm_up(cluster.ready(timeout=config.compute.connect_timeout_s), progress)
         if not pending:
             progress.info("every unit is finished already: nothing to compute", "run.complete")
         executor = Executor(
@@ -184,6 +188,19 @@ def _execute(
     )
     return RunResult(
         layout, store, context.metrics, context.timings, dashboard, context.outcomes, summary
+    )
+
+
+def _report_warm_up(warm: WarmUp, progress: Progress) -> None:
+    done = "imports and compiled kernels loaded" if warm.finished else "a warm-up still running"
+    progress.info(
+        f"{warm.workers} worker(s) ready {warm.seconds:.1f} s after the cluster was asked for: "
+        f"{done}, {warm.waited:.1f} s of it after planning",
+        "run.workers",
+        workers=warm.workers,
+        seconds=round(warm.seconds, 3),
+        waited=round(warm.waited, 3),
+        finished=warm.finished,
     )
 
 

@@ -210,6 +210,45 @@ def test_the_runs_local_cluster_spawns_workers_without_the_nannys_malloc_trim(
     assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == 65536
 
 
+def _loaded_at_start(module: str) -> tuple[bool, str | None, int]:
+    """In a worker: whether ``module`` is imported, OMP_NUM_THREADS as the process started with
+    it (/proc/self/environ), and the parent process."""
+    import sys
+
+    environ = Path("/proc/self/environ").read_bytes().split(b"\0")
+    omp = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"OMP_NUM_")), None)
+    return module in sys.modules, omp, os.getppid()
+
+
+def test_a_preloaded_cluster_forks_its_workers_with_the_stages_modules_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    module = "pipeline.postprocess.vectorize"  # imported by no test module, nor by the warm-up
+    compute = ComputeConfig(workers=2, dashboard_port=0, memory_limit="1GiB")
+    with open_client(compute, preload=[module]) as client:
+        server = clusters.forkserver_pid()
+        seen = list(client.run(_loaded_at_start, module).values())
+        assert server and seen == [(True, "1", server)] * 2  # forked from it, env of the nanny
+    assert clusters.forkserver_pid() is None  # the server lives as long as the cluster
+    # Spawned (no preload): a worker starts bare, and its parent is the driver (the nanny).
+    with open_client(dataclasses.replace(compute, workers=1)) as client:
+        ((loaded, omp, parent),) = client.run(_loaded_at_start, module).values()
+        assert (loaded, omp, parent) == (False, "1", os.getpid())
+
+
+def test_the_starter_reports_when_its_workers_are_ready() -> None:
+    compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
+    starter = ClusterStarter(compute, "test", ["mosaic"], preload=True)
+    try:
+        warm = starter.ready(timeout=300)
+        assert warm.workers == 1 and warm.finished
+        assert warm.seconds >= warm.waited >= 0
+        assert [f.result() for f in starter._warm_up] == [list(starter.modules)]
+    finally:
+        starter.close()
+
+
 def test_a_closing_worker_freezes_its_heap() -> None:
     gc.unfreeze()
     try:

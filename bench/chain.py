@@ -711,7 +711,7 @@ def report(figures: dict[str, Any]) -> str:
             lines.append(f"  {name}: {phases}; stages: {stages}{oa}")
     for check, same in f.get("maps", {}).items():
         lines.append(f"{check}: {'yes' if same else 'NO'}")
-    if f.get("headline"):
+    if f.get("headline") and f.get("ratios"):
         lines += ["", f"Ratios ({f['headline']}):"]
         lines += [f"  {name}: {value:.2f}" for name, value in f.get("ratios", {}).items()]
     return "\n".join(lines)

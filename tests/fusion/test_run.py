@@ -3,6 +3,7 @@ Dempster-Shafer, the report beside each source's, resume, and an earlier run's m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,21 @@ def test_an_earlier_runs_maps_are_a_source(run: dict[str, Any], tmp_path: Path) 
     fuse_chunk(
         FuseTask("", (), (source, source), out, window, encoding, "majority_vote", (), classes)
     )
-    fused = np.asarray(zarr.open_group(out, mode="r")["label"][:32, :32])
+    group = zarr.open_group(out, mode="r")
+    fused = np.asarray(group["label"][:32, :32])  # type: ignore[index]
     assert np.array_equal(fused, labels[:32, :32])  # a map fused with itself is itself
+    # A tile's chunk: the map read at the tile's place in the mosaic, its unowned pixels left
+    # unmapped (the mosaic takes them from their owner).
+    tile = GridSpec(grid.crs, grid.transform, 32, 32)
+    out = str(tmp_path / "tile.zarr")
+    create_map_store(out, tile, 32, encoding)
+    owned = np.zeros((32, 32), dtype=bool)
+    owned[:, :20] = True
+    task = FuseTask("", (), (source,), out, window, encoding, "majority_vote", (), classes)
+    fuse_chunk(dataclasses.replace(task, offset=(16, 40), owned=owned))
+    fused = np.asarray(zarr.open_group(out, mode="r")["label"][:32, :32])  # type: ignore[index]
+    assert np.array_equal(fused[:, :20], labels[16:48, 40:60])
+    assert (fused[:, 20:] == encoding.nodata).all()
     other = GridSpec(grid.crs, grid.transform, grid.width + 1, grid.height)
     with pytest.raises(InputDataError, match="not this run's grid"):
         store_maps(str(store), other)

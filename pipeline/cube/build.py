@@ -1,5 +1,8 @@
 """Building one cube chunk: read -> mask -> gap-fill -> features -> encode -> region write.
 
+Encoders (``pipeline.cube.encoders``) run last, on the series as stored, and add static (y, x)
+variables.
+
 ``compute_window`` is the whole computation of one window, in memory; ``build_chunk`` (what a
 dask worker runs) writes its result to the cube store, and ``stream_features`` hands it straight
 to prediction or extraction without any cube (the streamed path: same function, same numbers).
@@ -22,6 +25,7 @@ import numba
 import numpy as np
 
 from pipeline.catalog.sensors import MaskRule
+from pipeline.cube.encoders import encode
 from pipeline.cube.encoding import quantize
 from pipeline.cube.features import compute_indices
 from pipeline.cube.gapfill import gapfill_bands
@@ -275,7 +279,7 @@ def _gapfill_each_band(
 class WindowResult:
     arrays: dict[str, np.ndarray]
     """Every cube variable of the window: time series (D, h, w) float32 as stored and read
-    back (decoded), counts and ``owned`` (h, w)."""
+    back (decoded), encoder outputs, counts and ``owned`` (h, w)."""
     report: ChunkReport
     codes: dict[str, np.ndarray] = field(default_factory=dict)
     """The int16 codes of the encoded time series (``CubePlan.variable_encodings``)."""
@@ -301,8 +305,10 @@ def compute_window(
     hold the decoded values. With ``buffers``, the arrays of the time series and their codes are
     those buffers (valid until they are taken again: see ``ChunkBuffers``); without, new arrays.
     ``decoded=False`` (a chunk only written to the store) leaves the encoded series unquantized:
-    only ``codes`` (and ``stored``) are then what a reader gets.
+    only ``codes`` (and ``stored``) are then what a reader gets. Encoders read the series as
+    stored (decoded), so a plan with encoders always decodes.
     """
+    decoded = decoded or bool(plan.encoders)
     reader = reader or RasterioReader()
     grid = plan.grid.window_grid(window)
     owned = plan.owned(window)
@@ -329,6 +335,9 @@ def compute_window(
         valid_total += int(valid[:, owned].sum())
         observations += int(valid.shape[0] * owned.sum())
         never_valid |= (count == 0) & owned
+    for encoder in plan.encoders:  # static (y, x) variables, NaN where inputs are not finite
+        embedded = encode(encoder, arrays)
+        arrays.update(zip(encoder.variables, embedded, strict=True))
     arrays[OWNED_VARIABLE] = owned.astype(np.uint8)
     report = ChunkReport(
         window=window,
@@ -380,7 +389,14 @@ def stream_features(plan: CubePlan, window: Window, reader: Reader | None = None
     """The (n_features, h, w) float32 stack of ``window`` computed from the images, no cube:
     the same values ``read_features`` returns from a cube built from the same plan."""
     arrays = compute_window(plan, window, reader, buffers=thread_buffers()).arrays
-    return np.concatenate([arrays[name] for name, _ in plan.time_series_variables], axis=0)
+    return feature_stack(plan, arrays)
+
+
+def feature_stack(plan: CubePlan, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The (n_features, h, w) float32 stack of a window's variables, in feature order (time
+    series (D, h, w), then the encoders' static (h, w) variables, one feature each)."""
+    parts = [arrays[name] for name, _ in plan.time_series_variables]
+    return np.concatenate([p if p.ndim == 3 else p[np.newaxis] for p in parts], axis=0)
 
 
 def check_user_features(plan: CubePlan, reader: Reader | None = None, size: int = 16) -> None:

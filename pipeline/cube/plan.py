@@ -9,6 +9,10 @@ names them by position in the season instead, ``<sensor>_<variable>_t<NN>`` (the
 the grid, as sample tables name them), so that one model reads the same features in every
 period.
 
+Encoders (``features.encoders``, ``pipeline.cube.encoders``) add static (y, x) variables
+``<encoder>_e00``, ``<encoder>_e01``...: features after every sensor's, named so in every
+period (they have no date).
+
 The plan also decides how each series is stored (``CubePlan.encoding``: scaled int16 codes or
 float32, ``pipeline.cube.encoding``), so the encoding is part of the cube's identity.
 
@@ -20,13 +24,14 @@ pixel of are not built at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from functools import lru_cache
 
 import numpy as np
 
 from pipeline.catalog.sensors import SensorProfile
+from pipeline.cube.encoders import EncoderPlan, check_encoder_inputs
 from pipeline.cube.encoding import VariableEncoding, check_cube_encoding, series_encodings
 from pipeline.cube.features import default_indices
 from pipeline.cube.userfeatures import probe_user_features
@@ -86,9 +91,25 @@ class CubePlan:
     encoding: str = "int16"
     """Storage of the time series (``spec.outputs.cube_encoding``): ``int16`` (scaled codes,
     see ``pipeline.cube.encoding``) or ``float32``. Every path returns the stored values."""
+    encoders: tuple[EncoderPlan, ...] = ()
+    """Encoders run on the gap-filled series, each writing static float32 variables."""
 
     def __post_init__(self) -> None:
         check_cube_encoding(self.encoding)
+
+    def __canonical__(self) -> dict[str, object]:
+        # The dataclass's own digest form; encoders came later and enter it only when given,
+        # so that the cubes of existing run stores keep their digests.
+        form: dict[str, object] = {"__type__": type(self).__qualname__}
+        form.update({f.name: getattr(self, f.name) for f in fields(self) if f.compare})
+        if not self.encoders:
+            del form["encoders"]
+        return form
+
+    @property
+    def encoder_variables(self) -> tuple[str, ...]:
+        """The encoders' static (y, x) variables, in feature order."""
+        return tuple(v for e in self.encoders for v in e.variables)
 
     @property
     def variable_encodings(self) -> dict[str, VariableEncoding | None]:
@@ -125,12 +146,15 @@ class CubePlan:
                     names.extend(f"{variable}_{token}" for token in tokens)
                 else:
                     names.extend(f"{variable}_{d:%Y%m%d}" for d in sensor.dates)
+        names.extend(self.encoder_variables)  # static: one feature each, no date
         return names
 
     @property
     def time_series_variables(self) -> list[tuple[str, str]]:
-        """(variable, time dimension) pairs, in feature order."""
-        return [(v, s.time_dim) for s in self.sensors for v in s.variables]
+        """(variable, time dimension) pairs of every feature variable, in feature order; an
+        encoder's static variables come last, with the time dimension ``""``."""
+        series = [(v, s.time_dim) for s in self.sensors for v in s.variables]
+        return series + [(v, "") for v in self.encoder_variables]
 
     @property
     def chunk_side(self) -> int:
@@ -148,6 +172,8 @@ class CubePlan:
             n_out = len(s.dates) * len(s.variables)
             n_codes = len(s.dates) * sum(e is not None for e in s.encodings(self.encoding).values())
             total += 4 * pixels * (n_in + 2 * n_out) + 2 * pixels * n_codes
+        for encoder in self.encoders:  # its (pixels, dates, inputs) table and its output
+            total += 4 * pixels * (encoder.dates * len(encoder.inputs) + 2 * encoder.width)
         return total
 
 
@@ -171,9 +197,11 @@ def plan_cube(
     tiles: Sequence[Tile] = (),
     season_names: bool = False,
     encoding: str = "int16",
+    encoders: Sequence[EncoderPlan] = (),
 ) -> CubePlan:
     """The cube of ``grid``. ``indices`` None: each sensor gets the defaults its bands allow.
-    ``encoding``: how its time series are stored (``CubePlan.encoding``).
+    ``encoding``: how its time series are stored (``CubePlan.encoding``). ``encoders``: checked
+    against the plan's variables and dates here (``check_encoder_inputs``).
 
     User functions are imported and run on a small synthetic series here, to learn their
     feature names (a broken function fails the plan, before anything is written).
@@ -198,6 +226,8 @@ def plan_cube(
                 names,
             )
         )
+    dates_of = {v: len(s.dates) for s in parts for v in s.variables}
+    check_encoder_inputs(encoders, dates_of, [*dates_of, *(s.profile.name for s in parts)])
     return CubePlan(
         grid=grid,
         sensors=tuple(parts),
@@ -206,6 +236,7 @@ def plan_cube(
         tiles=tuple(tiles),
         season_names=season_names,
         encoding=encoding,
+        encoders=tuple(encoders),
     )
 
 
@@ -220,6 +251,7 @@ def plan_tile_cubes(
     user_functions: Sequence[str] = (),
     season_names: bool = False,
     encoding: str = "int16",
+    encoders: Sequence[EncoderPlan] = (),
 ) -> list[CubePlan]:
     """One plan per tile, each with the acquisitions that meet the tile (a tile may have fewer
     dates than its neighbours) and the ownership of its pixels among all the tiles."""
@@ -242,6 +274,7 @@ def plan_tile_cubes(
                 tiles=ordered,
                 season_names=season_names,
                 encoding=encoding,
+                encoders=encoders,
             )
         )
     return plans

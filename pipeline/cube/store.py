@@ -96,6 +96,16 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
             da.zeros((grid.height, grid.width), dtype=np.uint16, chunks=(size, size)),
             {"long_name": f"number of valid {sensor.profile.name} acquisitions"},
         )
+    for encoder in plan.encoders:  # static float32 features (pipeline.cube.encoders)
+        for i, variable in enumerate(encoder.variables):
+            data_vars[variable] = (
+                ("y", "x"),
+                da.full((grid.height, grid.width), np.nan, dtype=np.float32,
+                        chunks=(size, size)),
+                {"encoder": encoder.name, "module": encoder.module, "channel": i,
+                 "weights_sha256": encoder.weights_sha256, "long_name": variable},
+                {"fill_value": np.float32(np.nan)},
+            )  # fmt: skip
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs)
     ds = ds.rio.write_transform(grid.affine)
@@ -270,7 +280,7 @@ def read_features(
     """The feature stack of ``window``: (n_features, h, w) float32, in feature order.
 
     int16 variables are decoded (``pipeline.cube.encoding.decode``: NaN for the fill value),
-    float ones read as they are.
+    float ones read as they are; a static (y, x) variable (an encoder's output) is one feature.
     """
     group = _open(path, "r", storage_options)
     rows, cols = window.slices
@@ -282,9 +292,12 @@ def read_features(
     stack: np.ndarray | None = None
     start = 0
     for array in arrays:
-        values = np.asarray(array[:, rows, cols])
+        if array.ndim == 2:  # a static variable: one feature
+            values = np.asarray(array[rows, cols])[np.newaxis]
+        else:
+            values = np.asarray(array[:, rows, cols])
         if stack is None:  # one array for all features (no concatenation of the parts)
-            n_features = sum(a.shape[0] for a in arrays)
+            n_features = sum(a.shape[0] if a.ndim == 3 else 1 for a in arrays)
             stack = np.empty((n_features, *values.shape[1:]), dtype=np.float32)
         target = stack[start : start + values.shape[0]]
         if values.dtype == np.int16:

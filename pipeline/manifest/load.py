@@ -150,6 +150,8 @@ def _inputs(manifest: RunManifest) -> list[tuple[str, str]]:
         found.append(("spec.reference.regions.path", spec.reference.regions.path))
     if spec.model.path:
         found.append(("spec.model.path", spec.model.path))
+    for i, encoder in enumerate(spec.features.encoders):
+        found.append((f"spec.features.encoders[{i}].weights", encoder.weights))
     return found
 
 
@@ -218,6 +220,7 @@ def _resolve_paths(manifest: RunManifest, base_dir: Path) -> RunManifest:
             ),
             "fusion": spec.fusion and spec.fusion.with_paths(lambda v: _resolve(v, base_dir)),
             "objects": spec.objects and spec.objects.with_paths(lambda v: _resolve(v, base_dir)),
+            "features": spec.features.with_paths(lambda v: _resolve(v, base_dir)),
         }
     )
     return manifest.model_copy(update={"spec": spec})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.catalog.config import BandConfig, CatalogConfig, MaskConfig, SensorConfig
+from pipeline.cube.encoders import EncoderConfig
 from pipeline.fusion.config import FusionConfig, FusionSourceConfig
 from pipeline.grid import AreaConfig
 from pipeline.learn.config import GridSearchConfig, ModelConfig, PatchConfig, TrainingConfig
@@ -93,7 +94,11 @@ def model_config(spec: ModelSpec) -> ModelConfig:
 
 
 def features_config(spec: FeaturesSpec) -> FeaturesConfig:
-    return FeaturesConfig(**_values(spec))
+    values = _values(spec)
+    values["encoders"] = tuple(
+        EncoderConfig(**{**_values(e), "inputs": tuple(e.inputs)}) for e in spec.encoders
+    )
+    return FeaturesConfig(**values)
 
 
 def outputs_config(spec: OutputsSpec) -> OutputsConfig:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.catalog.config import SensorConfig
+from pipeline.cube.encoders import EncoderConfig
 from pipeline.fusion.config import FusionConfig
 from pipeline.grid import AreaConfig
 from pipeline.learn.config import ModelConfig
@@ -40,10 +41,15 @@ class FeaturesConfig:
 
     indices: tuple[str, ...] | None = None
     user_functions: tuple[str, ...] = ()
+    encoders: tuple[EncoderConfig, ...] = ()
 
     def __canonical__(self) -> dict[str, object]:
         # The digest of the pydantic FeaturesSpec it replaces: run stores keep their units.
-        return section_canonical(self, "FeaturesSpec")
+        # encoders came later: they enter the digest only when given.
+        form = section_canonical(self, "FeaturesSpec")
+        if not self.encoders:
+            del form["encoders"]
+        return form
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.cube.build import compute_window
+from pipeline.cube.build import compute_window, feature_stack
 from pipeline.cube.plan import CubePlan
 from pipeline.cube.read import RasterioReader, Reader
 from pipeline.cube.store import read_features
@@ -255,7 +255,6 @@ def cog_task_of(task: ExtractTask, plan: CubePlan, cell: int = DEFAULT_CELL) -> 
 def extract_from_cogs(task: CogExtractTask, reader: Reader | None = None) -> np.ndarray:
     """(n_pixels, n_features) float32 features of the task's pixels, computed from the COGs."""
     reader = reader or RasterioReader()
-    variables = [name for name, _ in task.plan.time_series_variables]
     rows = np.asarray(task.rows, dtype=np.int64)
     cols = np.asarray(task.cols, dtype=np.int64)
     out = np.full((rows.size, len(task.plan.feature_names)), np.nan, dtype=np.float32)
@@ -264,8 +263,7 @@ def extract_from_cogs(task: CogExtractTask, reader: Reader | None = None) -> np.
         inside = _in_window_arrays(rows, cols, window)
         if not inside.any():
             continue
-        arrays = compute_window(task.plan, window, reader).arrays
-        stack = np.concatenate([arrays[v] for v in variables], axis=0)
+        stack = feature_stack(task.plan, compute_window(task.plan, window, reader).arrays)
         out[inside] = stack[:, rows[inside] - window.row_off, cols[inside] - window.col_off].T
         done |= inside
     if not done.all():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.cube.build import CubeChunkTask, build_chunk, check_user_features
+from pipeline.cube.encoders import check_encoders, plan_encoders
 from pipeline.cube.plan import CubePlan, plan_cube, plan_tile_cubes
 from pipeline.cube.store import create_cube_store
 from pipeline.errors import InputDataError, ManifestError
@@ -150,6 +151,7 @@ def cube_options(config: Any, start: Any, end: Any, *, seasonal: bool) -> dict[s
         "user_functions": config.features.user_functions,
         "season_names": seasonal,
         "encoding": config.outputs.cube_encoding,
+        "encoders": plan_encoders(config.features.encoders),
     }
 
 
@@ -257,6 +259,29 @@ def check_without_cube(config: Any) -> None:
         )
 
 
+def check_encoder_readers(config: Any) -> None:
+    """Encoders give static features (one value per pixel, no date): refuse, before anything is
+    read, what reads the features as (dates, channels) series or per variable over time."""
+    if not config.features.encoders:
+        return
+    readers = []
+    if config.model.kind in ("torch", "torch_patch"):
+        readers.append(("model.kind", f"{config.model.kind} reads the features as (dates, "
+                        "channels) series", "use kind sklearn (or external)"))  # fmt: skip
+    if config.objects is not None:
+        readers.append(("objects", "sums time-series variables per segment", "remove objects"))
+    if config.fusion is not None:
+        readers.append(("fusion", "predicts its model sources from the cube", "remove fusion"))
+    if readers:
+        key, what, fix = readers[0]
+        raise ManifestError(
+            f"features.encoders give static features (one value per pixel, no date), but {key} "
+            f"{what}",
+            fix=f"{fix}, or remove features.encoders",
+            field=key,
+        )
+
+
 def store_key(tile: TilePlan) -> str:
     """The ledger key of a tile's store set-up (cube or map store)."""
     key = tile.unit_key
@@ -317,6 +342,7 @@ class Cube:
         )
         first = tiles[0].cube
         check_user_features(first)
+        check_encoder_readers(config)
         periods = [PeriodTiles(config.period, None, layout, tiles)]
         for i, period in enumerate(config.also_map):
             where = f"also_map[{i}]"
@@ -360,6 +386,7 @@ class Cube:
             files=files,
             facts=facts,
             estimate=cubes.estimate,
+            checks=(functools.partial(check_encoders, first.encoders),) if first.encoders else (),
         )
 
     def run(self, context: RunContext) -> None:

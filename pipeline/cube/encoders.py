@@ -75,7 +75,37 @@ def encoder_variables(name: str, width: int) -> tuple[str, ...]:
 
 
 def weights_sha256(url: str) -> str:
-    """The sha256 of the weights file's bytes (read through fsspec: a path or a URL)."""
+    """The sha256 of the weights file's bytes (read through fsspec: a path or a URL).
+
+    Planning asks once per tile and period: the digest is kept per process while the file's
+    size and modification stamp stay the same (a worker checks the bytes it loads anyway)."""
+    stamp = _stamp(url)
+    if stamp is None:
+        return _sha256(url)
+    return _cached_sha256(url, stamp)
+
+
+def _stamp(url: str) -> tuple[str, ...] | None:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        info = fs.info(path)
+    except Exception:  # unreadable: _sha256 says so, with the fix
+        return None
+    changed = next(
+        (info[k] for k in ("mtime", "LastModified", "ETag", "last_modified") if info.get(k)),
+        None,
+    )
+    return None if changed is None else (str(info.get("size")), str(changed))
+
+
+@lru_cache(maxsize=16)
+def _cached_sha256(url: str, stamp: tuple[str, ...]) -> str:
+    return _sha256(url)
+
+
+def _sha256(url: str) -> str:
     digest = hashlib.sha256()
     for block in _read_blocks(url):
         digest.update(block)

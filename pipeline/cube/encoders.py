@@ -260,21 +260,26 @@ def encode(encoder: EncoderPlan, series: Mapping[str, np.ndarray]) -> np.ndarray
     from pipeline.learn.torch.runtime import use_worker_threads
 
     network = load_encoder(encoder.module, encoder.weights, encoder.weights_sha256)
-    first = series[encoder.inputs[0]]
-    _, height, width = first.shape
-    # (pixels, dates, inputs): the layout the encoder reads.
-    table = np.stack([series[v].reshape(encoder.dates, -1).T for v in encoder.inputs], axis=2)
-    usable = np.isfinite(table).all(axis=(1, 2))
+    _, height, width = series[encoder.inputs[0]].shape
+    flat = [series[v].reshape(encoder.dates, -1) for v in encoder.inputs]  # (dates, pixels)
+    usable = np.ones(height * width, dtype=bool)
+    for values in flat:
+        usable &= np.isfinite(values).all(axis=0)
     out = np.full((height * width, encoder.width), np.nan, dtype=np.float32)
-    rows = np.flatnonzero(usable)
     use_worker_threads()
     step = max(1, encoder.batch_size)
     with torch.inference_mode():
-        for start in range(0, rows.size, step):
-            chosen = rows[start : start + step]
-            batch = torch.from_numpy(np.ascontiguousarray(table[chosen], dtype=np.float32))
-            result = _checked_output(encoder, network(batch), chosen.size)
-            out[chosen] = result
+        for start in range(0, usable.size, step):
+            keep = usable[start : start + step]
+            if not keep.any():
+                continue
+            # A range of pixels, or the usable ones of it; transposed batch by batch into the
+            # (pixels, dates, inputs) layout the encoder reads (a batch stays in cache).
+            chosen = slice(start, start + keep.size) if keep.all() else start + np.flatnonzero(keep)
+            batch = np.empty((int(keep.sum()), encoder.dates, len(flat)), dtype=np.float32)
+            for c, values in enumerate(flat):
+                batch[:, :, c] = values[:, chosen].T
+            out[chosen] = _checked_output(encoder, network(torch.from_numpy(batch)), len(batch))
     return np.ascontiguousarray(out.T).reshape(encoder.width, height, width)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 __all__ = [
     "FrozenMap",
     "GridSearchConfig",
+    "Inference",
     "ModelConfig",
     "ModelKind",
     "PatchConfig",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 ModelKind = Literal["sklearn", "torch", "external", "torch_patch"]
+Inference = Literal["auto", "sklearn", "compiled"]
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -188,6 +190,9 @@ class ModelConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     path: str | None = None
     patch: PatchConfig | None = None
+    inference: Inference = "auto"
+    """How tree ensembles predict: 'auto' (compiled where supported, else scikit-learn),
+    'sklearn', or 'compiled' (:mod:`pipeline.learn.compiled`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", freeze(self.params))
@@ -219,6 +224,8 @@ class ModelConfig:
             "path": self.path,
             # Only set for patch models: the digests of every other model stay as they were.
             **({"patch": _json_fields(self.patch)} if self.patch is not None else {}),
+            # Only set when not the default: the digests of existing runs stay as they were.
+            **({"inference": self.inference} if self.inference != "auto" else {}),
         }
 
     def params_dict(self) -> dict[str, Any]:

@@ -162,7 +162,10 @@ class ExternalLearner(PixelLearner):
                 fix="set kind: external and path to the model",
                 field="model.kind",
             )
-        return load_external_model(config.path, task)
+        model, contract = load_external_model(config.path, task)
+        if config.inference != "auto" and contract.kind == "sklearn":  # how it predicts here
+            contract = replace(contract, config={**contract.config, "inference": config.inference})
+        return model, contract
 
     def check(self, config: ModelConfig, task: Task, feature_names: Sequence[str]) -> None:
         _model, contract = self.model(config, task)

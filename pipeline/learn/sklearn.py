@@ -6,9 +6,9 @@ put behind a ``StandardScaler`` in a ``Pipeline``; with ``grid_search`` the para
 cross-validated with folds grouped by polygon (pixels of one polygon are nearly identical: a
 pixel-level split would reward memorizing fields) and the best candidate is refitted on all samples.
 
-A saved model is a folder: the fitted estimator as ``model.skops`` (skops: loading constructs only
-types it is allowed to, unlike a pickle) or ``model.joblib`` when skops cannot serialize it, and
-``model.json``, its contract (see ``pipeline.learn.contract``).
+A saved model is a folder (``pipeline.learn.sklearn_store``): the fitted estimator, its contract
+and, for a forest, the compiled predictor that ``load`` uses (``pipeline.learn.compiled``;
+``model.inference``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import contextlib
 import difflib
 import importlib
 import inspect
-import pickle
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +37,49 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.errors import ModelError
+from pipeline.learn import compiled
 from pipeline.learn.config import GridSearchConfig, ModelConfig, thaw
-from pipeline.learn.contract import (
-    CONTRACT_FILE,
-    ModelContract,
-    Task,
-    check_features,
-    read_contract,
-)
+from pipeline.learn.contract import CONTRACT_FILE, ModelContract, Task, check_features
 from pipeline.learn.data import check_training_data
 from pipeline.learn.learner import PixelLearner
 from pipeline.learn.preflight import check_learner
-from pipeline.storage import atomic_path
+from pipeline.learn.sklearn_store import (  # the saved form; names kept importable from here
+    JOBLIB_FILE,
+    MODEL_FILE,
+    SKOPS_FILE,
+    TRUSTED_PACKAGES,
+    dump_estimator,
+    inference_of,
+    load_contract,
+    load_estimator,
+    load_model,
+    load_skops,
+    save_model,
+)
 
 __all__ = [
     "CONTRACT_FILE",
+    "JOBLIB_FILE",
+    "MODEL_FILE",
+    "SKOPS_FILE",
+    "TRUSTED_PACKAGES",
     "ModelContract",
     "SklearnLearner",
     "build_estimator",
     "check_estimator_spec",
     "check_features",
+    "dump_estimator",
     "import_estimator",
+    "inference_of",
     "load_contract",
     "load_estimator",
     "load_model",
+    "load_skops",
     "save_model",
     "train",
 ]
 
-SKOPS_FILE = "model.skops"
-JOBLIB_FILE = "model.joblib"
-MODEL_FILE = JOBLIB_FILE  # the name contracts written before skops support point to
 MODEL_STEP = "model"  # name of the estimator's step when it is standardized
-# Types from these packages may be constructed when a .skops file is loaded; the estimator's own
-# package is added (e.g. xgboost for xgboost.XGBClassifier).
-TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
 
 
 def import_estimator(path: str) -> type:
@@ -352,117 +358,32 @@ def train(
         kind="sklearn",
         task=task,
         versions={"sklearn": sklearn.__version__},
-        config={"standardize": bool(config.standardize)},
+        config={"standardize": bool(config.standardize), **inference_record(config)},
         training=record,
     )
     return estimator, contract
 
 
+def inference_record(config: ModelConfig) -> dict[str, str]:
+    """What the contract records of ``model.inference`` (nothing at the default, 'auto': the
+    contracts of existing runs stay as they were)."""
+    return {} if config.inference == "auto" else {"inference": config.inference}
+
+
 def check_estimator_spec(config: ModelConfig, task: Task) -> None:
     """Build (without fitting) what ``config`` describes, so bad configs fail before any work."""
     estimator = build_estimator(config, 0, task)
+    if config.inference == "compiled" and not compiled.supports(estimator):
+        raise ModelError(
+            f"inference: compiled does not support {config.estimator}"
+            + (" behind standardize" if isinstance(estimator, Pipeline) else ""),
+            fix="use a random forest or extra trees estimator without standardize, or set "
+            "model.inference to auto (compiled where supported) or sklearn",
+            field="model.inference",
+        )
     if config.grid_search is not None:
         _param_grid(config, estimator, config.grid_search)
         _scoring(config.grid_search, task)
-
-
-# --- persistence ---------------------------------------------------------------------------------
-
-
-def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn") -> str:
-    """Write the estimator into ``folder``; its file name.
-
-    skops when the file loads back under the trust policy of ``load_skops`` (skops writes some
-    objects it cannot read back, e.g. compiled regular expressions, and functions by name),
-    joblib otherwise.
-    """
-    path = folder / SKOPS_FILE
-    try:
-        import skops.io as sio  # its import scans every estimator (seconds): only when saving
-
-        sio.dump(estimator, path)
-        load_skops(path, estimator_path)
-        return SKOPS_FILE
-    except Exception:  # any failure to write or read back means: not storable with skops
-        path.unlink(missing_ok=True)
-    try:
-        joblib.dump(estimator, folder / JOBLIB_FILE)
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        raise ModelError(
-            f"the fitted model cannot be saved ({type(exc).__name__}: {exc})",
-            fix="avoid lambdas and local functions in the estimator; define functions at the "
-            "top level of an importable module",
-            field="model",
-        ) from None
-    return JOBLIB_FILE
-
-
-def _package(import_path: str) -> str:
-    return import_path.replace(":", ".").split(".")[0]
-
-
-def load_skops(path: Path, estimator_path: str, field: str = "model.path") -> Any:
-    """Load a .skops file, constructing only types of scikit-learn, numpy, scipy and the estimator's
-    own package; anything else is refused by name."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    allowed = TRUSTED_PACKAGES | {_package(estimator_path)}
-    refused = [t for t in untrusted if t.split(".")[0] not in allowed]
-    if refused:
-        raise ModelError(
-            f"{str(path)!r} would construct types outside scikit-learn, numpy, scipy and "
-            f"{_package(estimator_path)}: {', '.join(refused)}",
-            fix="save the model with only scikit-learn objects, or as a joblib file if you "
-            "trust its origin",
-            field=field,
-        )
-    return sio.load(path, trusted=untrusted)
-
-
-def load_estimator(folder: Path, contract: ModelContract) -> Any:
-    if contract.kind != "sklearn":
-        raise ModelError(
-            f"the model in {str(folder)!r} is a {contract.kind} model, not a scikit-learn one",
-            fix="load it with pipeline.learn.load_model, which reads every kind",
-            field="model",
-        )
-    path = folder / contract.model_file
-    if not path.is_file():
-        raise ModelError(
-            f"model file {str(path)!r} named by {CONTRACT_FILE} does not exist",
-            fix="point to an intact model folder (train the model again if it was deleted)",
-            field="model",
-        )
-    if path.suffix == ".skops":
-        return load_skops(path, contract.estimator)
-    return joblib.load(path)
-
-
-def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
-    """Write the model folder atomically: readers see the old folder or the whole new one."""
-    with atomic_path(folder) as tmp:
-        tmp.mkdir(parents=True)
-        model_file = dump_estimator(estimator, tmp, contract.estimator)
-        saved = replace(
-            contract,
-            model_file=model_file,
-            versions={
-                **contract.versions,
-                "sklearn": sklearn.__version__,
-                "skops": _skops_version(),
-            },
-        )
-        (tmp / CONTRACT_FILE).write_text(saved.to_json(), encoding="utf-8")
-
-
-def load_contract(folder: Path) -> ModelContract:
-    return read_contract(folder)
-
-
-def load_model(folder: Path) -> tuple[Any, ModelContract]:
-    contract = read_contract(folder)
-    return load_estimator(folder, contract), contract
 
 
 class SklearnLearner(PixelLearner):
@@ -490,10 +411,10 @@ class SklearnLearner(PixelLearner):
         save_model(model, contract, folder)
 
     def load(self, folder: Path, contract: ModelContract, *, device: str = "auto") -> Any:
-        return load_estimator(folder, contract)
-
-
-def _skops_version() -> str:
-    from importlib.metadata import version
-
-    return version("skops")
+        """The estimator, predicting through the compiled engine where ``model.inference``
+        allows and the estimator is supported (:mod:`pipeline.learn.compiled`)."""
+        estimator = load_estimator(folder, contract)
+        if inference_of(contract) == "sklearn":
+            return estimator
+        found = compiled.compiled_or_none(estimator, folder / contract.model_file, folder)
+        return estimator if found is None else found

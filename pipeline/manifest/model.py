@@ -154,6 +154,13 @@ class ModelSpec(_Strict):
     patch: PatchSpec | None = Field(
         None, description="Patch size and inference stride (kind torch_patch; default: 32, 16)."
     )
+    inference: Literal["auto", "sklearn", "compiled"] = Field(
+        "auto",
+        description="How tree ensembles (random forests, extra trees, gradient boosting) "
+        "predict: 'compiled' through ONNX Runtime, with scikit-learn's labels and its "
+        "probabilities to float precision; 'sklearn' with scikit-learn itself; 'auto' compiled "
+        "where the estimator is supported, scikit-learn otherwise (kinds sklearn and external).",
+    )
     path: str | None = Field(
         None,
         description="Model trained elsewhere (kind external): a sitsflow model folder, or a "
@@ -181,6 +188,7 @@ class ModelSpec(_Strict):
             "training": ("torch", "torch_patch"),
             "path": ("external",),
             "patch": ("torch_patch",),
+            "inference": ("sklearn", "external"),
         }
         for name, kinds in used_by.items():
             if (

@@ -28,16 +28,26 @@ SECTIONS: list[dict[str, Any]] = [
     },
     {"kind": "external", "path": "/models/rf"},
     {"kind": "torch_patch", "architecture": "utae", "patch": {"size": 16, "stride": 8}},
+    {"inference": "sklearn"},
+    {"kind": "external", "path": "/models/rf", "inference": "compiled"},
 ]
 
 
 def _as_before_patches(spec: ModelSpec) -> Any:
-    """The section's canonical form as it was before ``patch`` existed when it has none: the
-    run stores made then keep their digests."""
+    """The section's canonical form as it was before ``patch`` and ``inference`` existed when
+    they are not set: the run stores made then keep their digests."""
     found = canonical(spec)
     if spec.patch is None:
         del found["patch"]
+    if spec.inference == "auto":
+        del found["inference"]
     return found
+
+
+def _pre_inference(spec: ModelSpec) -> dict[str, Any]:
+    """The canonical form written out as it was before ``patch`` and ``inference``."""
+    dump = spec.model_dump(mode="json", exclude={"patch", "inference"})
+    return {"__type__": "ModelSpec", **dump}
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -45,8 +55,9 @@ def test_a_config_digests_as_the_manifest_section_it_replaces(section: dict[str,
     spec = ModelSpec(**section)
     config = ModelConfig.from_mapping(spec.model_dump())
     assert canonical(config) == _as_before_patches(spec)
-    if spec.patch is not None:
-        assert content_hash(config, "x") == content_hash(spec, "x")
+    assert content_hash(config, "x") == content_hash(_as_before_patches(spec), "x")
+    if spec.patch is None and spec.inference == "auto":  # the digest of every run made before
+        assert content_hash(config, "x") == content_hash(_pre_inference(spec), "x")
     assert config.params_dict() == spec.model_dump()["params"]
 
 

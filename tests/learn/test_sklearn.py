@@ -16,6 +16,7 @@ from sklearn.model_selection import GroupKFold
 
 from pipeline.errors import ModelError
 from pipeline.learn import load_model, save_model, train_model
+from pipeline.learn.compiled import CompiledForest
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.sklearn import dump_estimator, load_skops
 from pipeline.samples.tables import read_sample_table
@@ -64,12 +65,15 @@ def test_slovenia_classification_saves_and_reloads_identically(tmp_path: Path) -
     assert contract.params == {"n_estimators": 40, "min_samples_leaf": 2}
 
     save_model(model, contract, tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.skops"]
+    found = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert found == ["compiled", "model.json", "model.skops"]  # compiled/: the forest's engine
     again, reloaded = load_model(tmp_path / "model")
     assert reloaded == replace(contract, versions=reloaded.versions, model_file="model.skops")
-    np.testing.assert_array_equal(
-        model.predict_proba(patch.features), again.predict_proba(patch.features)
+    assert isinstance(again, CompiledForest)
+    np.testing.assert_array_equal(  # the saved estimator, to the bit
+        model.predict_proba(patch.features), again.estimator.predict_proba(patch.features)
     )
+    np.testing.assert_array_equal(model.predict(patch.features), again.predict(patch.features))
 
 
 def test_seed_reaches_the_estimator() -> None:
@@ -135,7 +139,9 @@ def test_regression_forest_on_max_ndvi(tmp_path: Path) -> None:
     save_model(model, contract, tmp_path / "reg")
     again, loaded = load_model(tmp_path / "reg")
     assert loaded.task == "regression"
-    np.testing.assert_array_equal(predicted, again.predict(patch.features[test]))
+    assert isinstance(again, CompiledForest)  # its values: float32 sums, scikit-learn's otherwise
+    np.testing.assert_array_equal(predicted, again.estimator.predict(patch.features[test]))
+    np.testing.assert_allclose(again.predict(patch.features[test]), predicted, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

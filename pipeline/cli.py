@@ -577,6 +577,8 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
             f"{m['n_samples']} validation pixels of {word} never used in training",
             "run.accuracy",
         )
+    if m.get("scored_model"):  # a final model mapped: whose scores these are
+        log.info(m["scored_model"], "run.accuracy")
     _log_across_runs(log, m.get("across_runs"))
 
 

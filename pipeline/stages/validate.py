@@ -87,6 +87,8 @@ class ValidateContext:
     """What the reference's features are called: points, polygons or features (both)."""
     skipped: tuple[dict[str, str], ...] = ()
     """Catalog items the run left out (``on_bad_item: skip``): item, sensor, problem."""
+    final_model: bool = False
+    """The map is the final model's (``sampling.final_model: all``); the scores are run 0's."""
 
 
 def _predict_samples(
@@ -270,6 +272,12 @@ def _console(scores: dict[str, Any], context: ValidateContext, runs: Any) -> dic
     scores["features"] = context.features_word
     if runs is not None:
         scores["across_runs"] = runs.to_dict()
+    if context.final_model:
+        scores["scored_model"] = (
+            "these are run 0's model's scores (sampling.final_model: all): the map is made by "
+            "the final model, trained on every sample pixel, those of the validation "
+            f"{context.features_word} included"
+        )
     return scores
 
 
@@ -489,6 +497,7 @@ class Validate:
             details,
             samples.reference.feature_word,
             tuple(context.stage_plan("discover").facts.get("skipped_items", ())),
+            final,
         )
         checked = context.run(
             StageWork(

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def final_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("final")
 
     def change(spec: dict[str, Any]) -> None:
@@ -29,7 +29,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     done = cli("run", str(demo_manifest(folder, change)), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return folder / "store"
+    return folder / "store", " ".join((done.stdout + done.stderr).split())
 
 
 def _predict(folder: Path, rows: Any, names: list[str]) -> np.ndarray:
@@ -37,7 +37,8 @@ def _predict(folder: Path, rows: Any, names: list[str]) -> np.ndarray:
     return np.asarray(model.predict(model_input(model, rows[names].to_numpy(np.float32))))
 
 
-def test_the_final_model_maps_and_run_0_is_scored(store: Path) -> None:
+def test_the_final_model_maps_and_run_0_is_scored(final_run: tuple[Path, str]) -> None:
+    store, output = final_run
     samples = gpd.read_parquet(store / "samples" / "samples.parquet")
     contract = json.loads((store / "model" / "model.json").read_text())
     names = list(contract["feature_names"])
@@ -64,3 +65,4 @@ def test_the_final_model_maps_and_run_0_is_scored(store: Path) -> None:
     assert metrics["across_runs"]["runs"] == 2
     report = (store / "report" / "report.html").read_text()
     assert "the final model (sampling.final_model: all)" in report
+    assert "these are run 0's model's scores (sampling.final_model: all)" in output

@@ -183,3 +183,23 @@ def test_the_manifest_switch_reaches_the_config_and_keeps_default_digests() -> N
     assert "inference" not in ModelConfig().__canonical__()
     with pytest.raises(ValueError, match="inference is only used by kind"):
         ModelSpec(kind="torch", architecture="tempcnn", inference="compiled")
+
+
+def test_an_artefact_built_another_way_is_not_used(tmp_path: Path) -> None:
+    """A file at the artefact's name that takes float64 (as an earlier build of this module
+    wrote) is refused when loaded, and the model predicts with scikit-learn."""
+    from skl2onnx import to_onnx
+
+    fitted, folder = _train(tmp_path, "RandomForestClassifier")
+    artefact = next((folder / engine.ARTEFACT_FOLDER).glob("*.onnx"))
+    other = to_onnx(
+        fitted,
+        np.zeros((1, fitted.n_features_in_)),
+        options={id(fitted): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    artefact.write_bytes(other.SerializeToString())
+    model, _ = load_model(folder)
+    assert type(model) is type(fitted)
+    table = slovenia().features[:1000]
+    assert np.array_equal(model.predict_proba(table), fitted.predict_proba(table))

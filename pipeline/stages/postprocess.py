@@ -114,11 +114,10 @@ class ChunkContext:
     """The label map the products start from (the smoothed one with smoothing on)."""
     confidence: str
     probabilities: tuple[str, ...]
-    probability_codes: tuple[int, ...]
+    """The probability COGs, in class-code order."""
     codes: tuple[int, ...]
     """Every class code the label map may hold (the model's classes)."""
     nodata: int
-    dtype: str
     postprocess: Any
     folder: str
 
@@ -478,10 +477,8 @@ class Postprocess:
                     labels,
                     confidence,
                     probability,
-                    tuple(predictions.probability_classes),
                     codes,
                     nodata,
-                    dtype,
                     postprocess=post,
                     folder=products.chunks,
                 ),

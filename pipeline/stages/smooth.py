@@ -208,11 +208,14 @@ def smooth_unit(context: SmoothContext, payload: tuple[int, Window]) -> dict[str
         read = array_reader(_Stacked(own.map_url, context.codes))
         shape, where = own.shape, window
     else:
-        tiles = [
-            Placed(_Stacked(p.map_url, context.codes), *p.offset)
-            for p in context.places
-            if p.offset is not None
-        ]
+        # the tiles the halo reaches (a unit opens those stores only), in tile order
+        places = list(context.places)
+        reach = _reach(index, window, places, context.smoothing.halo, context.shape)
+        tiles = []
+        for j in sorted(j for j, _ in reach):
+            offset = places[j].offset
+            assert offset is not None  # _reach gives tiles on the lattice only
+            tiles.append(Placed(_Stacked(places[j].map_url, context.codes), *offset))
         read = mosaic_reader(tiles, PROBABILITY_NODATA, np.uint8)
         shape = context.shape
         row, col = own.offset

@@ -48,6 +48,7 @@ def _same(section: Any, config: Any, where: str) -> None:
 _ADDED_LATER: dict[str, dict[str, Any]] = {
     "model": {"patch": None},
     "outputs": {"license": None, "license_url": None, "keep_cube": True},
+    "features": {"encoders": []},
 }
 
 

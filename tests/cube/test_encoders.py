@@ -26,7 +26,8 @@ from pipeline.cube.encoders import EncoderPlan, check_encoders, plan_encoders, w
 from pipeline.cube.plan import CubePlan, plan_cube
 from pipeline.cube.store import create_cube_store, open_cube, read_features
 from pipeline.errors import ManifestError
-from pipeline.model import DateGrid, Window
+from pipeline.grid import Tile
+from pipeline.model import DateGrid, GridSpec, Window
 from pipeline.run.units import canonical, content_hash
 from tests.cube.synthetic import Series, make_series
 
@@ -115,6 +116,22 @@ def test_encoder_outputs_are_static_cube_features_of_the_stored_series(
     np.testing.assert_allclose(embedded[:, usable], expected[:, usable], rtol=1e-5, atol=1e-6)
     assert np.isnan(embedded[:, ~usable]).all()
     assert float(np.nanstd(embedded)) > 0.01  # not one constant
+
+
+def test_pixels_owned_by_another_tile_get_no_embedding(s2: Series, tmp_path: Path) -> None:
+    """Two tiles overlap; the west tile's core ends at column 48: the encoder runs on its own
+    pixels only (the others are NaN in every series, hence in every output)."""
+    grid = s2.grid
+    left, top = grid.transform[2], grid.transform[5]
+    west = Tile("a", grid, (left, top - 640, left + 480, top))
+    east_grid = GridSpec(grid.crs, (10.0, 0.0, left + 320, 0.0, -10.0, top), 64, 64)
+    east = Tile("b", east_grid, (left + 480, top - 640, left + 960, top))
+    dates = len(DateGrid(START, END, s2.profile.date_step_days).dates)
+    encoder = _encoder(_weights(tmp_path / "tiny.pt", dates=dates), dates)
+    plan = _plan(s2, (encoder,), tile=west, tiles=(west, east))
+    embedded = stream_features(plan, Window(0, 0, 64, 64))[-4:]
+    assert np.isnan(embedded[:, :, 48:]).all()
+    assert np.isfinite(embedded[:, :, :48]).mean() > 0.9
 
 
 def test_the_encoder_enters_the_cube_identity_only_when_given(s2: Series, tmp_path: Path) -> None:

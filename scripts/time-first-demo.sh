@@ -6,8 +6,9 @@
 #                                          scripts/bootstrap.sh (what `make demo` runs)
 #
 # The demo writes into a new temporary store (removed afterwards). Prints one line: seconds to the
-# first printed line, the cube stage's seconds (from the log), wall seconds, CPU seconds of the
-# driver and its workers, and the load average before the run.
+# first printed line, planning's end, the workers ready (after their warm-up), the cube stage's
+# seconds, the units' compute seconds (summed), wall seconds, CPU seconds of the driver and its
+# workers, and the load average before the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -41,8 +42,32 @@ for line in sys.stdin:
     print(f"{time.time() - start:.1f} {line}", end="", flush=True)
 ' "$start" >"$work/log"
 
-first=$(head -1 "$work/log" | cut -d' ' -f1)
-wall=$(tail -1 "$work/log" | cut -d' ' -f1)
-cube=$(grep -o '"message": "cube done in [0-9.]* s"' "$work/log" | grep -o '[0-9.]* s' || echo "?")
 cpu=$(awk '{printf "%.1f", $1 + $2}' "$work/cpu")
-echo "$mode: first line ${first} s, cube stage ${cube}, wall ${wall} s, CPU ${cpu} s, load ${load}"
+"$PY" - "$work/log" "$mode" "$cpu" "$load" <<'PY'
+import json, sys
+
+log, mode, cpu, load = sys.argv[1:]
+first = None
+marks, stages, compute = {}, {}, 0.0
+for line in open(log, encoding="utf-8"):
+    stamp, _, text = line.partition(" ")
+    seconds = float(stamp)
+    first = seconds if first is None else first
+    wall = seconds
+    try:
+        event = json.loads(text)
+    except ValueError:
+        continue
+    name = event.get("event")
+    if name in ("run.estimate", "run.workers") and name not in marks:
+        marks[name] = seconds
+    if name == "unit.finished":
+        compute += event["seconds"]
+    if name == "stage.finished":
+        stages[event["stage"]] = event["seconds"]
+print(
+    f"{mode}: first line {first:.1f} s, planned {marks.get('run.estimate', 0):.1f} s, workers "
+    f"ready {marks.get('run.workers', 0):.1f} s, cube stage {stages.get('cube', 0):.1f} s, "
+    f"compute (units) {compute:.1f} s, wall {wall:.1f} s, CPU {cpu} s, load {load}"
+)
+PY

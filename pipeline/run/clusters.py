@@ -1,8 +1,9 @@
 """Dask clusters from the manifest's ``compute`` section.
 
 The same run code talks to a ``distributed.Client`` whatever is behind it: a ``LocalCluster``
-(``local``), an existing scheduler (``address``) or a DaskCluster that dask-kubernetes starts
-(``kubernetes``). Only this module knows how clusters are made.
+(``local``), an existing scheduler (``address``) or the run's own closed DaskCluster on
+Kubernetes (``kubernetes``, made in ``pipeline.run.kube``). Only these modules know how clusters
+are made.
 
 Storage and GDAL settings reach the workers explicitly, through a worker plugin that sets the
 environment of every worker (also of workers that join later). Only settings are shipped, never
@@ -34,16 +35,10 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import ComputeError
 from pipeline.run.config import ComputeConfig
-from pipeline.run.dask_spec import (
-    ClusterSize,
-    PodSettings,
-    Volume,
-    build_dask_cluster_spec,
-    scheduler_resources,
-    worker_environment,
-)
+from pipeline.run.dask_spec import worker_environment
+from pipeline.run.kube import MANAGED_BY, closed_cluster, cluster_name, kubernetes_cluster_spec
 
-MANAGED_BY = "sitsflow"  # a run's own cluster (the operator's say sitsflow-operator)
+__all__ = ["MANAGED_BY", "cluster_name", "kubernetes_cluster_spec"]  # (pipeline.run.kube's)
 
 
 class WorkerEnvironment(WorkerPlugin):
@@ -147,45 +142,6 @@ def stop_fork_server() -> None:
         stop()
 
 
-# --- kubernetes ----------------------------------------------------------------------------------
-
-
-def cluster_name(run: str) -> str:
-    """The DaskCluster's name: the run's, prefixed, within Kubernetes' 63 characters."""
-    return f"sitsflow-{run}"[:63].rstrip("-")
-
-
-def kubernetes_cluster_spec(
-    compute: ComputeConfig, run: str, env: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The DaskCluster resource for ``compute`` (pure: no cluster is contacted), from the
-    builder the operator uses too, with the driver's shipped settings in every pod."""
-    k8s = compute.kubernetes
-    if k8s is None:
-        raise ValueError("compute.kubernetes is needed for a Kubernetes cluster")
-    return build_dask_cluster_spec(
-        cluster_name(run),
-        instance=run,
-        managed_by=MANAGED_BY,
-        size=ClusterSize(
-            workers=compute.workers,
-            threads_per_worker=compute.threads_per_worker,
-            memory_limit=compute.memory_limit,
-            scheduler_resources=scheduler_resources(k8s.scheduler_memory),
-        ),
-        pods=PodSettings(
-            image=k8s.image,
-            image_pull_policy=k8s.image_pull_policy,
-            service_account=k8s.service_account,
-            credentials_secret=k8s.credentials_secret,
-            env=worker_environment({}) if env is None else env,
-            # The workers read and write the claims (the driver runs where it was started).
-            volumes=tuple(Volume(v.claim, v.mount_path, v.read_only) for v in k8s.volumes),
-        ),
-        namespace=k8s.namespace,
-    )
-
-
 # --- clients -------------------------------------------------------------------------------------
 
 
@@ -210,10 +166,8 @@ def open_client(
             client = _connect(compute)
             stack.callback(client.close)
         elif compute.cluster == "kubernetes":
-            cluster = _kube_cluster(compute, run)
-            stack.callback(cluster.close)
-            client = Client(cluster, timeout=compute.connect_timeout_s)
-            stack.callback(client.close)
+            # Closed: TLS with the run's own certificates, NetworkPolicies (pipeline.run.kube).
+            client = stack.enter_context(closed_cluster(compute, run, worker_environment()))
         else:
             # For the cluster's whole life: adaptive scaling spawns workers later.
             stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
@@ -266,30 +220,6 @@ def _connect(compute: ComputeConfig) -> Client:
             field="compute.address",
         ) from None
     return client
-
-
-def _kube_cluster(compute: ComputeConfig, run: str) -> Any:
-    from dask_kubernetes.operator import KubeCluster
-
-    k8s = compute.kubernetes
-    assert k8s is not None
-    try:
-        cluster = KubeCluster(
-            custom_cluster_spec=kubernetes_cluster_spec(compute, run, worker_environment()),
-            namespace=k8s.namespace,
-            shutdown_on_close=True,
-            resource_timeout=int(compute.connect_timeout_s),
-        )
-    except Exception as exc:  # kubernetes clients raise many types; all mean "cannot start"
-        raise ComputeError(
-            f"the Kubernetes DaskCluster could not be started ({type(exc).__name__}: {exc})",
-            fix="check the kubeconfig or in-cluster service account, that the dask-kubernetes "
-            "operator is installed, and compute.kubernetes (image, namespace)",
-            field="compute.kubernetes",
-        ) from None
-    if compute.adaptive is not None:
-        cluster.adapt(minimum=compute.adaptive.minimum, maximum=compute.adaptive.maximum)
-    return cluster
 
 
 def worker_capacity(client: Client) -> list[tuple[str, int, int]]:

@@ -114,10 +114,11 @@ def test_dask_cluster_fits_the_dask_kubernetes_crd_and_the_runs_compute() -> Non
 
 
 def test_the_operator_and_a_kubernetes_run_build_the_same_kind_of_cluster() -> None:
-    """One builder: the operator's DaskCluster and the one `compute.cluster: kubernetes` hands
-    to KubeCluster have the same labels, hardened pods, scratch volume and worker settings; they
-    differ in who manages them and in the operator's own settings (placement, pull secrets, TLS:
-    compared here with TLS off, checked on its own in test_tls.py)."""
+    """One builder: the operator's DaskCluster and the one `compute.cluster: kubernetes` starts
+    from a workstation (pipeline.run.kube) have the same labels, hardened pods, scratch volume
+    and worker settings; they differ in who manages them and in the operator's own settings
+    (placement, pull secrets, TLS: compared here with TLS off, checked on its own in
+    test_tls.py and test_workstation.py)."""
     run = manifest(production())
     ours = build_dask_cluster(REF, run, CONFIG.model_copy(update={"tls": False}))
     compute = ComputeConfig(

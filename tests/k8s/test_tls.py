@@ -4,6 +4,7 @@ NetworkPolicies that admit only the run's own pods."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import socket
@@ -72,32 +73,41 @@ def cluster_spec() -> dict[str, Any]:
     return build_dask_cluster(REF, run_manifest(), CONFIG)
 
 
-@pytest.fixture
-def scheduler(cluster_spec: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The rendered scheduler container's command and TLS settings, run on 127.0.0.1."""
-    tls_dir = write(make_certificates("runs/slovenia-demo").files(), tmp_path / "tls")
-    (container,) = cluster_spec["spec"]["scheduler"]["spec"]["containers"]
+@contextlib.contextmanager
+def start_scheduler(container: dict[str, Any], tls_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """A rendered scheduler container's command and TLS settings, run on 127.0.0.1 with the
+    certificates in ``tls_dir`` (where the pod mounts the Secret); its address."""
     args = list(container["args"])
     port = free_port()
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
     args[args.index("--dashboard-address") + 1] = f"127.0.0.1:{free_port()}"
     env = {**os.environ, **env_of(container, tls_dir), "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
-    log = (tmp_path / "scheduler.log").open("w")
+    log_path = tmp_path / "scheduler.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [str(BIN / args[0]), *args[1:]], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 30
-        while "Scheduler at:" not in (tmp_path / "scheduler.log").read_text():
-            assert process.poll() is None, (tmp_path / "scheduler.log").read_text()
+        while "Scheduler at:" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "the scheduler did not start in 30 s"
             time.sleep(0.2)
-        yield f"127.0.0.1:{port}", tls_dir
+        yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture
+def scheduler(cluster_spec: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The operator's rendered scheduler, run on 127.0.0.1 with a run's certificates."""
+    tls_dir = write(make_certificates("runs/slovenia-demo").files(), tmp_path / "tls")
+    (container,) = cluster_spec["spec"]["scheduler"]["spec"]["containers"]
+    with start_scheduler(container, tls_dir, tmp_path) as address:
+        yield address, tls_dir
 
 
 def security(tls_dir: Path) -> Security:

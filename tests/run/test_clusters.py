@@ -9,7 +9,7 @@ import functools
 import gc
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
@@ -136,39 +136,6 @@ def test_an_existing_scheduler_gets_the_worker_settings(tmp_path: Any) -> None:
                 assert list(client.run(os.getenv, "GDAL_HTTP_MAX_RETRY").values()) == ["5"]
             finally:
                 starter.close()
-
-
-class _FakeKubeCluster:
-    """Stands in for dask-kubernetes' KubeCluster: records what the run asks of it."""
-
-    made: ClassVar[list[_FakeKubeCluster]] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.adapted: dict[str, Any] | None = None
-        _FakeKubeCluster.made.append(self)
-
-    def adapt(self, minimum: int | None = None, maximum: int | None = None) -> None:
-        self.adapted = {"minimum": minimum, "maximum": maximum}
-
-
-def test_a_kubernetes_cluster_adapts_between_the_manifests_bounds(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import dask_kubernetes.operator
-
-    monkeypatch.setattr(dask_kubernetes.operator, "KubeCluster", _FakeKubeCluster)
-    _FakeKubeCluster.made.clear()
-    cluster = clusters._kube_cluster(kube_compute(namespace="mapping"), "france-2024")
-    assert cluster is _FakeKubeCluster.made[-1]
-    # KubeCluster.adapt turns these into the DaskAutoscaler's spec.minimum / spec.maximum.
-    assert cluster.adapted == {"minimum": 2, "maximum": 20}
-    spec = cluster.kwargs["custom_cluster_spec"]
-    assert spec["spec"]["worker"]["replicas"] == 6  # the start size, between the bounds
-    assert cluster.kwargs["namespace"] == "mapping" and cluster.kwargs["shutdown_on_close"]
-
-    fixed = dataclasses.replace(kube_compute(), adaptive=None)
-    assert clusters._kube_cluster(fixed, "run").adapted is None  # a fixed-size cluster
 
 
 def _malloc_settings() -> tuple[str | None, bool]:

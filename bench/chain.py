@@ -121,8 +121,9 @@ def write_catalog(meta: dict[str, Any], folder: Path) -> Path:
         for key, asset in record["assets"].items():
             extra = {k: v for k, v in asset.items() if k.startswith("proj:") and k != "proj:epsg"}
             extra["proj:code"] = f"EPSG:{cube_bench.EPSG}"
+            href = str(Path(asset["href"]).resolve())  # absolute, as the catalog needs
             item.add_asset(
-                key, pystac.Asset(href=asset["href"], media_type=asset["type"], extra_fields=extra)
+                key, pystac.Asset(href=href, media_type=asset["type"], extra_fields=extra)
             )
         items.append(item)
     times = [i.datetime for i in items if i.datetime is not None]
@@ -166,6 +167,7 @@ def write_points(size: int, count: int, path: Path, seed: int = SEED) -> Path:
 
 
 def make_inputs(work: Path, size: int, dates: int, points: int) -> Inputs:
+    work = work.resolve()  # the data's paths in the catalog are absolute
     meta = cube_bench.generate(work / f"data-{size}-{dates}", size, dates)
     catalog = write_catalog(meta, work / f"catalog-{size}-{dates}")
     reference = write_points(size, points, work / f"points-{size}-{points}.gpkg")

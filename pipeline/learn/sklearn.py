@@ -414,7 +414,13 @@ class SklearnLearner(PixelLearner):
         """The estimator, predicting through the compiled engine where ``model.inference``
         allows and the estimator is supported (:mod:`pipeline.learn.compiled`)."""
         estimator = load_estimator(folder, contract)
-        if inference_of(contract) == "sklearn":
+        inference = inference_of(contract)
+        if inference == "sklearn":
             return estimator
-        found = compiled.compiled_or_none(estimator, folder / contract.model_file, folder)
+        model_file = folder / contract.model_file
+        found: Any = (
+            compiled.compiled_or_none(estimator, model_file, folder)
+            if inference == "compiled"
+            else compiled.auto_or_none(estimator, model_file, folder)
+        )
         return estimator if found is None else found

@@ -122,7 +122,7 @@ def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         model_file = dump_estimator(estimator, tmp, contract.estimator)
-        if inference_of(contract) != "sklearn":  # built once here; workers read it
+        if inference_of(contract) == "compiled":  # built once here; workers read it
             compiled.build_artefact(estimator, tmp / model_file, tmp)
         saved = replace(
             contract,

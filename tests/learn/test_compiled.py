@@ -23,7 +23,7 @@ from pipeline.learn import (
     train_model,
 )
 from pipeline.learn import compiled as engine
-from pipeline.learn.compiled import CompiledForest, near_ties
+from pipeline.learn.compiled import AutoForest, CompiledForest, near_ties
 from pipeline.learn.learner import PixelLearner
 from pipeline.manifest import ModelSpec
 from pipeline.run.units import content_hash
@@ -37,6 +37,7 @@ def _train(tmp_path: Path, estimator: str, **config: Any) -> tuple[Any, Path]:
     rows = np.flatnonzero(np.isin(patch.lulc, SLOVENIA_CLASSES))[::3]
     targets = patch.max_ndvi[rows] if task == "regression" else patch.lulc[rows]
     params = config.pop("params", {"n_estimators": 30})
+    config.setdefault("inference", "compiled")  # the engine, whatever the table's size
     spec = ModelConfig(estimator=f"sklearn.ensemble.{estimator}", params=params, **config)
     model, contract = train_model(
         spec, patch.features[rows], targets, patch.feature_names, 0, task=task
@@ -203,3 +204,25 @@ def test_an_artefact_built_another_way_is_not_used(tmp_path: Path) -> None:
     assert type(model) is type(fitted)
     table = slovenia().features[:1000]
     assert np.array_equal(model.predict_proba(table), fitted.predict_proba(table))
+
+
+def test_auto_compiles_only_tables_large_enough_to_pay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inference: auto leaves small tables to scikit-learn (its maps to the bit, no conversion);
+    from AUTO_MIN_ROWS rows the engine predicts, its artefact built on that first use."""
+    fitted, folder = _train(tmp_path, "RandomForestClassifier", inference="auto")
+    assert not (folder / engine.ARTEFACT_FOLDER).exists()  # nothing converted at save
+    model, _ = load_model(folder)
+    assert isinstance(model, AutoForest)
+    table = slovenia().features  # 10,100 rows
+    assert np.array_equal(model.predict_proba(table), fitted.predict_proba(table))
+    assert not (folder / engine.ARTEFACT_FOLDER).exists()  # still nothing converted
+    monkeypatch.setattr(engine, "AUTO_MIN_ROWS", len(table))
+    found = model.predict_proba(table)
+    assert len(list((folder / engine.ARTEFACT_FOLDER).glob("*.onnx"))) == 1  # built on first use
+    assert np.array_equal(found.argmax(axis=1), fitted.predict_proba(table).argmax(axis=1))
+    assert np.abs(found - fitted.predict_proba(table)).max() <= 2e-6
+    again = pickle.loads(pickle.dumps(model))  # as a worker receives it
+    assert isinstance(again, AutoForest)
+    assert np.array_equal(again.predict(table), fitted.predict(table))

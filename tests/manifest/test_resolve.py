@@ -46,7 +46,7 @@ def _same(section: Any, config: Any, where: str) -> None:
 # config's __canonical__ leaves them out when unset, i.e. at their default: field -> default),
 # so stores made before keep every digest.
 _ADDED_LATER: dict[str, dict[str, Any]] = {
-    "model": {"patch": None},
+    "model": {"patch": None, "inference": "auto"},
     "outputs": {"license": None, "license_url": None, "keep_cube": True},
     "features": {"encoders": []},
 }

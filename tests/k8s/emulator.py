@@ -11,12 +11,17 @@ kr8s asks ``/version/`` before its first request: the emulator answers it as a 1
 
 It also keeps a log of every request with the identity that sent it (its bearer token), so a test
 can check what one client (the operator) asked for against the chart's RBAC Role.
+
+A pod's port-forward (``pods/<name>/portforward``, the websocket protocol kubectl and kr8s speak)
+reaches a TCP port of 127.0.0.1 that a test names in ``forwards``: a real server playing the pod.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -58,6 +63,8 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # (Authorization header, the access RBAC would check or the path of a non-resource URL).
     requests: list[tuple[str | None, Access | str]] = attrs.field(factory=list)
+    # (namespace, pod name) -> the port of 127.0.0.1 that the pod's port-forward reaches.
+    forwards: dict[tuple[str, str], int] = attrs.field(factory=dict)
 
     def accesses(self, token: str) -> list[Access]:
         """The resource requests sent with this bearer token, in order."""
@@ -72,6 +79,11 @@ class ApiServer(kmock.KubernetesEmulator):
         method, path = kmock.method(request.method).value, request.url.path
         access = access_of(method, path, request.params)
         self.requests.append((request.headers.get("Authorization"), access or path))
+        forward = PORT_FORWARD.fullmatch(path)
+        raw = request._raw_request
+        if forward and raw is not None and (forward["namespace"], forward["pod"]) in self.forwards:
+            port = self.forwards[forward["namespace"], forward["pod"]]
+            return await port_forward(raw, port, int(request.params["ports"]))
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             if request.action == kmock.action.CREATE:
@@ -90,6 +102,47 @@ class ApiServer(kmock.KubernetesEmulator):
                     generation = int(current["metadata"].get("generation", 1)) + 1
                     data.setdefault("metadata", {})["generation"] = generation
         return await super()._handle(request)
+
+
+PORT_FORWARD = re.compile(
+    r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<pod>[^/]+)/portforward"
+)
+
+
+async def port_forward(
+    raw: aiohttp.web.BaseRequest, port: int, remote_port: int
+) -> aiohttp.web.StreamResponse:
+    """Kubernetes' port-forward protocol over a websocket: every frame starts with its channel
+    (0 data, 1 errors); the first frame of each channel names the port; then channel 0 carries
+    the bytes of one TCP connection, here to 127.0.0.1:``port``."""
+    ws = aiohttp.web.WebSocketResponse()
+    await ws.prepare(raw)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    named = remote_port.to_bytes(2, "little")
+    await ws.send_bytes(b"\x00" + named)
+    await ws.send_bytes(b"\x01" + named)
+
+    async def to_pod() -> None:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x00":
+                writer.write(message.data[1:])
+                await writer.drain()
+        writer.close()
+
+    async def from_pod() -> None:
+        while data := await reader.read(1 << 16):
+            await ws.send_bytes(b"\x00" + data)
+        await ws.close()
+
+    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(from_pod())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        await ws.close()
+    return ws
 
 
 def declare_resources(server: kmock.KubernetesEmulator) -> None:

@@ -222,55 +222,120 @@ def test_a_real_scheduler_with_the_runs_settings_accepts_the_drivers_security(
             assert client.scheduler_info()["address"] == f"tls://{address}"
 
 
+def scheduler_pod(name: str, cluster: str, ready: str) -> dict[str, Any]:
+    """A scheduler pod as the dask-kubernetes controller labels it, ready or not."""
+    meta = {"dask.org/component": "scheduler", "dask.org/cluster-name": cluster}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "mapping", "labels": meta},
+        "spec": {"containers": [{"name": "scheduler", "image": "x"}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": kind, "status": ready} for kind in ("ContainersReady", "Ready")
+            ],
+        },
+    }
+
+
+SCHEDULER_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "sitsflow-france-2024-scheduler", "namespace": "mapping"},
+    "spec": {
+        "selector": {"dask.org/cluster-name": "sitsflow-france-2024"},
+        "ports": [{"name": "tcp-comm", "port": 8786}],
+    },
+}
+
+
+def play_the_controller(api: Any, *objects: dict[str, Any]) -> None:
+    """Create what the dask-kubernetes controller (and the kubelet: status) would."""
+    import kr8s
+
+    kinds = {"Pod": kr8s.objects.Pod, "Service": kr8s.objects.Service}
+    for body in objects:
+        obj = kinds[body["kind"]](body, api=api)
+        obj.create()
+        if "status" in body:
+            obj.patch({"status": body["status"]}, subresource="status")
+
+
 @pytest.mark.asyncio
 async def test_the_driver_waits_for_a_ready_scheduler_pod_of_its_own_cluster(
     tmp_path: Path,
 ) -> None:
-    """What the dask-kubernetes controller makes from the DaskCluster (a scheduler pod and its
-    Service), played here by hand: a pod that is not ready, or another cluster's, is not
-    waited for; the run's ready one is."""
+    """A pod that is not ready, or another cluster's, is not waited for; the run's ready one
+    is."""
     import kr8s
-
-    def pod(name: str, cluster: str, ready: str) -> dict[str, Any]:
-        meta = {"dask.org/component": "scheduler", "dask.org/cluster-name": cluster}
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "mapping", "labels": meta},
-            "spec": {"containers": [{"name": "scheduler", "image": "x"}]},
-            "status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": kind, "status": ready} for kind in ("ContainersReady", "Ready")
-                ],
-            },
-        }
 
     async with api_server() as (_, url):
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, "a-token", "mapping")
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "sitsflow-france-2024-scheduler", "namespace": "mapping"},
-            "spec": {"ports": [{"name": "tcp-comm", "port": 8786}]},
-        }
 
         def wait(*objects: dict[str, Any]) -> str:
             api = kr8s.api(kubeconfig=str(kubeconfig))
-            kinds = {"Pod": kr8s.objects.Pod, "Service": kr8s.objects.Service}
-            for body in objects:
-                obj = kinds[body["kind"]](body, api=api)
-                obj.create()
-                if "status" in body:  # the kubelet's part
-                    obj.patch({"status": body["status"]}, subresource="status")
+            play_the_controller(api, *objects)
             return str(wait_for_scheduler(api, RUN, "mapping", timeout=1.0).name)
 
         others = (
-            service,
-            pod("starting", "sitsflow-france-2024", "False"),
-            pod("another-run", "sitsflow-other", "True"),
+            SCHEDULER_SERVICE,
+            scheduler_pod("starting", "sitsflow-france-2024", "False"),
+            scheduler_pod("another-run", "sitsflow-other", "True"),
         )
         with pytest.raises(ComputeError):
             await asyncio.to_thread(wait, *others)
-        ready = pod("scheduler", "sitsflow-france-2024", "True")
+        ready = scheduler_pod("scheduler", "sitsflow-france-2024", "True")
         assert await asyncio.to_thread(wait, ready) == "sitsflow-france-2024-scheduler"
+
+
+@pytest.mark.asyncio
+async def test_the_driver_reaches_its_closed_scheduler_through_the_port_forward(
+    tmp_path: Path,
+) -> None:
+    """End to end but for the pods: the run creates its objects on the API; the test plays the
+    controller with a REAL scheduler started from the DaskCluster the run created, with the
+    certificates of the Secret the run created; the run's client gets through the API's
+    port-forward on TLS with its own copy of them; everything is deleted at the end."""
+    import kr8s
+
+    async with api_server() as (server, url):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, "a-token", "mapping")
+        settings = compute(adaptive=None, connect_timeout_s=15.0)
+        names = {
+            "Secret": "sitsflow-france-2024-dask-tls",
+            "DaskCluster": "sitsflow-france-2024",
+            "NetworkPolicy": "sitsflow-france-2024-scheduler-policy",
+        }
+
+        def drive() -> dict[str, Any]:
+            with closed_cluster(settings, RUN, {}, kubeconfig=str(kubeconfig)) as client:
+                info = client.scheduler_info()
+                return {"address": client.scheduler.address, "id": info["id"]}
+
+        driver = asyncio.create_task(asyncio.to_thread(drive))
+        for _ in range(300):
+            if stored(server, RESOURCES["DaskCluster"], "mapping", names["DaskCluster"]):
+                break
+            await asyncio.sleep(0.1)
+        secret = stored(server, RESOURCES["Secret"], "mapping", names["Secret"])
+        cluster = stored(server, RESOURCES["DaskCluster"], "mapping", names["DaskCluster"])
+        mounted = write(secret["stringData"], tmp_path / "mounted")
+        (container,) = cluster["spec"]["scheduler"]["spec"]["containers"]
+        with contextlib.ExitStack() as stack:
+            scheduler = start_scheduler(container, mounted, tmp_path)
+            address = await asyncio.to_thread(stack.enter_context, scheduler)
+            server.forwards["mapping", "scheduler"] = int(address.rsplit(":", 1)[1])
+            ready = scheduler_pod("scheduler", "sitsflow-france-2024", "True")
+
+            def controller() -> None:  # kr8s' blocking API: off the emulator's loop
+                play_the_controller(kr8s.api(kubeconfig=str(kubeconfig)), SCHEDULER_SERVICE, ready)
+
+            await asyncio.to_thread(controller)
+            seen = await asyncio.wait_for(driver, 40)
+        assert seen["address"].startswith("tls://127.0.0.1:")
+        assert seen["id"].startswith("Scheduler-")
+        forwarded = [a for a in server.accesses("a-token") if a.resource == "pods/portforward"]
+        assert forwarded and {a.namespace for a in forwarded} == {"mapping"}
+        for kind, name in names.items():
+            assert stored(server, RESOURCES[kind], "mapping", name) is None, kind

@@ -1,10 +1,12 @@
 """The one DaskCluster builder: pure functions from a run's sizes and pod settings to a dict.
 
 Two callers start dask clusters on Kubernetes: the operator (a SitsRun's own DaskCluster, see
-``pipeline.k8s.specs``) and a run with ``compute.cluster: kubernetes`` (``pipeline.run.clusters``
-hands the spec to dask-kubernetes' ``KubeCluster``). Both build it here, on dask-kubernetes' own
-``make_cluster_spec``, so the pods carry one set of ``app.kubernetes.io/*`` labels, one hardened
-security context and one environment, whoever starts them. Nothing here contacts a cluster.
+``pipeline.k8s.specs``) and a run with ``compute.cluster: kubernetes`` (``pipeline.run.kube``
+creates it with its certificates' Secret and NetworkPolicies, then reaches the scheduler over TLS
+through a port-forward: dask-kubernetes' ``KubeCluster`` cannot do TLS). Both build it here, on
+dask-kubernetes' own ``make_cluster_spec``, so the pods carry one set of ``app.kubernetes.io/*``
+labels, one hardened security context and one environment, whoever starts them. Nothing here
+contacts a cluster.
 
 The settings shipped from the driver to the workers are filtered here too (``worker_environment``):
 storage and GDAL settings go, credentials never do. Two optional pieces dress the pods further:

@@ -78,6 +78,15 @@ t=$(now)
 rm -f "$WHEELS"/sitsflow-*.whl
 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --no-index . -w "$WHEELS"
 own_s=$(( $(now) - t ))
+# Every dependency must be in the wheelhouse (a dependency added since `prepare` is not): say so
+# here, in seconds, rather than as a resolver error in the middle of the build.
+if ! "$PYTHON" -m pip install --quiet --dry-run --ignore-installed --no-index --find-links "$WHEELS" \
+    -c requirements/constraints.txt "$WHEELS"/sitsflow-*.whl >/dev/null 2>build/image-wheels-check.log; then
+  tail -5 build/image-wheels-check.log >&2
+  echo "the wheelhouse $WHEELS lacks a dependency of this checkout: run 'deploy/image.sh prepare'" \
+    "(needs the network; 'make test' runs it when pyproject.toml changes)" >&2
+  exit 1
+fi
 
 build_start=$(now)
 echo "== buildah bud $TAG (base $BASE_TAG)"

@@ -35,6 +35,7 @@ from tests.servers._process import free_port, port_open
 from tests.servers.s3 import moto_s3_server
 
 REPO = Path(__file__).resolve().parents[2]
+ENTRYPOINT = "/usr/local/bin/sitsflow-entrypoint"  # after tini in the image's ENTRYPOINT
 BUCKET = "sitsflow-runs"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 # sha256 of the demo's maps as `sitsflow demo` writes them on a workstation (byte-identical
@@ -102,11 +103,12 @@ def container(image: dict[str, Any]) -> Iterator[str]:
 
 
 def run_in(container: str, *command: str, env: dict[str, str] | None = None) -> list[str]:
-    """The `buildah run` command line of ``command`` inside ``container``, with ``env``."""
+    """The `buildah run` command line of ``command`` inside ``container``, with ``env``, through
+    the image's entrypoint as a pod runs it (`buildah run` itself skips the entrypoint)."""
     args = ["buildah", "run"]
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
-    return [*args, container, "--", *command]
+    return [*args, container, "--", ENTRYPOINT, *command]
 
 
 @contextlib.contextmanager
@@ -237,6 +239,22 @@ def test_the_demo_runs_in_the_image_on_s3_with_the_images_dask_cluster(
             body = client.get_object(Bucket=BUCKET, Key=f"slovenia-demo/{output}")["Body"].read()
             # The same bytes as `sitsflow demo` on a workstation: image, S3 and cluster included.
             assert hashlib.sha256(body).hexdigest() == expected, output
+        # The workers loaded the kernels compiled into the image (seeded into /tmp/numba by the
+        # entrypoint): numba wrote no new cache file after the seed.
+        seeded = subprocess.run(
+            run_in(
+                container,
+                "sh",
+                "-c",
+                "find /tmp/numba -newer /tmp/numba/.seeded -name '*.nbc' | wc -l; ls /tmp/numba | wc -l",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **ENV},
+        )
+        new_files, entries = (int(n) for n in seeded.stdout.split())
+        assert entries > 0 and new_files == 0, seeded.stdout + seeded.stderr
         report = client.get_object(Bucket=BUCKET, Key="slovenia-demo/report/metrics.json")
         metrics = json.loads(report["Body"].read())
         assert {k: metrics[k] for k in DEMO_ACCURACY} == DEMO_ACCURACY

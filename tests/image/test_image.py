@@ -246,7 +246,8 @@ def test_the_demo_runs_in_the_image_on_s3_with_the_images_dask_cluster(
                 container,
                 "sh",
                 "-c",
-                "find /tmp/numba -newer /tmp/numba/.seeded -name '*.nbc' | wc -l; ls /tmp/numba | wc -l",
+                "find /tmp/numba -newer /tmp/numba/.seeded -name '*.nbc' | wc -l; "
+                "ls /tmp/numba | wc -l",
             ),
             capture_output=True,
             text=True,

@@ -21,7 +21,6 @@ torch is imported only when an encoder is loaded or run: a cube without encoders
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cube.userfeatures import import_callable
 from pipeline.errors import ManifestError
 
 FIELD = "features.encoders"
@@ -229,24 +229,12 @@ def load_encoder(module: str, weights: str, sha256: str) -> Any:
 
 
 def _factory(path: str) -> Any:
-    module_name, _, attribute = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure is the user's module's
-        raise ManifestError(
-            f"encoder {path!r}: module {module_name!r} cannot be imported "
-            f"({type(exc).__name__}: {exc})",
-            fix="install the module on the driver and every worker (or put it on PYTHONPATH)",
-            field=FIELD,
-        ) from None
-    factory = getattr(module, attribute, None)
-    if factory is None or not callable(factory):
-        raise ManifestError(
-            f"encoder {path!r}: module {module_name!r} has no callable {attribute!r}",
-            fix="name a function or class of that module that builds the encoder",
-            field=FIELD,
-        )
-    return factory
+    return import_callable(
+        path,
+        what="encoder",
+        field=FIELD,
+        missing_fix="name a function or class of that module that builds the encoder",
+    )
 
 
 def encode(encoder: EncoderPlan, series: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -25,27 +25,39 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIELD = "features.user_functions"
 
 
-@lru_cache(maxsize=64)
-def load_user_function(path: str) -> UserFunction:
-    """Import ``module:function`` (cached per process: workers import it once)."""
+def import_callable(path: str, *, what: str, field: str, missing_fix: str) -> Any:
+    """The callable ``module:attribute`` names; a ManifestError naming ``what`` (e.g. "user
+    function") when the module does not import or has no such callable."""
     module_name, _, attribute = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure is the user's module's
         raise ManifestError(
-            f"user function {path!r}: module {module_name!r} cannot be imported "
+            f"{what} {path!r}: module {module_name!r} cannot be imported "
             f"({type(exc).__name__}: {exc})",
             fix="install the module on the driver and every worker (or put it on PYTHONPATH) "
             "and check the spelling",
-            field=_FIELD,
+            field=field,
         ) from None
-    function = getattr(module, attribute, None)
-    if function is None or not callable(function):
+    found = getattr(module, attribute, None)
+    if found is None or not callable(found):
         raise ManifestError(
-            f"user function {path!r}: module {module_name!r} has no callable {attribute!r}",
-            fix="give the name of a function defined in that module",
-            field=_FIELD,
+            f"{what} {path!r}: module {module_name!r} has no callable {attribute!r}",
+            fix=missing_fix,
+            field=field,
         )
+    return found
+
+
+@lru_cache(maxsize=64)
+def load_user_function(path: str) -> UserFunction:
+    """Import ``module:function`` (cached per process: workers import it once)."""
+    function: UserFunction = import_callable(
+        path,
+        what="user function",
+        field=_FIELD,
+        missing_fix="give the name of a function defined in that module",
+    )
     return function
 
 

@@ -99,8 +99,8 @@ class FeaturesSpec(_Strict):
     encoders: list[EncoderSpec] = Field(
         default_factory=list,
         description="Pretrained encoders whose per-pixel output vectors become features "
-        "(static cube variables <name>_e00...). Models: sklearn and external; the torch "
-        "models, which read (dates, channels) series, are refused with encoders.",
+        "(static cube variables <name>_e00...). Models: sklearn, external and torch (pixel "
+        "models: static channels, the same value on every date); torch_patch is refused.",
     )
 
     @field_validator("encoders")

@@ -265,9 +265,9 @@ def check_encoder_readers(config: Any) -> None:
     if not config.features.encoders:
         return
     readers = []
-    if config.model.kind in ("torch", "torch_patch"):
-        readers.append(("model.kind", f"{config.model.kind} reads the features as (dates, "
-                        "channels) series", "use kind sklearn (or external)"))  # fmt: skip
+    if config.model.kind == "torch_patch":  # pixel torch models take them as static channels
+        readers.append(("model.kind", "torch_patch reads (dates, channels) patches of the "
+                        "series", "use kind sklearn or torch"))  # fmt: skip
     if config.objects is not None:
         readers.append(("objects", "sums time-series variables per segment", "remove objects"))
     if config.fusion is not None:

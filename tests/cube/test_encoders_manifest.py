@@ -63,9 +63,12 @@ def test_two_encoders_of_one_name_are_refused() -> None:
         parse([ENCODER, ENCODER])
 
 
-def test_temporal_torch_models_are_refused_with_encoders() -> None:
-    config = resolve(parse([ENCODER], model={"kind": "torch", "architecture": "tempcnn"}))
+def test_patch_models_are_refused_with_encoders_and_pixel_torch_models_take_them() -> None:
+    check_encoder_readers(
+        resolve(parse([ENCODER], model={"kind": "torch", "architecture": "tempcnn"}))
+    )
+    config = resolve(parse([ENCODER], model={"kind": "torch_patch", "architecture": "utae"}))
     with pytest.raises(ManifestError) as caught:
         check_encoder_readers(config)
     assert caught.value.field == "model.kind" and "static features" in str(caught.value)
-    assert "kind sklearn" in (caught.value.fix or "")
+    assert "kind sklearn or torch" in (caught.value.fix or "")

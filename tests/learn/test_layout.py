@@ -101,3 +101,17 @@ def test_saved_layout_must_match_the_names() -> None:
     saved["positions"] = [0.0, 5.0]
     with pytest.raises(ModelError, match="does not match its feature names"):
         TemporalLayout.from_dict(saved, names)
+
+
+def test_encoder_features_are_static_channels_on_every_date() -> None:
+    """features.encoders' outputs (<encoder>_eNN, no date) repeat on every date of the series."""
+    names = [*cube_names(["s2_red", "s2_nir"], ["20170101", "20170111"]), "tiny_e00", "tiny_e01"]
+    layout = from_feature_names(names)
+    assert layout.channels == ("s2_red", "s2_nir", "tiny_e00", "tiny_e01")
+    assert layout.times == ("20170101", "20170111")
+    table = np.arange(len(names), dtype=np.float32)[None, :]
+    series = table[:, layout.gather_index()].reshape(1, layout.n_times, layout.n_channels)
+    assert series[0, :, 2].tolist() == [4.0, 4.0] and series[0, :, 3].tolist() == [5.0, 5.0]
+    assert series[0, 1, :2].tolist() == [1.0, 3.0]  # the bands keep their own dates
+    with pytest.raises(ModelError, match="all encoder outputs"):
+        from_feature_names(["tiny_e00", "tiny_e01"])

@@ -115,6 +115,24 @@ def test_ltae_on_the_slovenia_cube_features(tmp_path: Path) -> None:
     np.testing.assert_array_equal(model.predict(patch.features), again.predict(patch.features))
 
 
+def test_a_temporal_model_takes_encoder_features_as_static_channels(tmp_path: Path) -> None:
+    """Cube features plus an encoder's outputs (<encoder>_eNN, no date): the model trains on
+    them, its layout lists them as channels, and it reloads to the same predictions."""
+    patch = slovenia()
+    keep = np.flatnonzero(np.isin(patch.lulc, SLOVENIA_CLASSES))[::6]
+    ndvi = patch.features[keep]
+    embedding = np.stack([ndvi.mean(axis=1), ndvi.std(axis=1)], axis=1)  # a stand-in encoder
+    table = np.concatenate([ndvi, embedding], axis=1).astype(np.float32)
+    names = [*patch.feature_names, "tiny_e00", "tiny_e01"]
+    model, contract = train_model(
+        torch_spec("tempcnn", epochs=3), table, patch.lulc[keep], names, seed=0
+    )
+    assert contract.config["layout"]["channels"] == ["s2_ndvi", "tiny_e00", "tiny_e01"]
+    save_model(model, contract, tmp_path / "tempcnn")
+    again, _ = load_model(tmp_path / "tempcnn")
+    np.testing.assert_array_equal(model.predict(table), again.predict(table))
+
+
 def test_regression_head_on_max_ndvi(tmp_path: Path) -> None:
     patch = slovenia()
     test = block_holdout(patch.blocks, 0.25, seed=0)

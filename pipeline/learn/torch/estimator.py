@@ -39,6 +39,9 @@ class SitsNetwork(Standardized):
         n_stats = layout.n_channels if layout is not None else n_features
         gather = layout.gather_index() if layout is not None else np.arange(n_features)
         super().__init__(core, n_stats, gather)
+        # The input's width: not the gathered width, where a static channel (an encoder's
+        # output) is read once per date.
+        self.n_features = n_features
         self.temporal = layout is not None
         self.shape = (layout.n_times, layout.n_channels) if layout is not None else (n_features,)
 
@@ -84,7 +87,7 @@ class TorchModel:
 
     @property
     def n_features_in_(self) -> int:
-        return int(self.network.gather.numel())
+        return int(self.network.n_features)
 
     @property
     def row_bytes(self) -> int:

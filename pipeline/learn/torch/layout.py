@@ -4,6 +4,11 @@ Cube features are named ``<sensor>_<variable>_<YYYYMMDD>`` and sample tables ``<
 or ``<band>_t<NN>`` (date index, when samples cover different years). The time token is the part
 after the last underscore; the rest names the channel. The layout is parsed, never assumed from
 counts, and stored in the model's config so that inference reshapes exactly as training did.
+
+Encoder features (``<encoder>_e00``, ``<encoder>_e01``...: one value per pixel, no date; see
+``features.encoders``) are static channels: the same value on every date of the series, so a
+temporal model reads them beside the bands (the common way of feeding static covariates to a
+sequence model).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from pipeline.errors import ModelError
 
 _NAME = re.compile(r"^(?P<channel>.+)_(?P<time>\d{8}|t\d+)$")
+_STATIC = re.compile(r"^[a-z][a-z0-9_]*_e\d{2,3}$")  # an encoder's output (features.encoders)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,11 @@ def from_feature_names(feature_names: Sequence[str]) -> TemporalLayout:
     where: dict[tuple[str, str], int] = {}
     channels: dict[str, None] = {}
     times_of: dict[str, list[str]] = {}
+    static: dict[str, int] = {}
     for i, name in enumerate(feature_names):
+        if _STATIC.match(name) and not _NAME.match(name):
+            static[name] = i
+            continue
         channel, token = _split(name)
         if (channel, token) in where:
             raise ModelError(
@@ -112,6 +122,14 @@ def from_feature_names(feature_names: Sequence[str]) -> TemporalLayout:
         where[(channel, token)] = i
         channels.setdefault(channel, None)
         times_of.setdefault(channel, []).append(token)
+    if not channels:
+        raise ModelError(
+            f"temporal models need time-series features, and the {len(static)} feature(s) given "
+            "are all encoder outputs (one value per pixel, no date)",
+            fix="keep the bands or indices as features too, or use architecture mlp or a "
+            "scikit-learn estimator",
+            field="model.architecture",
+        )
     kinds = {t.startswith("t") for ts in times_of.values() for t in ts}
     if len(kinds) > 1:
         raise ModelError(
@@ -132,9 +150,11 @@ def from_feature_names(feature_names: Sequence[str]) -> TemporalLayout:
                 "scikit-learn estimator, which take features on any dates",
                 field="model.architecture",
             )
-    index = tuple(tuple(where[(c, t)] for c in channels) for t in times)
+    index = tuple(
+        (*(where[(c, t)] for c in channels), *static.values()) for t in times
+    )  # a static channel's one value at every time
     positions = tuple(_position(t, times[0]) for t in times)
-    return TemporalLayout(tuple(channels), tuple(times), positions, index)
+    return TemporalLayout((*channels, *static), tuple(times), positions, index)
 
 
 def _sort_key(token: str) -> tuple[int, str]:

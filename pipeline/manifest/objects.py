@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, field_validator
 
 from pipeline.manifest.common import _Strict
+
+STATISTIC = r"^(mean|std|p(100|[1-9]?[0-9]))$"
+"""A zonal statistic: the mean, the standard deviation or a percentile ``p<q>`` (``p0``-``p100``,
+no leading zero)."""
 
 
 class SegmentationSpec(_Strict):
@@ -47,11 +51,23 @@ class ObjectsSpec(_Strict):
     accuracy per segment and per pixel beside the pixel map's (objects/report.json)."""
 
     segmentation: SegmentationSpec = Field(default_factory=SegmentationSpec)
-    statistics: list[Literal["mean", "std"]] = Field(
+    statistics: list[Annotated[str, StringConstraints(pattern=STATISTIC)]] = Field(
         ["mean"],
         min_length=1,
-        description="The zonal statistics of each segment and cube feature used as features.",
+        description="The zonal statistics of each segment and cube feature used as features: "
+        "mean, std (population standard deviation) and percentiles p<q> (q an integer 0-100, "
+        "e.g. p10, p50, p90; numpy's 'linear' method, exact whatever the chunking). Feature "
+        "names: <feature>_<statistic>, e.g. s2_ndvi_20170101_p90.",
     )
+
+    @field_validator("statistics")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({s for s in value if value.count(s) > 1})
+        if twice:
+            raise ValueError(f"statistics {twice} are named twice: name each statistic once")
+        return value
+
     min_overlap: float = Field(
         0.5,
         gt=0,

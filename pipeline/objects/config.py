@@ -19,5 +19,6 @@ class SegmentationConfig:
 @dataclass(frozen=True)
 class ObjectsConfig:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
-    statistics: tuple[Literal["mean", "std"], ...] = ("mean",)
+    statistics: tuple[str, ...] = ("mean",)
+    """``mean``, ``std`` and percentiles ``p<q>`` (``pipeline.objects.zonal.percentile_of``)."""
     min_overlap: float = 0.5

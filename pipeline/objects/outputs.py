@@ -4,7 +4,8 @@ accuracy report (``report_unit``).
 
 Memory: the zonal parts are read one chunk at a time (``pipeline.objects.table``); the driver
 holds the segment index (24 bytes per segment), the id -> label lookup of the maps (17 bytes per
-segment), the training segments, and the segments open across the chunk being read. The table
+segment), the training segments, and the segments open across the chunk being read (with
+percentiles asked: their pixels' values too, and one chunk's). The table
 is written as one Parquet part per chunk (the segments complete there) and merged into
 ``objects/segments.parquet`` part by part; the polygons are appended to the GeoPackage chunk by
 chunk, each segment once, whole.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,12 @@ def _sums(data: dict[str, Any]) -> Any:
     return ZonalSums(data["ids"], data["count"], data["sums"], data["squares"])
 
 
+def _values(data: dict[str, Any]) -> Any:
+    from pipeline.objects.zonal import ZonalValues
+
+    return ZonalValues(data["ids"], data["count"], data["values"])
+
+
 def _samples(context: ObjectsContext, columns: list[str]) -> Any:
     """The columns of the samples table that object mode reads (a tiled run's ``tile`` too)."""
     import pandas as pd
@@ -188,8 +195,8 @@ def model_unit(context: ObjectsContext, _payload: Any) -> dict[str, Any]:
 
     from pipeline.learn import train_model
     from pipeline.objects.build import assign, feature_names
-    from pipeline.objects.table import complete_sums, segment_index
-    from pipeline.objects.zonal import statistics
+    from pipeline.objects.table import complete_sums, complete_values, segment_index
+    from pipeline.objects.zonal import ZonalValues, percentile_of, percentiles, statistics
     from pipeline.samples.split import TRAIN
     from pipeline.storage import RunStore
 
@@ -210,10 +217,19 @@ def model_unit(context: ObjectsContext, _payload: Any) -> dict[str, Any]:
     names = feature_names(context.feature_names, statistics_)
     bare = _table_schema(names, predicted=False)
     sums = (_sums(_zonal(context, w, ("ids", "count", "sums", "squares"))) for w in windows)
+    asked = {s: q for s in statistics_ if (q := percentile_of(s)) is not None}
+    pixels: Iterable[ZonalValues | None] = [None] * len(windows)  # no percentiles: not read
+    if asked:
+        pixels = complete_values(
+            (_values(_zonal(context, w, ("ids", "count", "values"))) for w in windows), index
+        )
     training = []
-    for window, done in zip(windows, complete_sums(sums, index), strict=True):
+    for window, done, held in zip(windows, complete_sums(sums, index), pixels, strict=True):
         mean, std = statistics(done)
         values = {"mean": mean, "std": std}
+        if held is not None:
+            assert np.array_equal(held.ids, done.ids), "sums and pixels of other segments"
+            values.update(zip(asked, percentiles(held, list(asked.values())), strict=True))
         features = np.concatenate([values[s] for s in statistics_], axis=1).astype(np.float32)
         part = pd.DataFrame(features, columns=names)
         part.insert(0, "pixels", done.count)

@@ -5,7 +5,8 @@ Chunks are read in their fixed (row-major) order. A segment is *complete* at the
 ids hold it (``SegmentIndex.last``); its sums (and its polygon's pieces) are added up while it is
 open and handed on at that chunk, then forgotten. What stays in memory for the whole map is the
 index (id, valid pixel count, last chunk: 24 bytes per segment); what is open at a time is the
-segments crossing the front between processed and unprocessed chunks.
+segments crossing the front between processed and unprocessed chunks (their sums, and with
+percentiles asked their pixels' values: ``complete_values``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.objects.zonal import ZonalSums, combine
+from pipeline.objects.zonal import ZonalSums, ZonalValues, combine, combine_values
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,20 @@ def complete_sums(parts: Iterable[ZonalSums], index: SegmentIndex) -> Iterator[Z
         done = index.last[index.at(held.ids)] <= i
         yield _subset(held, done)
         held = _subset(held, ~done)
+    if held is not None and held.ids.size:
+        raise ValueError(f"{held.ids.size} segment(s) never completed: the index is not theirs")
+
+
+def complete_values(parts: Iterable[ZonalValues], index: SegmentIndex) -> Iterator[ZonalValues]:
+    """Per chunk (in order), the pixels of the segments complete there, all their chunks' pixels
+    once (what exact percentiles need). Held between chunks: the pixels of the open segments
+    only; a segment inside one chunk is handed on at that chunk and never held."""
+    held: ZonalValues | None = None
+    for i, part in enumerate(parts):
+        held = part if held is None or not held.ids.size else combine_values([held, part])
+        done = index.last[index.at(held.ids)] <= i
+        yield held.subset(done)
+        held = held.subset(~done)
     if held is not None and held.ids.size:
         raise ValueError(f"{held.ids.size} segment(s) never completed: the index is not theirs")
 

@@ -189,8 +189,17 @@ class ObjectsStage:
             made = stitch.digest
         else:
             made = digest(segmentation, source)
+        # With percentiles asked a zonal part keeps its pixels' values too (a new digest then;
+        # the same as before without).
+        pixels = ("values",) if _percentiles(settings.statistics) else ()
         zonal = tuple(
-            Unit(NAME, f"zonal-{window_key(w)}", digest(made, d, w), payload=w, pixels=w.n_pixels)
+            Unit(
+                NAME,
+                f"zonal-{window_key(w)}",
+                digest(made, d, w, *pixels),
+                payload=w,
+                pixels=w.n_pixels,
+            )
             for w, d in zip(windows, cube_digests, strict=True)
         )
         trained = digest(
@@ -350,12 +359,23 @@ def _ids(context: ObjectsContext, window: Window) -> np.ndarray:
     return user_ids(context.settings.segmentation.path, context.kind, context.grid, window)
 
 
+def _percentiles(statistics: Any) -> bool:
+    from pipeline.objects.zonal import percentile_of
+
+    return any(percentile_of(s) is not None for s in statistics)
+
+
 def zonal_unit(context: ObjectsContext, window: Window) -> dict[str, Any]:
-    from pipeline.objects.zonal import zonal_sums
+    from pipeline.objects.zonal import zonal_sums, zonal_values
 
     ids = _ids(context, window)
     stack = _read(context, context.features, context.n_features, window)
     sums = zonal_sums(ids, stack)
+    extra = {}
+    if _percentiles(context.settings.statistics):
+        pixels = zonal_values(ids, stack)
+        assert np.array_equal(pixels.ids, sums.ids)
+        extra["values"] = pixels.values
     _save(
         context.root,
         zonal_part(window),
@@ -365,6 +385,7 @@ def zonal_unit(context: ObjectsContext, window: Window) -> dict[str, Any]:
         count=sums.count,
         sums=sums.sums,
         squares=sums.squares,
+        **extra,
     )
     return {"segments": int(sums.ids.size)}
 

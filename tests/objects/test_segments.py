@@ -119,6 +119,39 @@ def test_zonal_statistics_chunked_equal_whole(chunk: int) -> None:
     np.testing.assert_allclose(mean[5], stack[:, field].mean(axis=1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [16, 32, 64])
+def test_zonal_percentiles_chunked_equal_whole(chunk: int) -> None:
+    from pipeline.model import GridSpec
+    from pipeline.objects.table import complete_values, segment_index
+    from pipeline.objects.zonal import PERCENTILE_METHOD, percentiles, zonal_values
+
+    stack, truth = _fields()
+    ids = truth + 1
+    ids[np.isnan(stack[0])] = 0
+    grid = GridSpec("EPSG:32633", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), SIZE, SIZE)
+    windows = grid.chunks(chunk)
+    parts = [zonal_values(ids[w.slices], stack[:, w.slices[0], w.slices[1]]) for w in windows]
+    index = segment_index(
+        (i, np.unique(ids[w.slices][ids[w.slices] > 0]), p.ids, p.count)
+        for i, (w, p) in enumerate(zip(windows, parts, strict=True))
+    )
+    if chunk < SIZE:  # the fields cross chunk borders
+        assert (
+            index.last
+            > np.array([min(i for i, p in enumerate(parts) if s in p.ids) for s in index.ids])
+        ).any()
+    qs = [10, 50, 90]
+    done = {}
+    for part in complete_values(iter(parts), index):
+        found = percentiles(part, qs)
+        done.update({int(s): found[:, n] for n, s in enumerate(part.ids)})
+    assert sorted(done) == [1, 2, 3, 4, 5, 6]
+    for segment, found in done.items():
+        pixels = stack[:, ids == segment].astype(np.float64)
+        whole = np.percentile(pixels, qs, axis=1, method=PERCENTILE_METHOD)
+        assert np.array_equal(found, whole)
+
+
 def test_a_vector_segmentation_is_burnt_by_window(tmp_path: Path) -> None:
     import geopandas as gpd
     from shapely.geometry import box

@@ -13,8 +13,22 @@ from hypothesis.extra.numpy import arrays
 
 from pipeline.model import GridSpec, Window
 from pipeline.objects.build import polygons_of
-from pipeline.objects.table import SegmentIndex, complete_pieces, complete_sums, segment_index
-from pipeline.objects.zonal import ZonalSums, combine, zonal_sums
+from pipeline.objects.table import (
+    SegmentIndex,
+    complete_pieces,
+    complete_sums,
+    complete_values,
+    segment_index,
+)
+from pipeline.objects.zonal import (
+    PERCENTILE_METHOD,
+    ZonalSums,
+    combine,
+    percentile_of,
+    percentiles,
+    zonal_sums,
+    zonal_values,
+)
 
 GRID = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), 12, 12)
 
@@ -60,6 +74,54 @@ def test_streamed_sums_are_the_whole_maps_once_each(ids: np.ndarray, chunk: int)
     assert np.array_equal(total.count, whole.count)
     np.testing.assert_allclose(total.sums, whole.sums, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(total.squares, whole.squares, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ids=arrays(np.int64, (12, 12), elements=st.integers(0, 6)),
+    chunk=st.sampled_from([3, 4, 5, 12]),
+    qs=st.lists(st.integers(0, 100), min_size=1, max_size=4),
+)
+def test_streamed_percentiles_are_the_whole_maps_exactly(
+    ids: np.ndarray, chunk: int, qs: list[int]
+) -> None:
+    windows, cores, stack = _case(ids, chunk)
+    index, sums = _index(windows, cores, stack)
+    pairs = zip(windows, cores, strict=True)
+    parts = (zonal_values(c, stack[:, w.slices[0], w.slices[1]]) for w, c in pairs)
+    streamed = list(complete_values(parts, index))
+    assert [p.ids.tolist() for p in streamed] == [
+        s.ids.tolist() for s in complete_sums(iter(sums), index)
+    ]
+    valid = ~np.isnan(stack).any(axis=0)
+    for part in streamed:
+        found = percentiles(part, qs)
+        for n, segment in enumerate(part.ids):
+            pixels = stack[:, (ids == segment) & valid].astype(np.float64)  # whole map, (F, m)
+            expected = np.percentile(pixels, qs, axis=1, method=PERCENTILE_METHOD)
+            assert np.array_equal(found[:, n], expected)  # exact, not close
+
+
+def test_pixels_are_handed_on_at_each_segments_last_chunk() -> None:
+    ids = np.zeros((12, 12), dtype=np.int64)
+    ids[:, :] = 2
+    ids[2:10, 1] = 1  # crosses chunks 0, 3, 6 (chunks of 4 px)
+    ids[5:7, 5:7] = 3  # inside chunk 4
+    windows, cores, stack = _case(ids, 4)
+    index, _ = _index(windows, cores, stack)
+    pairs = zip(windows, cores, strict=True)
+    parts = (zonal_values(c, stack[:, w.slices[0], w.slices[1]]) for w, c in pairs)
+    streamed = list(complete_values(parts, index))
+    where = {int(i): n for n, part in enumerate(streamed) for i in part.ids}
+    assert where == {1: 6, 2: 8, 3: 4}
+    valid = ~np.isnan(stack).any(axis=0)
+    assert streamed[6].count.tolist() == [int(((ids == 1) & valid).sum())]
+    assert len(streamed[6].values) == streamed[6].count.sum()
+
+
+def test_percentile_names() -> None:
+    assert [percentile_of(s) for s in ("p0", "p10", "p50", "p100")] == [0, 10, 50, 100]
+    assert [percentile_of(s) for s in ("mean", "std", "p05", "p101", "p", "p1.5")] == [None] * 6
 
 
 @settings(max_examples=30, deadline=None)

@@ -7,6 +7,11 @@ streamed chunk by chunk (``pipeline.objects.table``, what the stage does), with 
     python -m bench.objects                          # 1024 x 1024 px, 12 features, chunks of 256
     python -m bench.objects --size 2048 --method felzenszwalb --json out.json
     python -m bench.objects --size 2048 --features 48 --segment-features 12   # driver memory
+    python -m bench.objects --statistics mean,p10,p50,p90   # exact percentiles against mean only
+
+``--statistics`` (default ``mean,std``): what the table holds, as the manifest's
+``objects.statistics``; with a percentile ``p<q>`` the zonal parts keep their pixels' values and
+the driver holds the open segments' values (``pipeline.objects.table.complete_values``).
 
 Data (seeded): ``--features`` smooth random fields (Gaussian-filtered noise) plus per-pixel
 noise, float32, as read from a cube (F, h, w). Each chunk is a task of a pool of ``--workers``
@@ -103,15 +108,17 @@ def _segment_task(
     }
 
 
-def _zonal_task(args: tuple[str, tuple[int, int, int, int], str, str]) -> dict[str, Any]:
-    from pipeline.objects.zonal import zonal_sums
+def _zonal_task(args: tuple[str, tuple[int, int, int, int], str, str, bool]) -> dict[str, Any]:
+    from pipeline.objects.zonal import zonal_sums, zonal_values
 
-    data, (r, c, h, w), ids_path, out = args
+    data, (r, c, h, w), ids_path, out, keep_values = args
     stack = np.load(data, mmap_mode="r")
     ids = np.load(ids_path, mmap_mode="r")
     started, cpu = time.perf_counter(), time.process_time()
     core = np.asarray(ids[r : r + h, c : c + w])
-    sums = zonal_sums(core, np.asarray(stack[:, r : r + h, c : c + w]))
+    chunk = np.asarray(stack[:, r : r + h, c : c + w])
+    sums = zonal_sums(core, chunk)
+    extra: dict[str, Any] = {"values": zonal_values(core, chunk).values} if keep_values else {}
     np.savez(  # as the stage's zonal unit saves its part
         out,
         core=core,
@@ -120,6 +127,7 @@ def _zonal_task(args: tuple[str, tuple[int, int, int, int], str, str]) -> dict[s
         count=sums.count,
         sums=sums.sums,
         squares=sums.squares,
+        **extra,
     )
     return {
         "pid": os.getpid(),
@@ -136,21 +144,28 @@ def _vmrss_mib() -> float:
     return 0.0
 
 
-def _frame(sums: Any, features: int) -> Any:
+def _frame(sums: Any, features: int, chosen: tuple[str, ...], pixels: Any = None) -> Any:
+    """The table of ``sums``'s segments, ``chosen`` statistics (percentiles from ``pixels``)."""
     import pandas as pd
 
-    from pipeline.objects.zonal import statistics
+    from pipeline.objects.zonal import percentile_of, percentiles, statistics
 
     mean, std = statistics(sums)
-    names = [f"f{i}_{s}" for s in ("mean", "std") for i in range(features)]
-    frame = pd.DataFrame(np.concatenate([mean, std], axis=1).astype(np.float32), columns=names)
+    values = {"mean": mean, "std": std}
+    asked = {s: q for s in chosen if (q := percentile_of(s)) is not None}
+    if asked:
+        assert np.array_equal(pixels.ids, sums.ids)
+        values.update(zip(asked, percentiles(pixels, list(asked.values())), strict=True))
+    names = [f"f{i}_{s}" for s in chosen for i in range(features)]
+    stacked = np.concatenate([values[s] for s in chosen], axis=1).astype(np.float32)
+    frame = pd.DataFrame(stacked, columns=names)
     frame.insert(0, "pixels", sums.count)
     frame.insert(0, "segment", sums.ids)
     return frame
 
 
 def _driver_task(
-    args: tuple[str, list[tuple[int, int, int, int]], list[str], int, str],
+    args: tuple[str, list[tuple[int, int, int, int]], list[str], int, str, tuple[str, ...]],
 ) -> dict[str, Any]:
     """The table and the polygons of every segment, ``whole`` or ``streamed``, in this process."""
     import geopandas as gpd
@@ -159,10 +174,22 @@ def _driver_task(
 
     from pipeline.model import GridSpec, Window
     from pipeline.objects.build import polygons_of
-    from pipeline.objects.table import complete_pieces, complete_sums, segment_index
-    from pipeline.objects.zonal import ZonalSums, combine
+    from pipeline.objects.table import (
+        complete_pieces,
+        complete_sums,
+        complete_values,
+        segment_index,
+    )
+    from pipeline.objects.zonal import (
+        ZonalSums,
+        ZonalValues,
+        combine,
+        combine_values,
+        percentile_of,
+    )
 
-    way, windows, parts, size, out = args
+    way, windows, parts, size, out, chosen = args
+    keep_values = any(percentile_of(s) is not None for s in chosen)
     grid = GridSpec("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), size, size)
     features = int(np.load(parts[0])["sums"].shape[1])
     from shapely.geometry import box
@@ -177,13 +204,21 @@ def _driver_task(
         with np.load(path) as z:
             return ZonalSums(z["ids"], z["count"], z["sums"], z["squares"])
 
+    def values(path: str) -> ZonalValues:
+        with np.load(path) as z:
+            return ZonalValues(z["ids"], z["count"], z["values"])
+
     def pieces() -> Any:
         for w, path in zip(windows, parts, strict=True):
             with np.load(path) as z:
                 yield polygons_of(z["core"], grid, Window(*w))
 
     if way == "whole":
-        _frame(combine([sums(p) for p in parts]), features).to_parquet(f"{out}.parquet")
+        pixels = combine_values([values(p) for p in parts]) if keep_values else None
+        total = combine([sums(p) for p in parts])
+        _frame(total, features, chosen, pixels).to_parquet(f"{out}.parquet")
+        del pixels
+        table_s = time.perf_counter() - started
         every = [p for chunk in pieces() for p in chunk]
         frame = gpd.GeoDataFrame(
             {"segment": [p[0] for p in every]}, geometry=[p[1] for p in every], crs=grid.crs
@@ -198,12 +233,18 @@ def _driver_task(
 
         index = segment_index(present(i, p) for i, p in enumerate(parts))
         writer = None
-        for done in complete_sums((sums(p) for p in parts), index):
-            table = pa.Table.from_pandas(_frame(done, features), preserve_index=False)
+        held: Any = [None] * len(parts)
+        if keep_values:
+            held = complete_values((values(p) for p in parts), index)
+        streamed = zip(complete_sums((sums(p) for p in parts), index), held, strict=True)
+        for done, pixels in streamed:
+            frame = _frame(done, features, chosen, pixels)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
             writer = writer or pq.ParquetWriter(f"{out}.parquet", table.schema)
             writer.write_table(table)
         if writer is not None:
             writer.close()
+        table_s = time.perf_counter() - started
         written = 0
         for whole in complete_pieces(pieces(), index):
             if whole:
@@ -219,6 +260,7 @@ def _driver_task(
     return {
         "way": way,
         "wall_s": round(time.perf_counter() - started, 2),
+        "table_s": round(table_s, 2),
         "base_mib": round(base, 1),
         "peak_mib": round(_vmhwm_mib(), 1),
         "step_mib": round(_vmhwm_mib() - base, 1),
@@ -245,11 +287,13 @@ def measure(
     halo: int,
     work: Path,
     segment_features: int | None = None,
+    statistics: tuple[str, ...] = ("mean", "std"),
 ) -> dict[str, Any]:
     """``segment_features``: segment on the first that many features (all by default), sum
-    all of them."""
+    all of them; ``statistics``: the table's (``objects.statistics``)."""
     from pipeline.model import Window
     from pipeline.objects.segments import ChunkSegments, core_ids, neighbours, stitch
+    from pipeline.objects.zonal import percentile_of
 
     work.mkdir(parents=True, exist_ok=True)
     data = str(generate(work / "stack.npy", size, features))
@@ -272,7 +316,9 @@ def measure(
         "method": method,
         "segment_size": segment_size,
         "halo": halo,
+        "statistics": list(statistics),
     }
+    keep_values = any(percentile_of(s) is not None for s in statistics)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         list(pool.map(_warm, range(workers)))
         started = time.perf_counter()
@@ -309,17 +355,18 @@ def measure(
             pool.map(
                 _zonal_task,
                 [
-                    (data, w, str(work / "ids.npy"), p)
+                    (data, w, str(work / "ids.npy"), p, keep_values)
                     for w, p in zip(windows, zonal_parts, strict=True)
                 ],
             )
         )
         zonal_s = time.perf_counter() - started
+    part_mib = sum(Path(p).stat().st_size for p in zonal_parts) / 2**20
     del grid
     driver = []
     for way in ("whole", "streamed"):  # each in a fresh process: its own peak
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as one:
-            task = (way, windows, zonal_parts, size, str(work / f"driver-{way}"))
+            task = (way, windows, zonal_parts, size, str(work / f"driver-{way}"), statistics)
             driver.append(one.submit(_driver_task, task).result())
 
     def peaks(tasks: list[dict[str, Any]]) -> list[float]:
@@ -343,6 +390,7 @@ def measure(
         "mpx_per_s": round(megapixels / zonal_s, 3),
         "mpx_per_cpu_s": round(megapixels / max(sum(t["cpu"] for t in zonal), 1e-9), 3),
         "peak_mib_per_worker": peaks(zonal),
+        "parts_mib": round(part_mib, 1),
     }
     out["driver"] = driver
     return out
@@ -354,7 +402,9 @@ def report(figures: dict[str, Any]) -> str:
         f"Objects: {f['size']} x {f['size']} px, {f['features']} features (segmented on "
         f"{f.get('segment_features', f['features'])}), chunks of {f['chunk']} px, "
         f"halo {f['halo']}, {f['method']} (segments of ~{f['segment_size']} px: "
-        f"{f['segments']:,} found), {f['workers']} workers x 1 thread"
+        f"{f['segments']:,} found), {f['workers']} workers x 1 thread, statistics "
+        f"{','.join(f.get('statistics', ['mean', 'std']))}"
+        + (f", zonal parts {f['zonal']['parts_mib']} MiB" if "parts_mib" in f["zonal"] else "")
     )
     rows = [
         "| step | wall s | CPU s | Mpx/s (wall) | Mpx per CPU s | peak MiB per worker |",
@@ -373,13 +423,14 @@ def report(figures: dict[str, Any]) -> str:
     )
     driver = [
         "",
-        "Driver: the segment table (mean and std per feature, Parquet) and the polygons "
+        "Driver: the segment table (the statistics per feature, Parquet) and the polygons "
         "(GeoPackage)",
         "",
-        "| way | wall s | peak MiB | of which the step (peak less imports) |",
-        "|---|---|---|---|",
+        "| way | wall s | of which the table | peak MiB | of which the step (peak less imports) |",
+        "|---|---|---|---|---|",
         *(
-            f"| {d['way']} | {d['wall_s']} | {d['peak_mib']} | {d['step_mib']} |"
+            f"| {d['way']} | {d['wall_s']} | {d.get('table_s', '-')} | {d['peak_mib']} | "
+            f"{d['step_mib']} |"
             for d in f.get("driver", [])
         ),
     ]
@@ -400,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-size", type=int, default=100)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--segment-features", type=int, help="segment on the first N features")
+    parser.add_argument(
+        "--statistics",
+        default="mean,std",
+        help="comma-separated, as objects.statistics (mean, std, p<q>)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="sitsflow-bench-objects-"))
@@ -414,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             args.halo,
             work,
             args.segment_features,
+            tuple(args.statistics.split(",")),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

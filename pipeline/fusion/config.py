@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 
 @dataclass(frozen=True)
 class FusionSourceConfig:
-    """One map to fuse: a model of this run (``run``) or an earlier run's store (``store``)."""
+    """One map to fuse: a model of this run (``run``), a model of this run on one sensor's
+    features (``sensor``) or an earlier run's store (``store``)."""
 
     run: int | None = None
     store: str | None = None
     name: str | None = None
+    sensor: str | None = None
+
+    def __canonical__(self) -> dict[str, object]:
+        # sensor came later: it enters the digest only when given, so that the fusion units of
+        # existing run stores keep their digests.
+        form: dict[str, object] = {"__type__": type(self).__qualname__}
+        form.update({f.name: getattr(self, f.name) for f in fields(self)})
+        if self.sensor is None:
+            del form["sensor"]
+        return form
 
     @property
     def label(self) -> str:
@@ -21,6 +32,8 @@ class FusionSourceConfig:
             return self.name
         if self.run is not None:
             return f"run-{self.run}"
+        if self.sensor is not None:
+            return f"sensor-{self.sensor}"
         return str(self.store).rstrip("/").rsplit("/", 1)[-1].replace("-", "_").lower()
 
 

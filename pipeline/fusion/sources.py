@@ -100,6 +100,8 @@ def store_confusion(maps: StoreMaps) -> tuple[tuple[int, ...], np.ndarray]:
 class ModelSource:
     folder: str
     """A worker-local model folder."""
+    variables: tuple[tuple[str, str], ...] | None = None
+    """The cube variables it reads (a model of one sensor's features); None: the task's."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def source_layers(task: FuseTask, source: Source) -> tuple[np.ndarray, np.ndarra
         model, contract = _cached_model(source.folder)
         learner = learner_for(contract.kind)
         halo = learner.halo(contract)
-        block = read_block(task.cube_store, task.variables, task.window, halo)
+        variables = task.variables if source.variables is None else source.variables
+        block = read_block(task.cube_store, variables, task.window, halo)
         layers = encode_prediction(
             learner.predict_block(model, block, halo, "classification"), encoding
         )

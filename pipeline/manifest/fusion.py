@@ -11,7 +11,7 @@ from pipeline.manifest.common import _IDENT, _at, _Strict
 
 
 class FusionSourceSpec(_Strict):
-    """One map to fuse: a model of this run (``run``), or the maps of an earlier run (``store``)."""
+    """One map to fuse: a model of this run (``run``, ``sensor``) or an earlier run (``store``)."""
 
     run: int | None = Field(
         None,
@@ -25,21 +25,31 @@ class FusionSourceSpec(_Strict):
         description="The run store of an earlier classification run on the same grid (another "
         "sensor, say): its label and confidence maps and its report's confusion matrix are read.",
     )
+    sensor: str | None = Field(
+        None,
+        pattern=_IDENT,
+        description="A model of this run on one sensor's features only (a sensors[].name: its "
+        "cube variables, the <sensor>_* feature columns), the run's model configuration trained "
+        "on run 0's samples and split: applied to the cube chunk by chunk. Its masses come from "
+        "run 0's validation pixels (radar and optical, say, fused where clouds persist).",
+    )
     name: str | None = Field(
         None,
         pattern=_IDENT,
-        description="The source's name in the report (default: run-<r>, or the store's folder "
-        "name).",
+        description="The source's name in the report (default: run-<r>, sensor-<sensor>, or "
+        "the store's folder name).",
     )
 
     @model_validator(mode="after")
     def _one_kind(self) -> FusionSourceSpec:
-        if (self.run is None) == (self.store is None):
+        given = [k for k in ("run", "store", "sensor") if getattr(self, k) is not None]
+        if len(given) != 1:
             raise _at(
                 "run",
-                "a fusion source names either a run of this run's models or an earlier run's "
-                f"store (got run={self.run!r}, store={self.store!r})",
-                "give exactly one of run or store",
+                "a fusion source names either a run of this run's models, a sensor of this run "
+                f"or an earlier run's store (got run={self.run!r}, sensor={self.sensor!r}, "
+                f"store={self.store!r})",
+                "give exactly one of run, sensor or store",
             )
         return self
 
@@ -49,6 +59,8 @@ class FusionSourceSpec(_Strict):
             return self.name
         if self.run is not None:
             return f"run-{self.run}"
+        if self.sensor is not None:
+            return f"sensor-{self.sensor}"
         return str(self.store).rstrip("/").rsplit("/", 1)[-1].replace("-", "_").lower()
 
 

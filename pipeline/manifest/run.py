@@ -16,6 +16,7 @@ from pipeline.manifest.common import (
     _NAME,
     API_VERSION,
     KIND,
+    _at,
     _Strict,
 )
 from pipeline.manifest.compute import ComputeSpec
@@ -122,7 +123,21 @@ class RunSpec(_Strict):
                         f"{sensor.name!r} has no {missing}; add them to its bands or drop the index"
                     )
         check_postprocess(self.postprocess, self.task, self.outputs.probabilities)
+        self._fusion_sensors(names)
         return self
+
+    def _fusion_sensors(self, names: list[str]) -> None:
+        """A fusion source ``sensor`` names one of the run's sensors."""
+        if self.fusion is None:
+            return
+        for i, source in enumerate(self.fusion.sources):
+            if source.sensor is not None and source.sensor not in names:
+                raise _at(
+                    f"fusion.sources.{i}.sensor",
+                    f"fusion source sensor {source.sensor!r} is not a sensor of this run "
+                    f"(sensors: {names})",
+                    "name one of sensors[].name, or add that sensor to the sensors section",
+                )
 
 
 _LABEL_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"

@@ -107,15 +107,22 @@ def ensure_store(
     create: Callable[[], Any],
     *,
     key: str = STORE_KEY,
+    keep: tuple[str, ...] = (),
 ) -> None:
     """Keep a stage's Zarr store when it was made for the same plan; else make it anew and forget
     the units that wrote into it (their regions are gone): the stage's units in a single-grid
-    run, the tile's in a tiled run (``key``: ``store-<tile>``)."""
+    run, the tile's in a tiled run (``key``: ``store-<tile>``). ``keep``: key prefixes of the
+    stage's units that write elsewhere (the fusion's sensor models), whose records stay."""
     ledger = Ledger(store)
-    if store_digest in ledger.finished(stage).get(key, set()):
+    finished = ledger.finished(stage)
+    if store_digest in finished.get(key, set()):
         return
-    if key == STORE_KEY:
+    if key == STORE_KEY and not keep:
         ledger.clear(stage)
+    elif key == STORE_KEY:
+        stale = tuple(k for k in finished if not k.startswith(keep))
+        if stale:
+            ledger.clear(stage, prefixes=stale)
     else:
         ledger.clear(stage, prefixes=(key.removeprefix(f"{STORE_KEY}-") + "-", key))
     store.remove(relative)

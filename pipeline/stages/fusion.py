@@ -1,14 +1,16 @@
-"""fusion: two or more class maps of the run's area (its models of several sampling runs, or the
-maps of earlier runs: one per sensor) combined per pixel, chunk by chunk, into fusion/labels.tif
-and fusion/confidence.tif, with an accuracy report of the fused map beside each source's.
+"""fusion: two or more class maps of the run's area (its models of several sampling runs, its
+models of one sensor's features each, or the maps of earlier runs) combined per pixel, chunk by
+chunk, into fusion/labels.tif and fusion/confidence.tif, with an accuracy report of the fused map
+beside each source's.
 
-No ``fusion`` section: no units (the stage adds nothing to a run's digests). Units: one per chunk
+No ``fusion`` section: no units (the stage adds nothing to a run's digests). Units: one per
+sensor source (its model trained: ``pipeline.stages.fusion_sensors``), one per chunk
 of each tile's grid (the sources' labels there, fused, written to the tile's fused map store:
 fusion/map.zarr in a single-grid run, fusion/tiles/<tile>.zarr in a tiled one), one per COG (the
 tiles' stores mosaicked as the pixel maps are: each pixel from the tile that owns it), and the
 report (on the driver). Each source's mass of belief comes from its own validation
-confusion matrix: a model of this run from its run's validation pixels, an earlier run's from
-its report.
+confusion matrix: a model of this run from its run's validation pixels (a sensor's model: run
+0's), an earlier run's from its report.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ TILES = "fusion/tiles"
 LABELS = "fusion/labels.tif"
 CONFIDENCE = "fusion/confidence.tif"
 REPORT = "fusion/report"
+SENSOR_MODELS = "model-"
+"""Key prefix of the sensor models' units (they write no fused map store)."""
 
 
 def digest(*parts: Any) -> str:
@@ -46,15 +50,27 @@ def digest(*parts: Any) -> str:
 
 @dataclass(frozen=True)
 class PlannedSource:
-    """A source as planned: its name, and a model of this run (``run``) or a store's maps."""
+    """A source as planned: its name, and a model of this run (``run``; ``sensor``: a model of
+    one sensor's features, on run 0's split) or a store's maps."""
 
     name: str
     run: int | None
     model: str = ""
-    """Store-relative model folder (run sources)."""
+    """Store-relative model folder (model sources)."""
     model_digest: str = ""
     maps: Any = None
     """``pipeline.fusion.sources.StoreMaps`` (store sources)."""
+    sensor: Any = None
+    """``pipeline.stages.fusion_sensors.SensorModel`` (sensor sources)."""
+
+    @property
+    def variables(self) -> tuple[tuple[str, str], ...] | None:
+        """The cube variables its model reads (None: every feature variable)."""
+        return None if self.sensor is None else self.sensor.columns.variables
+
+    def features(self, names: list[str]) -> list[str]:
+        """Its model's feature columns, given every feature column ``names``."""
+        return names if self.sensor is None else list(self.sensor.columns.features)
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,14 @@ def _sources(context: PlanContext, grid: GridSpec) -> tuple[PlannedSource, ...]:
     other = {int(u.payload): u.digest for u in models.other_runs}
     planned = []
     for source in config.fusion.sources:
+        if source.sensor is not None:
+            from pipeline.stages.fusion_sensors import plan_sensor_model
+
+            sensor = plan_sensor_model(context, source.sensor)
+            planned.append(
+                PlannedSource(source.label, None, sensor.folder, sensor.unit.digest, sensor=sensor)
+            )
+            continue
         if source.run is None:
             assert source.store is not None
             planned.append(PlannedSource(source.label, None, maps=store_maps(source.store, grid)))
@@ -158,7 +182,12 @@ class FusionStage:
     version = VERSION
     needs = ("cube", "samples", "train")
     # What its units import on a worker, loaded by the cluster warm-up.
-    worker_imports = ("pipeline.fusion.sources", "pipeline.predict.blockwise", "skops.io")
+    worker_imports = (
+        "pipeline.fusion.sources",
+        "pipeline.predict.blockwise",
+        "pipeline.learn",
+        "skops.io",
+    )
 
     def plan(self, context: PlanContext) -> StagePlan:
         config = context.config
@@ -181,6 +210,7 @@ class FusionStage:
             (s.name, s.run, s.model_digest, None if s.maps is None else s.maps.identity())
             for s in sources
         ]
+        trained = [s.sensor.unit for s in sources if s.sensor is not None]
         samples_digest = context.input("samples").digest
         chunks = tuple(
             Unit(
@@ -212,7 +242,7 @@ class FusionStage:
         }
         return StagePlan(
             NAME,
-            [*chunks, *cogs, report],
+            [*trained, *chunks, *cogs, report],
             outputs=Fusion(sources, chunks, cogs, report, grid, tiles),
             files=files,
         )
@@ -228,6 +258,9 @@ class FusionStage:
         config, store = context.config, context.store
         assert config.fusion is not None
         cubes: Cubes = context.stage_plan("cube").outputs
+        from pipeline.stages.fusion_sensors import train_sensor_models
+
+        train_sensor_models(context, tuple(s.sensor for s in fusion.sources if s.sensor))
         confusions = _confusions(context, fusion.sources)
         classes = tuple(sorted({c for codes, _ in confusions for c in codes}))
         masses = tuple(
@@ -246,6 +279,7 @@ class FusionStage:
                     create_map_store, store.url(tile.map_name), tile.grid, chunk_size, encoding
                 ),
                 key=STORE_KEY if tile.key is None else f"{STORE_KEY}-{tile.key}",
+                keep=(SENSOR_MODELS,),
             )
         fused = context.run(
             StageWork(
@@ -311,7 +345,8 @@ def _confusions(
     context: RunContext, sources: tuple[PlannedSource, ...]
 ) -> list[tuple[tuple[int, ...], np.ndarray]]:
     """Each source's classes and validation confusion matrix: a model of this run scored on its
-    own run's validation pixels (the samples table), an earlier run's from its report."""
+    own run's validation pixels (the samples table; a sensor's model: run 0's, on its own
+    feature columns), an earlier run's from its report."""
     import geopandas as gpd
 
     from pipeline.fusion.sources import store_confusion
@@ -323,15 +358,16 @@ def _confusions(
     names = list(context.stage_plan("cube").outputs.cube.feature_names)
     out = []
     for source in sources:
-        if source.run is None:
+        if source.maps is not None:
             out.append(store_confusion(source.maps))
             continue
         if samples is None:
             with context.store.fetch(context.layout.relative(context.layout.samples)) as local:
                 samples = gpd.read_parquet(local)
-        rows = samples[samples[split_column(source.run)] == VALIDATION]
-        rows = rows[~rows[names].isna().any(axis=1)]
-        predicted = _predict_samples(context.store, source.model, rows, names, ())
+        columns = source.features(names)
+        rows = samples[samples[split_column(source.run or 0)] == VALIDATION]
+        rows = rows[~rows[columns].isna().any(axis=1)]
+        predicted = _predict_samples(context.store, source.model, rows, columns, ())
         reference = rows["label"].to_numpy()
         metrics = classification_metrics(reference, predicted.astype(np.int64))
         out.append((tuple(int(c) for c in metrics.classes), np.asarray(metrics.confusion)))
@@ -360,11 +396,11 @@ def fuse_unit(context: FuseContext, payload: tuple[int, Window]) -> dict[str, An
     tile = context.tiles[index]
     sources: list[Source] = []
     for source in context.sources:
-        if source.run is None:
+        if source.maps is not None:
             sources.append(MapSource(source.maps.labels, source.maps.confidence))
         else:
             folder = local_model(context.root, source.model, source.model_digest)
-            sources.append(ModelSource(str(folder)))
+            sources.append(ModelSource(str(folder), source.variables))
     return fuse_chunk(
         FuseTask(
             tile.cube,
@@ -511,7 +547,6 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
             held_out &= side
     rows, cols = _on_mosaic(context, validation)
     names = list(context.feature_names)
-    complete = ~validation[names].isna().any(axis=1).to_numpy()
     predicted: dict[str, np.ndarray] = {}
     if len(context.tiles) > 1:
         fused = _fused_at(context, validation, context.nodata)
@@ -519,12 +554,14 @@ def report_unit(context: ReportContext, _payload: Any) -> dict[str, Any]:
         with store.fetch(LABELS) as labels_path:
             fused = _map_at(labels_path, rows, cols, context.nodata)
     for source in context.sources:
-        if source.run is None:
+        if source.maps is not None:
             predicted[source.name] = _map_at(Path(source.maps.labels), rows, cols, context.nodata)
             continue
         out = np.full(len(validation), context.nodata, dtype=np.int64)
+        columns = source.features(names)
+        complete = ~validation[columns].isna().any(axis=1).to_numpy()
         if complete.any():
-            found = _predict_samples(store, source.model, validation[complete], names, ())
+            found = _predict_samples(store, source.model, validation[complete], columns, ())
             out[complete] = found.astype(np.int64)
         predicted[source.name] = out
     common = fused != context.nodata

@@ -1,8 +1,15 @@
-"""The fusion section end to end on the small demo: two seed models of one run fused by
-Dempster-Shafer, the report beside each source's, resume, and an earlier run's maps as a source."""
+"""The fusion section end to end on the small demo: two seed models of one run and a model per
+sensor fused by Dempster-Shafer, the report beside each source's, resume, and an earlier run's
+maps as a source.
+
+The demo has one sensor's imagery (Sentinel-2 NDVI with its cloud mask); the run reads it twice,
+as ``s2`` on the demo's 10-day grid and as ``s2m`` on a 30-day grid (a different feature set of
+the same pixels, standing in for a second sensor), so that each sensor source's model learns
+from its own columns only."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -19,9 +26,18 @@ from tests.run.helpers import cli, demo_manifest, last_summary
 pytestmark = pytest.mark.slow
 
 
+SOURCES = {"fused", "run-0", "run-1", "sensor-s2", "sensor-s2m"}
+
+
 def _fusion(spec: dict[str, Any]) -> None:
     spec["sampling"]["runs"] = 2
-    spec["fusion"] = {"method": "dempster_shafer", "sources": [{"run": 0}, {"run": 1}]}
+    monthly = copy.deepcopy(spec["sensors"][0])
+    monthly.update(name="s2m", date_step_days=30)
+    spec["sensors"].append(monthly)
+    spec["fusion"] = {
+        "method": "dempster_shafer",
+        "sources": [{"run": 0}, {"run": 1}, {"sensor": "s2"}, {"sensor": "s2m"}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +65,7 @@ def test_the_fused_map_and_its_report_beside_each_source(run: dict[str, Any]) ->
     assert fused.shape == pixel_map.shape
     assert ((fused == nodata) == (pixel_map == src.nodata)).all()  # mapped where run 0 maps
     report = json.loads((store / "fusion" / "report" / "fusion.json").read_text())
-    assert set(report["scores"]) == {"fused", "run-0", "run-1"}
+    assert set(report["scores"]) == SOURCES
     assert report["pixels"] > 100
     for scores in report["scores"].values():
         assert 0.5 < scores["overall_accuracy"] <= 1
@@ -59,9 +75,30 @@ def test_the_fused_map_and_its_report_beside_each_source(run: dict[str, Any]) ->
     assert (store / "fusion" / "report" / "report.html").exists()
     # run 1's model trained on part of run 0's validation pixels: said, and scored apart
     assert 0 <= report["trained_on_scored_pixels"]["run-1"] <= 1
-    assert set(report["held_out"]["overall_accuracy"]) in (set(), {"fused", "run-0", "run-1"})
+    assert set(report["held_out"]["overall_accuracy"]) in (set(), SOURCES)
     units = run["summary"]["units"]["fusion"]
-    assert units["ran"] == units["total"] > 3  # chunks, two COGs, the report
+    assert units["ran"] == units["total"] > 5  # two sensor models, chunks, two COGs, the report
+
+
+def test_a_sensor_source_is_a_model_of_that_sensors_columns(run: dict[str, Any]) -> None:
+    from pipeline.learn import load_model
+
+    store = run["store"]
+    _, whole = load_model(store / "model")
+    assert {n.split("_", 1)[0] for n in whole.feature_names} == {"s2", "s2m"}
+    for sensor in ("s2", "s2m"):
+        _, contract = load_model(store / "model-sensors" / sensor)
+        assert contract.feature_names
+        assert all(n.startswith(f"{sensor}_") for n in contract.feature_names)
+        # its columns, in the run model's order
+        assert list(contract.feature_names) == [
+            n for n in whole.feature_names if n.startswith(f"{sensor}_")
+        ]
+    # the monthly grid has fewer dates: fewer columns than the 10-day one
+    counts = {
+        s: len(load_model(store / "model-sensors" / s)[1].feature_names) for s in ("s2", "s2m")
+    }
+    assert 0 < counts["s2m"] < counts["s2"]
 
 
 def test_a_rerun_runs_no_fusion_unit_again(run: dict[str, Any]) -> None:

@@ -88,3 +88,63 @@ def test_a_segmentation_file_resumed_in_the_same_store(run: dict[str, Any]) -> N
     assert np.array_equal(before, after)  # the file's ids are the segments
     report = json.loads((store / "objects" / "report.json").read_text())
     assert report["segmentation"] == "raster"
+
+
+def test_percentiles_resumed_in_the_same_store(run: dict[str, Any]) -> None:
+    import pandas as pd
+
+    store = run["store"]
+    table = store / "objects" / "segments.parquet"
+    before = pd.read_parquet(table).set_index("segment").sort_index()
+    data = yaml.safe_load(run["manifest"].read_text())
+    data["spec"]["objects"]["statistics"] = ["mean", "p0", "p50", "p100"]
+    manifest = run["folder"] / "percentiles.yaml"
+    manifest.write_text(yaml.safe_dump(data))
+    done = cli("run", str(manifest), "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    units = last_summary(done.stdout + done.stderr)["units"]
+    assert units["predict"]["ran"] == 0
+    assert units["objects"]["ran"] > 0  # the zonal parts now keep their pixels' values
+    after = pd.read_parquet(table).set_index("segment").sort_index()
+    means = [c for c in before.columns if c.endswith("_mean")]
+    assert means and after.index.equals(before.index)
+    assert np.array_equal(after[means].to_numpy(), before[means].to_numpy(), equal_nan=True)
+    for mean in means:  # <feature>_p<q> beside <feature>_mean
+        feature = mean.removesuffix("_mean")
+        low, mid, high = (after[f"{feature}_p{q}"] for q in (0, 50, 100))
+        valid = after[mean].notna()
+        assert (low[valid] <= after[mean][valid]).all() and (
+            after[mean][valid] <= high[valid]
+        ).all()
+        assert (low[valid] <= mid[valid]).all() and (mid[valid] <= high[valid]).all()
+    one = after[after["pixels"] == 1]  # a one-pixel segment: every percentile is its pixel
+    if len(one):
+        feature = means[0].removesuffix("_mean")
+        assert np.array_equal(one[f"{feature}_p0"], one[f"{feature}_p100"], equal_nan=True)
+    # Exact: each segment's percentiles are numpy's on its pixels of the whole map, chunks or not.
+    from pipeline.manifest import load_manifest, resolve
+    from pipeline.model import Window
+    from pipeline.objects.mosaic import read_mosaic
+    from pipeline.objects.zonal import PERCENTILE_METHOD
+    from pipeline.run.runner import plan_run
+
+    plan = plan_run(resolve(load_manifest(manifest)), resume=True)
+    cube, objects = plan.outputs("cube").cube, plan.outputs("objects")
+    names = list(cube.feature_names)
+    whole = Window(0, 0, objects.grid.height, objects.grid.width)
+    stack = read_mosaic(objects.tiles, cube.time_series_variables, len(names), whole)
+    ids, _ = _read(store / "objects" / "segments.tif")
+    valid = ~np.isnan(stack).any(axis=0)
+    crossing = 0
+    for segment in after.index[after["pixels"] > 0]:
+        inside = (ids == segment) & valid
+        rows, cols = np.nonzero(ids == segment)
+        crossing += int(len(np.unique(rows // 32)) > 1 or len(np.unique(cols // 32)) > 1)
+        pixels = stack[:, inside].astype(np.float64)
+        expected = np.percentile(pixels, [0, 50, 100], axis=1, method=PERCENTILE_METHOD)
+        for q, values in zip((0, 50, 100), expected, strict=True):
+            found = after.loc[segment, [f"{n}_p{q}" for n in names]].to_numpy(np.float32)
+            assert np.array_equal(found, values.astype(np.float32)), (segment, q)
+    assert crossing > 10  # segments across the demo's 32 px chunks
+    gpkg = gpd.read_file(store / "objects" / "segments.gpkg", rows=1)
+    assert f"{means[0].removesuffix('_mean')}_p50" in gpkg.columns

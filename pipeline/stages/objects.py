@@ -11,11 +11,12 @@ to a run's digests).
 
 Units: ``segment-<chunk>`` (computed segments: the chunk with its halo, saved), ``stitch`` (the
 ids of every chunk's segments, two chunks in memory at a time), ``zonal-<chunk>`` (the chunk's
-ids and per-segment sums), ``model`` (the segments' sums streamed chunk by chunk into table
-parts, samples, fit, one label per segment), ``maps`` (the label COG and the polygons, chunk by
-chunk, a segment written once complete) and ``report``. The driver holds an index of 24 bytes
-per segment, the training segments and the segments open across the chunk being read; never
-every segment's features or polygon (``pipeline.objects.table``).
+ids and per-segment sums; with percentiles asked, its valid pixels' values by segment too),
+``model`` (the segments' sums, and the open segments' values for percentiles, streamed chunk by
+chunk into table parts, samples, fit, one label per segment), ``maps`` (the label COG and the
+polygons, chunk by chunk, a segment written once complete) and ``report``. The driver holds an
+index of 24 bytes per segment, the training segments and the segments open across the chunk
+being read; never every segment's features or polygon (``pipeline.objects.table``).
 """
 
 from __future__ import annotations

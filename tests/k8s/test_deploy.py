@@ -77,7 +77,9 @@ def test_dockerfile_copies_what_exists_and_runs_as_the_pods_user() -> None:
             assert (REPO / item).exists(), f"COPY {item}: not in the repository"
     assert f"USER {RUN_USER}:{RUN_USER}" in dockerfile
     assert f"--uid {RUN_USER}" in dockerfile
-    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in dockerfile  # args of the pods are commands
+    # The pods' args are commands: tini, then the entrypoint that seeds the numba cache, exec them.
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/sitsflow-entrypoint"]' in dockerfile
+    assert (DEPLOY / "entrypoint.sh").read_text().rstrip().endswith('exec "$@"')
     assert f"HOME={SCRATCH_DIR}" in dockerfile
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     for kept in ("!pipeline/", "!examples/slovenia/", "!requirements/constraints.txt"):

@@ -78,7 +78,11 @@ def known(environ: Mapping[str, str] | None = None) -> set[str]:
     """Every credential value (and part of one) of the environment and the registry."""
     env = os.environ if environ is None else environ
     found: set[str] = set()
-    for name, value in env.items():
+    # Names first, then each value: another thread may take a variable out meanwhile (the fork
+    # server's start sets and restores the nanny's settings), which env.items() turns into a
+    # KeyError.
+    for name in list(env):
+        value = env.get(name)
         if value and is_credential_variable(name):
             found.update(parts(value))
     with _lock:

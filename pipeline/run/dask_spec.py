@@ -67,8 +67,9 @@ def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     """
     env = os.environ if environ is None else environ
     out = dict(GDAL_DEFAULTS)
-    for name, value in env.items():
-        if _SHIPPED.match(name) and not _NEVER.search(name):
+    for name in list(env):  # names, then values: a variable may go meanwhile (secrets.known)
+        value = env.get(name)
+        if value is not None and _SHIPPED.match(name) and not _NEVER.search(name):
             out[name] = value
     return out
 

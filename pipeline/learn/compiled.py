@@ -70,6 +70,7 @@ __all__ = [
     "compiled_or_none",
     "engine_versions",
     "supports",
+    "unwrap",
 ]
 
 log = logging.getLogger(__name__)
@@ -389,3 +390,9 @@ def auto_or_none(estimator: Any, model_file: Path, folder: Path) -> AutoForest |
     if not supports(estimator):
         return None
     return AutoForest(estimator, model_file, folder)
+
+
+def unwrap(model: Any) -> Any:
+    """The scikit-learn estimator behind a compiled predictor (the model itself otherwise): what
+    is saved and recoded, since a predictor is rebuilt from its estimator when loaded."""
+    return model.estimator if isinstance(model, CompiledForest | AutoForest) else model

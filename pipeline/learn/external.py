@@ -22,6 +22,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from pipeline.errors import ModelError
+from pipeline.learn.compiled import unwrap
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.contract import (
     CONTRACT_FILE,
@@ -273,6 +274,7 @@ def recode_classes(
     if all(mapping.get(c, c) == c for c in contract.classes):
         return model, contract
     codes = np.asarray([mapping[int(c)] for c in np.asarray(model.classes_)], dtype=np.int64)
+    model = unwrap(model)  # the estimator behind a compiled predictor: what is saved
     final = model[-1] if hasattr(model, "steps") else model  # a Pipeline's classifier
     if hasattr(final, "_classes"):  # a torch model's codes (classes_ is a read-only property)
         final._classes = codes

@@ -119,6 +119,7 @@ def load_estimator(folder: Path, contract: ModelContract) -> Any:
 
 def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
     """Write the model folder atomically: readers see the old folder or the whole new one."""
+    estimator = compiled.unwrap(estimator)  # a loaded model (an external one) saved again
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         model_file = dump_estimator(estimator, tmp, contract.estimator)

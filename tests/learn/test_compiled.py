@@ -226,3 +226,18 @@ def test_auto_compiles_only_tables_large_enough_to_pay(
     again = pickle.loads(pickle.dumps(model))  # as a worker receives it
     assert isinstance(again, AutoForest)
     assert np.array_equal(again.predict(table), fitted.predict(table))
+
+
+def test_a_loaded_predictor_is_saved_as_its_estimator(tmp_path: Path) -> None:
+    """A model loaded (a compiled predictor) and saved again, as an external model is, writes the
+    scikit-learn estimator, with what was changed on it (recoded classes) kept."""
+    fitted, folder = _train(tmp_path, "RandomForestClassifier", inference="auto")
+    model, contract = load_model(folder)
+    assert isinstance(model, AutoForest)
+    assert engine.unwrap(model) is model.estimator and engine.unwrap(fitted) is fitted
+    engine.unwrap(model).classes_ = np.asarray(fitted.classes_) * 10
+    save_model(model, contract, tmp_path / "again")
+    again, _ = load_model(tmp_path / "again")
+    assert isinstance(again, AutoForest)
+    assert list(again.classes_) == [c * 10 for c in fitted.classes_]
+    assert (tmp_path / "again" / contract.model_file).suffix == ".skops"  # not a pickled wrapper

@@ -280,6 +280,14 @@ def _wait_for_port(port: int, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def _stop_forward(forward: Any) -> None:
+    """Stop kr8s' port-forward. Its ``stop`` closes each listening server again, and an asyncio
+    server closed twice (its loop already ended it) raises TypeError inside asyncio: the
+    forward is stopped either way, so that is not an error of the run's."""
+    with contextlib.suppress(TypeError):
+        forward.stop()
+
+
 @contextlib.contextmanager
 def closed_cluster(
     compute: ComputeConfig,
@@ -311,7 +319,7 @@ def closed_cluster(
             port = _free_port()
             forward = service.portforward(SCHEDULER_PORT, local_port=port)
             forward.start()
-            stack.callback(forward.stop)
+            stack.callback(_stop_forward, forward)
             _wait_for_port(port, compute.connect_timeout_s)
         except ComputeError:
             raise

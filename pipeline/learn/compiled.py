@@ -215,7 +215,20 @@ def _threads(estimator: Any) -> int:
     return max(int(joblib.effective_n_jobs(n_jobs)), 1)
 
 
-class CompiledForest:
+class _EstimatorView:
+    """A predictor in front of a fitted scikit-learn ``estimator``: every attribute it does not
+    define is the estimator's, except ``feature_names_in_`` (a predictor takes the features as
+    an array, in the order the estimator was fitted on; the chain checks that order)."""
+
+    estimator: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "feature_names_in_" or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.estimator, name)
+
+
+class CompiledForest(_EstimatorView):
     """A fitted forest that predicts through ONNX Runtime, with scikit-learn's labels.
 
     ``predict_proba``, ``predict`` and ``classes_`` as scikit-learn's; every other attribute is
@@ -246,11 +259,6 @@ class CompiledForest:
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.is_classifier = hasattr(estimator, "classes_")
         self.tolerance = tie_tolerance(estimator)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "feature_names_in_" or name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.estimator, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (CompiledForest, (self.estimator, self._onnx, self.threads))
@@ -337,7 +345,7 @@ def compiled_or_none(estimator: Any, model_file: Path, folder: Path) -> Compiled
         return None
 
 
-class AutoForest:
+class AutoForest(_EstimatorView):
     """``model.inference: auto``: scikit-learn for tables under :data:`AUTO_MIN_ROWS` rows, the
     compiled engine (its artefact built on first use, once per machine) for larger ones.
 
@@ -351,11 +359,6 @@ class AutoForest:
         self._engine: CompiledForest | None = None
         self._tried = False
         self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "feature_names_in_" or name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.estimator, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AutoForest, (self.estimator, self._model_file, self._folder))

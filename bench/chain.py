@@ -91,21 +91,25 @@ def parcels(size: int, seed: int = SEED) -> np.ndarray:
     return (cube_bench._smooth_field(rng, size, 48) * 7.99).astype(np.int64)
 
 
+def footprint(
+    left: float, bottom: float, right: float, top: float
+) -> tuple[dict[str, Any], list[float]]:
+    """The GeoJSON polygon (WGS 84) and bbox of a rectangle in the bench tile's CRS."""
+    from rasterio.warp import transform_geom
+
+    ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    geometry = dict(transform_geom(f"EPSG:{cube_bench.EPSG}", "EPSG:4326", polygon))
+    xs, ys = zip(*geometry["coordinates"][0], strict=True)
+    return geometry, [min(xs), min(ys), max(xs), max(ys)]
+
+
 def write_catalog(meta: dict[str, Any], folder: Path) -> Path:
     """A static STAC catalog (one collection) of the generated tile's items."""
     import pystac
-    from rasterio.warp import transform_geom
 
     shutil.rmtree(folder, ignore_errors=True)
-    left, bottom, right, top = meta["items"][0]["_bounds"]
-    ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
-    geometry = dict(
-        transform_geom(
-            f"EPSG:{cube_bench.EPSG}", "EPSG:4326", {"type": "Polygon", "coordinates": [ring]}
-        )
-    )
-    xs, ys = zip(*geometry["coordinates"][0], strict=True)
-    bbox = [min(xs), min(ys), max(xs), max(ys)]
+    geometry, bbox = footprint(*meta["items"][0]["_bounds"])
     items = []
     for record in meta["items"]:
         when = datetime.fromisoformat(record["properties"]["datetime"].replace("Z", "+00:00"))

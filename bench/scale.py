@@ -67,18 +67,10 @@ def _asset(href: str, resolution: float) -> dict[str, Any]:
 def full_tile_items(folder: Path) -> list[dict[str, Any]]:
     """Two years of S2 (every 5 days) and S1 (ascending and descending, every 6 days) items of
     tile 31TCJ, their assets under ``folder/absent`` (never written)."""
-    from rasterio.warp import transform_geom
 
     left, top = cube_bench.LEFT, cube_bench.TOP
     right, bottom = left + TILE_PX * 10, top - TILE_PX * 10
-    ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
-    geometry = dict(
-        transform_geom(
-            f"EPSG:{cube_bench.EPSG}", "EPSG:4326", {"type": "Polygon", "coordinates": [ring]}
-        )
-    )
-    xs, ys = zip(*geometry["coordinates"][0], strict=True)
-    bbox = [min(xs), min(ys), max(xs), max(ys)]
+    geometry, bbox = chain.footprint(left, bottom, right, top)
     absent = folder / "absent"
     items = []
 

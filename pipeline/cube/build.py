@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -30,7 +30,7 @@ from pipeline.cube.encoding import quantize
 from pipeline.cube.features import compute_indices
 from pipeline.cube.gapfill import gapfill_bands
 from pipeline.cube.plan import OWNED_VARIABLE, CubePlan, SensorCube
-from pipeline.cube.read import RasterioReader, Reader, bounded_reader
+from pipeline.cube.read import GatheringReader, RasterioReader, Reader, bounded_reader
 from pipeline.cube.store import mark_chunk_done, write_region
 from pipeline.cube.userfeatures import apply_user_function
 from pipeline.model import GridSpec, Window, day_number
@@ -308,10 +308,64 @@ def compute_window(
     only ``codes`` (and ``stored``) are then what a reader gets. Encoders read the series as
     stored (decoded), so a plan with encoders always decodes.
     """
-    decoded = decoded or bool(plan.encoders)
-    reader = reader or RasterioReader()
     grid = plan.grid.window_grid(window)
-    owned = plan.owned(window)
+    reader = reader or RasterioReader()
+    return _compute(plan, window, grid, plan.owned(window), reader, buffers, decoded)
+
+
+def compute_pixels(
+    plan: CubePlan,
+    parts: Sequence[tuple[Window, Any, Any]],
+    reader: Reader | None = None,
+) -> np.ndarray:
+    """(n, n_features) float32: the features ``compute_window(plan, window)`` gives at each
+    part's pixels (``rows``, ``cols`` relative to its ``window``), the parts one after the
+    other, to the bit.
+
+    The windows' inputs are decoded as for whole windows, but when the plan is ``pixelwise``
+    everything after the read (masks, gap-filling, indices, encoding) runs on those pixels
+    only, all parts at once: extracting a few samples per window costs the decoding, not the
+    windows' computation (the steps are per pixel: a pixel's values do not depend on its
+    neighbours).
+    """
+    reader = reader or RasterioReader()
+    pixels = [(w, np.asarray(r, dtype=np.intp), np.asarray(c, dtype=np.intp)) for w, r, c in parts]
+    if not plan.pixelwise:
+        tables = [
+            feature_stack(plan, compute_window(plan, window, reader).arrays)[:, rows, cols].T
+            for window, rows, cols in pixels
+        ]
+        return np.ascontiguousarray(np.concatenate(tables) if tables else _no_rows(plan))
+    if not pixels or not sum(rows.size for _, rows, _ in pixels):
+        return _no_rows(plan)
+    gathering = GatheringReader(
+        reader, tuple((plan.grid.window_grid(w), rows, cols) for w, rows, cols in pixels)
+    )
+    owned = np.concatenate([plan.owned(w)[rows, cols] for w, rows, cols in pixels])[np.newaxis]
+    first = plan.grid.window_grid(pixels[0][0])
+    row = replace(
+        first, width=owned.size, height=1
+    )  # the pixels side by side: only its shape counts
+    arrays = _compute(plan, pixels[0][0], row, owned, gathering, None, decoded=True).arrays
+    return np.ascontiguousarray(feature_stack(plan, arrays)[:, 0, :].T)
+
+
+def _no_rows(plan: CubePlan) -> np.ndarray:
+    return np.empty((0, len(plan.feature_names)), dtype=np.float32)
+
+
+def _compute(
+    plan: CubePlan,
+    window: Window,
+    grid: GridSpec,
+    owned: np.ndarray,
+    reader: Reader,
+    buffers: ChunkBuffers | None,
+    decoded: bool,
+) -> WindowResult:
+    """``compute_window`` on the pixels of ``grid`` (the window's, or a row of some of its
+    pixels that ``reader`` gathers), ``owned`` on that grid's shape."""
+    decoded = decoded or bool(plan.encoders)
     encodings = plan.variable_encodings
     arrays: dict[str, np.ndarray] = {}
     codes: dict[str, np.ndarray] = {}

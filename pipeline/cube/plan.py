@@ -112,6 +112,13 @@ class CubePlan:
         return tuple(v for e in self.encoders for v in e.variables)
 
     @property
+    def pixelwise(self) -> bool:
+        """Whether every step after the read computes a pixel from that pixel's inputs alone,
+        so that features of a few pixels need no whole window (``compute_pixels``). User
+        functions may look at neighbours, and an encoder's batches may round differently."""
+        return not self.encoders and not any(s.user_functions for s in self.sensors)
+
+    @property
     def variable_encodings(self) -> dict[str, VariableEncoding | None]:
         """Time-series variable -> its int16 storage (None: float32), in feature order."""
         out: dict[str, VariableEncoding | None] = {}

@@ -26,7 +26,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numba
@@ -297,9 +297,40 @@ def _upsample_bilinear(
     return out
 
 
+@dataclass(frozen=True)
+class GatheringReader:
+    """Reads each of its windows (grids) through ``inner`` and hands back only their pixels
+    (``rows``, ``cols`` of each), one window's after the other, as one (1, n) row, whatever grid
+    it is asked for (a row of n pixels): what the per-pixel steps after the read need to compute
+    a few pixels (``compute_pixels``). A file's windows are read one after the other, so windows
+    sharing one of its blocks decode it once (GDAL's block cache)."""
+
+    inner: Reader
+    parts: tuple[tuple[GridSpec, np.ndarray, np.ndarray], ...] = field(hash=False, compare=False)
+
+    def read(
+        self,
+        href: str,
+        band_index: int,
+        grid: GridSpec,
+        *,
+        resampling: str = "nearest",
+        nodata: float | None = None,
+    ) -> np.ndarray:
+        pieces = [
+            self.inner.read(href, band_index, window, resampling=resampling, nodata=nodata)[
+                rows, cols
+            ]
+            for window, rows, cols in self.parts
+        ]
+        return np.concatenate(pieces)[np.newaxis]
+
+
 def bounded_reader(reader: Reader, timeout_s: float | None, retries: int | None) -> Reader:
     """``reader`` with its remote reads bounded by a sensor's ``timeout_s`` / ``retries`` (the
     production reader, unless it was given limits of its own; any other reader as it is)."""
+    if isinstance(reader, GatheringReader):
+        return replace(reader, inner=bounded_reader(reader.inner, timeout_s, retries))
     if not isinstance(reader, RasterioReader) or reader.http is not None:
         return reader
     if timeout_s is None and retries is None:

@@ -6,9 +6,9 @@ Two sources give the same features (sensor -> variable -> date order of ``CubePl
   holding samples reads that chunk from the Zarr store;
 * **straight from the COGs** (:func:`plan_cog_extraction` + :func:`extract_from_cogs`), without
   building the cube: the samples of each chunk are grouped into small cells and only the
-  bounding window of the samples in each cell is read, masked and gap-filled, by the cube
-  stage's own :func:`pipeline.cube.build.compute_window`. Gap-filling is per pixel, so the values
-  equal the cube's.
+  bounding window of the samples in each cell is decoded, and only the samples' pixels are
+  masked and gap-filled (:func:`pipeline.cube.build.compute_pixels`, the cube stage's own
+  computation). Every step after the read is per pixel, so the values equal the cube's.
 
 Either way the tasks are small frozen dataclasses that dask ships to workers;
 :func:`extract_features` runs them on a ``distributed.Client`` (or here, without one) and joins
@@ -26,9 +26,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.cube.build import compute_window, feature_stack
+from pipeline.cube.build import compute_pixels
 from pipeline.cube.plan import CubePlan
-from pipeline.cube.read import RasterioReader, Reader
+from pipeline.cube.read import Reader
 from pipeline.cube.store import read_features
 from pipeline.errors import InputDataError
 from pipeline.model import GridSpec, Window
@@ -254,20 +254,21 @@ def cog_task_of(task: ExtractTask, plan: CubePlan, cell: int = DEFAULT_CELL) -> 
 
 def extract_from_cogs(task: CogExtractTask, reader: Reader | None = None) -> np.ndarray:
     """(n_pixels, n_features) float32 features of the task's pixels, computed from the COGs."""
-    reader = reader or RasterioReader()
     rows = np.asarray(task.rows, dtype=np.int64)
     cols = np.asarray(task.cols, dtype=np.int64)
-    out = np.full((rows.size, len(task.plan.feature_names)), np.nan, dtype=np.float32)
     done = np.zeros(rows.size, dtype=bool)
-    for window in task.windows:
-        inside = _in_window_arrays(rows, cols, window)
-        if not inside.any():
-            continue
-        stack = feature_stack(task.plan, compute_window(task.plan, window, reader).arrays)
-        out[inside] = stack[:, rows[inside] - window.row_off, cols[inside] - window.col_off].T
-        done |= inside
+    parts, order = [], []
+    for window in task.windows:  # each pixel from the first window that holds it
+        (inside,) = np.nonzero(_in_window_arrays(rows, cols, window) & ~done)
+        if inside.size:
+            parts.append((window, rows[inside] - window.row_off, cols[inside] - window.col_off))
+            order.append(inside)
+            done[inside] = True
     if not done.all():
         raise ValueError(f"{int((~done).sum())} pixel(s) of the task lie in none of its windows")
+    out = np.empty((rows.size, len(task.plan.feature_names)), dtype=np.float32)
+    if parts:
+        out[np.concatenate(order)] = compute_pixels(task.plan, parts, reader)
     return out
 
 

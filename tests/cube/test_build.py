@@ -4,6 +4,7 @@ multi-process dask cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterator
 from datetime import date
@@ -18,7 +19,9 @@ from pipeline.cube.build import (
     CubeChunkTask,
     build_chunk,
     check_user_features,
+    compute_pixels,
     compute_window,
+    feature_stack,
     stream_features,
 )
 from pipeline.cube.encoding import VariableEncoding, decode, encode
@@ -233,6 +236,57 @@ def test_pixels_owned_by_another_tile_are_left_out(
     assert np.isnan(cube["s2_red"].values[:, :, 80:]).all()
     assert (cube["s2_valid_count"].values[:, 80:] == 0).all()
     assert np.isfinite(cube["s2_red"].values[:, :, :80]).all()
+
+
+@pytest.mark.parametrize("encoding", ["int16", "float32"])
+@pytest.mark.parametrize("masking", ["date", "band"])
+def test_a_few_pixels_computed_alone_equal_the_whole_window(
+    two_sensors: tuple[Series, Series], encoding: str, masking: str
+) -> None:
+    """``compute_pixels`` runs the steps after the read on the chosen pixels only: the same
+    bits as the whole window's computation, with a coarser sensor resampled, another tile
+    owning part of the window, and either masking rule."""
+    s2, l8 = (
+        dataclasses.replace(s, profile=dataclasses.replace(s.profile, masking=masking))
+        for s in two_sensors
+    )
+    grid = s2.grid
+    left, top = grid.transform[2], grid.transform[5]
+    west = Tile("a", grid, (left, top - 960, left + 800, top))
+    east_grid = GridSpec(grid.crs, (10.0, 0.0, left + 640, 0.0, -10.0, top), 96, 96)
+    east = Tile("b", east_grid, (left + 800, top - 960, left + 1600, top))
+    plan = _plan((s2, l8), indices=["ndvi"], encoding=encoding, tile=west, tiles=(west, east))
+    assert plan.pixelwise
+    rng = np.random.default_rng(3)
+    for window in (Window(0, 64, 32, 32), Window(13, 27, 21, 60)):
+        whole = feature_stack(plan, compute_window(plan, window).arrays)
+        for n in (1, 7, window.height * window.width // 3):
+            flat = rng.choice(window.height * window.width, size=n, replace=False)
+            rows, cols = np.unravel_index(flat, (window.height, window.width))
+            got = compute_pixels(plan, [(window, rows, cols)])
+            assert got.shape == (n, len(plan.feature_names)) and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, whole[:, rows, cols].T)
+    # Several windows at once: their pixels one window after the other.
+    a, b = Window(0, 0, 40, 40), Window(40, 50, 30, 46)
+    both = compute_pixels(plan, [(a, [0, 39, 7], [0, 39, 22]), (b, [29, 3], [45, 0])])
+    np.testing.assert_array_equal(
+        both,
+        np.concatenate(
+            [
+                feature_stack(plan, compute_window(plan, a).arrays)[:, [0, 39, 7], [0, 39, 22]].T,
+                feature_stack(plan, compute_window(plan, b).arrays)[:, [29, 3], [45, 0]].T,
+            ]
+        ),
+    )
+    assert compute_pixels(plan, []).shape == (0, len(plan.feature_names))
+    # User functions may look at neighbours: such a plan computes the whole window.
+    with_user = _plan((s2,), user_functions=[f"{UF}:red_edge_like"])
+    assert not with_user.pixelwise
+    window = Window(8, 8, 16, 16)
+    whole = feature_stack(with_user, compute_window(with_user, window).arrays)
+    np.testing.assert_array_equal(
+        compute_pixels(with_user, [(window, [0, 5], [3, 15])]), whole[:, [0, 5], [3, 15]].T
+    )
 
 
 # --- local disk and S3, built by a multi-process dask cluster ----------------------------------

@@ -11,9 +11,9 @@ credentials: workers take those from their own environment (a LocalCluster's wor
 driver's; Kubernetes pods get them from ``kubernetes.credentials_secret`` or a service account).
 
 A LocalCluster's workers start without the ``MALLOC_TRIM_THRESHOLD_=65536`` that dask's nanny
-sets by default (see ``LOCAL_CLUSTER_CONFIG``), and every worker a run starts exits without the
-interpreter's final walk over its heap (``QuickExit``), so that closing the cluster takes well
-under a second instead of the nanny's 4 s timeout.
+sets by default and without numpy's huge-page requests (``WORKER_SPAWN_ENVIRON``), and every
+worker a run starts exits without the interpreter's final walk over its heap (``QuickExit``),
+so that closing the cluster takes well under a second instead of the nanny's 4 s timeout.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import ComputeError
 from pipeline.run.config import ComputeConfig
-from pipeline.run.dask_spec import worker_environment
+from pipeline.run.dask_spec import WORKER_SPAWN_ENVIRON, worker_environment
 from pipeline.run.kube import MANAGED_BY, closed_cluster, cluster_name, kubernetes_cluster_spec
 
 __all__ = ["MANAGED_BY", "cluster_name", "kubernetes_cluster_spec"]  # (pipeline.run.kube's)
@@ -70,14 +70,12 @@ class QuickExit(WorkerPlugin):
         gc.freeze()
 
 
-# dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in the environment of the worker processes it
-# spawns (``distributed.nanny.pre-spawn-environ``). Setting the variable at all turns off glibc's
-# dynamic mmap threshold: every array above 128 KiB is then mmap'd and unmapped again, and the
-# cube benchmark measured chunks 1.7x slower (system time from page faults). ``None`` drops it
-# from the spawn environment (the nanny skips keys set to None); a value the user exported in
-# the driver's environment still reaches the workers, which inherit that environment.
+# The workers' spawn environment (``WORKER_SPAWN_ENVIRON``: why each setting). ``None`` drops
+# dask's value (the nanny skips keys set to None); a value the user exported in the driver's
+# environment still reaches the workers, which inherit that environment.
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    f"distributed.nanny.pre-spawn-environ.{name}": value
+    for name, value in WORKER_SPAWN_ENVIRON.items()
 }
 
 

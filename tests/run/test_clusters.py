@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -197,11 +198,14 @@ def test_a_preloaded_cluster_forks_its_workers_with_the_stages_modules_imported(
         server = clusters.forkserver_pid()
         seen = list(client.run(_loaded_at_start, module).values())
         assert server and seen == [(True, "1", server)] * 2  # forked from it, env of the nanny
+        # numpy imported in the server with the spawn environment: no huge-page requests.
+        assert set(client.run(np._core.multiarray._get_madvise_hugepage).values()) == {False}
     assert clusters.forkserver_pid() is None  # the server lives as long as the cluster
     # Spawned (no preload): a worker starts bare, and its parent is the driver (the nanny).
     with open_client(dataclasses.replace(compute, workers=1)) as client:
         ((loaded, omp, parent),) = client.run(_loaded_at_start, module).values()
         assert (loaded, omp, parent) == (False, "1", os.getpid())
+        assert set(client.run(np._core.multiarray._get_madvise_hugepage).values()) == {False}
 
 
 def test_the_starter_reports_when_its_workers_are_ready() -> None:
@@ -248,10 +252,12 @@ def test_a_pod_worker_starts_without_the_nanny_malloc_setting(
     in_pod_env: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``dask worker`` as the pods run it, with and without the worker container's env: the
-    nanny's MALLOC_TRIM_THRESHOLD_ goes, its other settings stay."""
+    nanny's MALLOC_TRIM_THRESHOLD_ goes, numpy's huge-page requests are off, the nanny's other
+    settings stay."""
     from distributed import Client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)  # a local cluster's nanny left it
     if in_pod_env:
         for name, value in WORKER_POD_ENV.items():
             monkeypatch.setenv(name, value)
@@ -262,5 +268,7 @@ def test_a_pod_worker_starts_without_the_nanny_malloc_setting(
             name: next(iter(client.run(functools.partial(os.getenv, name)).values()))
             for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
         }
+        (madvise,) = client.run(np._core.multiarray._get_madvise_hugepage).values()
     assert seen["OMP_NUM_THREADS"] == "1"
     assert seen["MALLOC_TRIM_THRESHOLD_"] == (None if in_pod_env else "65536")
+    assert madvise is not in_pod_env

@@ -470,19 +470,34 @@ def _progress(log: RunLog) -> Any:
     return progress
 
 
-def _run_name(path: Path) -> str | None:
-    """The manifest's metadata.name read without validating it (the first line names the run
-    before the manifest's models are imported); None where it cannot be read so."""
+def _raw_manifest(path: Path) -> dict[str, Any]:
+    """The manifest's YAML as it is, unvalidated ({} where it cannot be read so): what the run
+    needs to know before the manifest's models are imported."""
     import yaml
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    metadata = document.get("metadata") if isinstance(document, dict) else None
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _run_name(document: dict[str, Any]) -> str | None:
+    """The raw manifest's metadata.name; None where it is not a usable name."""
+    metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     ok = isinstance(name, str) and 0 < len(name) <= 253 and name.isprintable()
     return name if ok else None
+
+
+def _local_model_kind(document: dict[str, Any]) -> str | None:
+    """The raw manifest's model kind when its cluster is local (the default); None otherwise."""
+    spec = document.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    compute, model = spec.get("compute"), spec.get("model")
+    cluster = compute.get("cluster", "local") if isinstance(compute, dict) else "local"
+    kind = model.get("kind", "sklearn") if isinstance(model, dict) else "sklearn"
+    return kind if cluster == "local" and isinstance(kind, str) else None
 
 
 def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
@@ -491,12 +506,20 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     started: list[ClusterStarter] = []
     # The first line, at once: validating the manifest imports its models and the estimator
     # (scikit-learn: 1-2 s), planning imports dask and pandas (2-3 s).
-    name = log.run = _run_name(manifest_path)
+    raw = _raw_manifest(manifest_path)
+    name = log.run = _run_name(raw)
     log.info(
         f"planning run {name} from {manifest_path}" if name else f"planning {manifest_path}",
         "run.planning",
     )
+    kind = _local_model_kind(raw)
     try:
+        if kind is not None:
+            # The local workers' fork server imports their modules on the second core while
+            # this one validates and plans (pipeline.run.clusters: prestart_fork_server).
+            from pipeline.run.clusters import prestart_fork_server
+
+            prestart_fork_server(kind)
         manifest = _load(manifest_path, store)
         log.run = manifest.name
         from pipeline.manifest import resolve
@@ -526,6 +549,10 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     finally:
         for cluster in started:
             cluster.close()
+        if kind is not None:  # a run that stopped before its cluster started, or had no work
+            from pipeline.run.clusters import stop_fork_server
+
+            stop_fork_server()
     summary = result.summary
     log.info(f"run {manifest.name} finished; outputs:", "run.finished", summary=summary)
     for label, key in (

@@ -14,8 +14,6 @@ come from the worker's environment, never from the task.
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -24,6 +22,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from pipeline.buffers import ChunkBuffers, thread_buffers
 from pipeline.catalog.sensors import MaskRule
 from pipeline.cube.encoders import encode
 from pipeline.cube.encoding import quantize
@@ -52,46 +51,6 @@ class ChunkReport:
     acquisitions: int
     valid_fraction: float
     never_valid_pixels: int
-
-
-class ChunkBuffers:
-    """Arrays that one thread reuses from one chunk to the next.
-
-    A 512 px chunk of 32 dates, 4 bands and 37 target dates needs about 330 MB of arrays
-    (inputs, gap-filled bands, indices). New ones would each be mapped, faulted in, zeroed by
-    the kernel and unmapped again on every chunk (glibc maps every block above 32 MiB itself):
-    system time that the cube benchmark measured at a tenth of a chunk's CPU. An array taken
-    from here is valid until the same name is taken again, so only code that is done with a
-    chunk's arrays before it starts the next one (``build_chunk``, ``stream_features``) passes
-    buffers. Memory held: the largest chunk's arrays, per thread that built one.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def take(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-        """An uninitialized C-contiguous array of ``shape`` and ``dtype`` under ``name``."""
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.nbytes < nbytes:
-            self._buffers.pop(name, None)  # freed before the larger one is made
-            buffer = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
-        return buffer[:nbytes].view(dtype).reshape(shape)
-
-    def clear(self) -> None:
-        self._buffers.clear()
-
-
-_THREAD = threading.local()
-
-
-def thread_buffers() -> ChunkBuffers:
-    """This thread's ``ChunkBuffers`` (a dask worker thread builds one chunk at a time)."""
-    buffers = getattr(_THREAD, "buffers", None)
-    if buffers is None:
-        buffers = _THREAD.buffers = ChunkBuffers()
-    return buffers
 
 
 def _new_array(name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:

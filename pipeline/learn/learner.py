@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.contract import ModelContract, Task
+from pipeline.learn.rows import pixel_rows
 
 __all__ = [
     "BlockPrediction",
@@ -32,6 +33,7 @@ __all__ = [
     "core_of",
     "model_input",
     "predict_rows",
+    "predict_valid_rows",
     "valid_rows",
 ]
 
@@ -116,7 +118,14 @@ def predict_rows(model: Any, table: np.ndarray, task: Task, valid: np.ndarray) -
     """A pixel model applied to the ``valid`` rows of a (n_pixels, n_features) table."""
     if not valid.any():
         return BlockPrediction(valid)
-    rows = model_input(model, valid_rows(table, valid))
+    return predict_valid_rows(model, valid_rows(table, valid), task, valid)
+
+
+def predict_valid_rows(
+    model: Any, table: np.ndarray, task: Task, valid: np.ndarray
+) -> BlockPrediction:
+    """A pixel model applied to a table of only the ``valid`` pixels' rows (at least one)."""
+    rows = model_input(model, table)
     if task == "regression":
         return BlockPrediction(valid, values=np.asarray(model.predict(rows)))
     probabilities = np.asarray(model.predict_proba(rows))
@@ -140,10 +149,11 @@ class PixelLearner:
         self, model: Any, block: np.ndarray, halo: int, task: Task
     ) -> BlockPrediction:
         core = core_of(block, halo)
-        n_features, height, width = core.shape
-        flat = core.reshape(n_features, -1)
-        valid = ~np.isnan(flat).any(axis=0)  # reduced along contiguous rows: cheaper than on .T
-        found = predict_rows(model, flat.T, task, valid)
+        _, height, width = core.shape
+        valid, rows = pixel_rows(core)
+        if not len(rows):
+            return BlockPrediction(valid.reshape(height, width))
+        found = predict_valid_rows(model, rows, task, valid)
         return BlockPrediction(
             valid.reshape(height, width), found.classes, found.probabilities, found.values
         )

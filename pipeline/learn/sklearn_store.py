@@ -8,6 +8,7 @@ skops loading constructs only types it is allowed to, unlike a pickle.
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,32 @@ def inference_of(contract: ModelContract) -> str:
     return str(contract.config.get("inference", "auto"))
 
 
+#: The one array-API namespace whose import imports torch (sklearn's vendored array_api_compat).
+_TORCH_NAMESPACE = "sklearn.externals.array_api_compat.torch"
+
+
+def import_skops() -> Any:
+    """``skops.io``, imported without importing torch.
+
+    Its import lists every scikit-learn estimator (``sklearn.utils.all_estimators``), whose walk
+    over scikit-learn's packages imports the vendored array-API namespace for torch, and with it
+    torch when it is installed: 1.5 of the import's 2.3 s, and torch's memory in every worker of
+    a scikit-learn run. The walk passes over a package that does not import, so that namespace
+    is made unimportable while skops imports (torch itself is left alone: other libraries look
+    for it in ``sys.modules``), and importable again afterwards.
+    """
+    if "skops.io" not in sys.modules and _TORCH_NAMESPACE not in sys.modules:
+        sys.modules[_TORCH_NAMESPACE] = None  # type: ignore[assignment]
+        try:
+            import skops.io  # noqa: F401  (imported here, returned below)
+        finally:
+            if sys.modules.get(_TORCH_NAMESPACE, 0) is None:
+                del sys.modules[_TORCH_NAMESPACE]
+    import skops.io as sio
+
+    return sio
+
+
 def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn") -> str:
     """Write the estimator into ``folder``; its file name.
 
@@ -56,8 +83,7 @@ def dump_estimator(estimator: Any, folder: Path, estimator_path: str = "sklearn"
     """
     path = folder / SKOPS_FILE
     try:
-        import skops.io as sio  # its import scans every estimator (seconds): only when saving
-
+        sio = import_skops()  # its import scans every estimator (a second): only when saving
         sio.dump(estimator, path)
         load_skops(path, estimator_path)
         return SKOPS_FILE
@@ -82,7 +108,7 @@ def _package(import_path: str) -> str:
 def load_skops(path: Path, estimator_path: str, field: str = "model.path") -> Any:
     """Load a .skops file, constructing only types of scikit-learn, numpy, scipy and the estimator's
     own package; anything else is refused by name."""
-    import skops.io as sio
+    sio = import_skops()
 
     untrusted = sio.get_untrusted_types(file=path)
     allowed = TRUSTED_PACKAGES | {_package(estimator_path)}

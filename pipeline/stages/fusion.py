@@ -186,7 +186,7 @@ class FusionStage:
         "pipeline.fusion.sources",
         "pipeline.predict.blockwise",
         "pipeline.learn",
-        "skops.io",
+        "pipeline.learn.sklearn_store:import_skops",
     )
 
     def plan(self, context: PlanContext) -> StagePlan:

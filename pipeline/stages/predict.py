@@ -199,7 +199,12 @@ class Predict:
     needs = ("cube", "samples", "train")
     # What its units import on a worker, loaded by the cluster warm-up (the cube's kernels: a
     # run without a cube computes the features here).
-    worker_imports = ("pipeline.predict.blockwise", "skops.io", "pipeline.cube.build:load_kernels")
+    worker_imports = (
+        "pipeline.predict.blockwise",
+        "pipeline.learn.sklearn_store:import_skops",
+        "pipeline.cube.build:load_kernels",
+        "pipeline.learn.rows:load_kernels",
+    )
 
     def plan(self, context: PlanContext) -> StagePlan:
         cubes: Cubes = context.outputs("cube")

@@ -200,8 +200,8 @@ class Train:
     version = VERSION
     needs = ("cube", "samples")
     # What its units import on a worker, loaded by the cluster warm-up (skops.io alone
-    # takes 2 s or more: its import scans every scikit-learn estimator).
-    worker_imports = ("pipeline.learn", "skops.io")
+    # takes a second: its import scans every scikit-learn estimator).
+    worker_imports = ("pipeline.learn", "pipeline.learn.sklearn_store:import_skops")
 
     def plan(self, context: PlanContext) -> StagePlan:
         config = context.config

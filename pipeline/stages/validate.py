@@ -414,7 +414,11 @@ class Validate:
     version = VERSION
     needs = ("samples", "train", "mosaic")
     # What its units import on a worker, loaded by the cluster warm-up.
-    worker_imports = ("pipeline.validate.report", "pipeline.learn", "skops.io")
+    worker_imports = (
+        "pipeline.validate.report",
+        "pipeline.learn",
+        "pipeline.learn.sklearn_store:import_skops",
+    )
 
     def plan(self, context: PlanContext) -> StagePlan:
         layout = context.layout

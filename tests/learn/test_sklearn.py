@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -252,3 +254,19 @@ def test_contracts_written_before_skops_still_load(tmp_path: Path) -> None:
     again, contract = load_model(folder)
     assert contract.kind == "sklearn" and contract.versions == {"sklearn": "1.5.0"}
     np.testing.assert_array_equal(model.predict(patch.features), again.predict(patch.features))
+
+
+def test_skops_imports_without_torch_and_leaves_it_importable() -> None:
+    """``import_skops`` (what workers preload): no torch in a scikit-learn run's processes, and
+    the array-API namespace it kept out imports afterwards (a fresh interpreter)."""
+    code = (
+        "import sys\n"
+        "from pipeline.learn.sklearn_store import import_skops\n"
+        "sio = import_skops()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert sio is sys.modules['skops.io']\n"
+        "import sklearn.externals.array_api_compat.torch\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

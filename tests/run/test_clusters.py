@@ -208,6 +208,39 @@ def test_a_preloaded_cluster_forks_its_workers_with_the_stages_modules_imported(
         assert set(client.run(np._core.multiarray._get_madvise_hugepage).values()) == {False}
 
 
+def _kernels_and_torch() -> tuple[bool, bool]:
+    """In a worker: whether the cube kernels were compiled or loaded already (numba dispatchers
+    hold their signatures), and whether torch is imported."""
+    import sys
+
+    kernels = sys.modules["pipeline.cube.build"]._apply_table.signatures
+    return bool(kernels), "torch" in sys.modules
+
+
+def test_a_prestarted_fork_server_serves_the_cluster_that_needs_no_more() -> None:
+    """``sitsflow run`` starts the fork server before planning; the cluster started later forks
+    its workers from it (modules and kernels loaded, no torch in a scikit-learn run), unless it
+    needs a module the server did not preload."""
+    compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
+    clusters.prestart_fork_server("sklearn")
+    try:
+        server = clusters.forkserver_pid()
+        assert server is not None
+        with open_client(compute, preload=stage_modules(["samples", "predict"])) as client:
+            assert clusters.forkserver_pid() == server
+            seen = client.run(_loaded_at_start, "pipeline.stages.predict")
+            ((loaded, _, parent),) = seen.values()
+            assert loaded and parent == server
+            assert list(client.run(_kernels_and_torch).values()) == [(True, False)]
+        assert clusters.forkserver_pid() is None  # stopped with its cluster
+        clusters.prestart_fork_server("sklearn")
+        first = clusters.forkserver_pid()
+        with open_client(compute, preload=["pipeline.postprocess.vectorize", "json"]):
+            assert clusters.forkserver_pid() not in (None, first)  # "json" was not preloaded
+    finally:
+        clusters.stop_fork_server()
+
+
 def test_the_starter_reports_when_its_workers_are_ready() -> None:
     compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
     starter = ClusterStarter(compute, "test", ["mosaic"], preload=True)

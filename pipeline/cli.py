@@ -516,10 +516,10 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
     try:
         if kind is not None:
             # The local workers' fork server imports their modules on the second core while
-            # this one validates and plans (pipeline.run.clusters: prestart_fork_server).
-            from pipeline.run.clusters import prestart_fork_server
+            # this one validates and plans (pipeline.run.forkserver, light to import).
+            from pipeline.run import forkserver
 
-            prestart_fork_server(kind)
+            forkserver.prestart(kind)
         manifest = _load(manifest_path, store)
         log.run = manifest.name
         from pipeline.manifest import resolve
@@ -550,9 +550,9 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         for cluster in started:
             cluster.close()
         if kind is not None:  # a run that stopped before its cluster started, or had no work
-            from pipeline.run.clusters import stop_fork_server
+            from pipeline.run import forkserver
 
-            stop_fork_server()
+            forkserver.stop()
     summary = result.summary
     log.info(f"run {manifest.name} finished; outputs:", "run.finished", summary=summary)
     for label, key in (

@@ -34,8 +34,10 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import ComputeError
+from pipeline.run import forkserver
 from pipeline.run.config import ComputeConfig
-from pipeline.run.dask_spec import WORKER_SPAWN_ENVIRON, worker_environment
+from pipeline.run.dask_spec import worker_environment
+from pipeline.run.forkserver import WORKER_SPAWN_ENVIRON
 from pipeline.run.kube import MANAGED_BY, closed_cluster, cluster_name, kubernetes_cluster_spec
 
 __all__ = ["MANAGED_BY", "cluster_name", "kubernetes_cluster_spec"]  # (pipeline.run.kube's)
@@ -79,91 +81,30 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
 }
 
 
-# --- a fork server for a local cluster's workers -------------------------------------------------
-#
-# A spawned worker starts a bare interpreter and imports distributed, numpy, rasterio, zarr,
-# scikit-learn (skops.io imports torch through it) and the stages' code: about 5 CPU s each, twice
-# on two workers, on the two cores the driver plans on. With ``preload``, the workers are forked
-# instead from multiprocessing's fork server, which imports all of that once, in one process, and
-# loads the compiled kernels there too (``pipeline.run.preload``); each worker then starts with
-# every module and kernel loaded (shared, copy-on-write). The server is single-threaded when it
-# forks (imports start no thread), and it lives as long as the cluster. ``sitsflow run`` starts
-# it as soon as it knows the run is local (``prestart_fork_server``), so that its 5 s of imports
-# run on the second core while the driver validates and plans on the first; the cluster then
-# forks its workers from it. Its environment is the driver's at that moment (credentials
-# included, as a spawned worker inherits them) plus the nanny's spawn settings.
-
-#: The modules the running fork server preloaded (empty: none runs, or not one of ours).
-_server_modules: frozenset[str] = frozenset()
+# --- the fork server of a local cluster's workers (pipeline.run.forkserver) ----------------------
 
 
-def _spawn_environment() -> dict[str, str]:
-    """What dask's nanny would set before spawning a worker (OMP_NUM_THREADS=1, ...), less the
-    keys set to None (see LOCAL_CLUSTER_CONFIG): a forked worker gets its environment from the
-    fork server, so the server must start with it."""
-    with dask.config.set(LOCAL_CLUSTER_CONFIG):  # (restored on exit, in the same dict)
-        settings = dask.config.get("distributed.nanny.pre-spawn-environ")
-        return {k: str(v) for k, v in settings.items() if v is not None}
+def preloaded_modules(preload: str) -> tuple[str, ...]:
+    """The warm-up names a fork server's preload (``forkserver.MODULES_VARIABLE``) stands for."""
+    if preload.startswith(forkserver.ALL_STAGES):
+        from pipeline.stages import stage_names
+
+        return stage_modules(stage_names(), preload.removeprefix(forkserver.ALL_STAGES))
+    return tuple(filter(None, preload.split(",")))
 
 
 def start_fork_server(modules: Sequence[str]) -> None:
-    """A fork server that preloaded ``modules`` (warm-up names: ``module:function`` imports the
-    module and calls the function): the running one when it preloaded all of them already (one
-    that ``prestart_fork_server`` started), else a new one in its place."""
-    global _server_modules
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    from pipeline.run.preload import MODULES_VARIABLE
-
-    if forkserver_pid() is not None and _server_modules.issuperset(modules):
+    """A fork server that preloaded ``modules`` (warm-up names): the running one when it
+    preloaded all of them already (one that ``forkserver.prestart`` started), else a new one."""
+    running = forkserver.running()
+    if running is not None and set(modules) <= set(preloaded_modules(running)):
         return
-    stop_fork_server()
-    multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["distributed", "pipeline.run.preload"]
-    )
-    # The server inherits this process's environment when it starts: the nanny's settings and
-    # the list of modules for a while (key by key: the planning thread reads the environment
-    # meanwhile).
-    environment = {**_spawn_environment(), MODULES_VARIABLE: ",".join(modules)}
-    before = {name: os.environ.get(name) for name in environment}
-    try:
-        os.environ.update(environment)
-        forkserver.ensure_running()
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    _server_modules = frozenset(modules)
+    forkserver.start(",".join(modules))
 
 
-def prestart_fork_server(model_kind: str = "sklearn") -> None:
-    """Start the fork server of a local cluster before planning, with every stage's modules
-    (the cluster, started once planning knows the stages left, forks its workers from it)."""
-    from pipeline.stages import stage_names
-
-    start_fork_server(stage_modules(stage_names(), model_kind))
-
-
-def forkserver_pid() -> int | None:
-    """The fork server's process id while one runs."""
-    from multiprocessing import forkserver
-
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    return int(pid) if pid is not None else None
-
-
-def stop_fork_server() -> None:
-    """Stop the fork server, once its workers are gone (it exits when told, after its preload)."""
-    global _server_modules
-    from multiprocessing import forkserver
-
-    _server_modules = frozenset()
-    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's, since 3.4
-    if stop is not None:
-        stop()
+forkserver_pid = forkserver.pid
+stop_fork_server = forkserver.stop
+prestart_fork_server = forkserver.prestart
 
 
 # --- clients -------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from typing import Any
 
 from dask.utils import parse_bytes
 
+from pipeline.run.forkserver import WORKER_SPAWN_ENVIRON
+
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 WORKER_DASHBOARD_PORT = 8788  # what make_worker_spec opens
@@ -74,24 +76,9 @@ def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     return out
 
 
-#: The environment a worker process starts with, set by the nanny before it spawns one (dask's
-#: ``distributed.nanny.pre-spawn-environ``; None drops dask's own value):
-#:
-#: * MALLOC_TRIM_THRESHOLD_ dropped: setting it at all turns off glibc's dynamic mmap threshold,
-#:   so every array above 128 KiB is mmap'd and unmapped again (cube chunks 1.7x slower, system
-#:   time from page faults);
-#: * NUMPY_MADVISE_HUGEPAGE=0: numpy asks for transparent huge pages on every array of 4 MiB or
-#:   more, and where the kernel's THP defrag setting is "madvise" (Debian's and Ubuntu's default)
-#:   each first touch of such an array compacts memory synchronously: a worker's first chunk took
-#:   4.7 s instead of 2.0 (2.7 s of system time faulting its chunk buffers and feature table) and
-#:   every later one 0.15 s more (``bench.chain``: predict stage 17.6 -> 12.6 s). numpy reads it
-#:   when it is imported, hence before the process starts.
-WORKER_SPAWN_ENVIRON: dict[str, str | None] = {
-    "MALLOC_TRIM_THRESHOLD_": None,
-    "NUMPY_MADVISE_HUGEPAGE": "0",
-}
-#: ``dask worker`` in a pod: the same (dask reads the setting from the environment; one variable
-#: per key would be lower-cased by dask, a dict is merged into the nanny's defaults).
+#: ``dask worker`` in a pod spawns its worker process with ``WORKER_SPAWN_ENVIRON`` (why: see
+#: ``pipeline.run.forkserver``). dask reads the setting from the environment; one variable per key
+#: would be lower-cased by dask, a dict is merged into the nanny's defaults.
 WORKER_POD_ENV: dict[str, str] = {
     "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(WORKER_SPAWN_ENVIRON),
 }

@@ -491,9 +491,11 @@ def _run_name(document: dict[str, Any]) -> str | None:
 
 
 def _local_model_kind(document: dict[str, Any]) -> str | None:
-    """The raw manifest's model kind when its cluster is local (the default); None otherwise."""
+    """The raw manifest's model kind when it has a spec and its cluster is local (the default);
+    None otherwise."""
     spec = document.get("spec")
-    spec = spec if isinstance(spec, dict) else {}
+    if not isinstance(spec, dict):
+        return None
     compute, model = spec.get("compute"), spec.get("model")
     cluster = compute.get("cluster", "local") if isinstance(compute, dict) else "local"
     kind = model.get("kind", "sklearn") if isinstance(model, dict) else "sklearn"

@@ -18,6 +18,7 @@ worker inherits them) plus the nanny's spawn settings (``WORKER_SPAWN_ENVIRON``)
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -118,11 +119,17 @@ def pid() -> int | None:
 
 
 def stop() -> None:
-    """Stop the fork server, once its workers are gone (it exits when told, after its preload)."""
+    """Stop the fork server at once, even in the middle of its preload (a run that failed while
+    planning): it has nothing to finish, the workers it forked are processes of their own."""
     global _running
+    import signal
     from multiprocessing import forkserver
 
     _running = None
+    server = pid()
+    if server is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGTERM)
     stop_server = getattr(forkserver._forkserver, "_stop", None)  # CPython's, since 3.4
     if stop_server is not None:
-        stop_server()
+        stop_server()  # closes its socket and reaps it

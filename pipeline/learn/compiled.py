@@ -126,6 +126,14 @@ def engine_versions() -> dict[str, str] | None:
         return None
 
 
+def import_engine() -> None:
+    """Import the converter and the engine when installed (a worker's warm-up: 1 s of imports
+    that the first train or predict unit would pay)."""
+    if engine_versions() is not None:
+        import onnxruntime  # noqa: F401
+        import skl2onnx  # noqa: F401
+
+
 def artefact_name(model_file: Path, versions: dict[str, str]) -> str:
     """``compiled/<key>.onnx``: the key hashes the estimator's file, the converter's versions and
     this module's format (not the engine's: it reads any version's file of its opset)."""

@@ -206,19 +206,46 @@ def worker_capacity(client: Client) -> list[tuple[str, int, int]]:
 
 #: Saves and loads scikit-learn models (without torch): not needed by a torch model.
 SKOPS = "pipeline.learn.sklearn_store:import_skops"
+#: Predicts scikit-learn forests compiled (converter and engine): not needed by a torch model.
+COMPILED = "pipeline.learn.compiled:import_engine"
 
 
 def stage_modules(stages: Sequence[str], model_kind: str = "sklearn") -> tuple[str, ...]:
     """The modules the units of ``stages`` import on a worker, once each, from the registry:
     each stage's own module, then what it names in ``worker_imports`` (the first unit of a stage
-    would pay for them); no skops for a torch model."""
+    would pay for them); no skops nor compiled engine for a torch model."""
     from pipeline.stages import get
 
     wanted: list[str] = []
     for name in stages:
         stage = get(name)
         wanted += [type(stage).__module__, *getattr(stage, "worker_imports", ())]
-    return tuple(m for m in dict.fromkeys(wanted) if m != SKOPS or model_kind != "torch")
+    scikit_learn_only = {SKOPS, COMPILED} if model_kind == "torch" else set()
+    return tuple(m for m in dict.fromkeys(wanted) if m not in scikit_learn_only)
+
+
+def driver_modules(stages: Sequence[str]) -> tuple[str, ...]:
+    """What the units of ``stages`` that run on the driver import (each stage's
+    ``driver_imports``), from the registry."""
+    from pipeline.stages import get
+
+    wanted = [m for name in stages for m in getattr(get(name), "driver_imports", ())]
+    return tuple(dict.fromkeys(wanted))
+
+
+def import_in_background(modules: Sequence[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread of this process (the driver, while the workers
+    compute): a unit that needs them later finds them loaded. A failure is left to that unit's
+    own import, which reports it."""
+
+    def run() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                import_modules([name])
+
+    thread = threading.Thread(target=run, name="sitsflow-driver-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def import_modules(modules: Sequence[str]) -> list[str]:

@@ -22,7 +22,14 @@ from typing import Any
 from pipeline import __version__
 from pipeline import stages as registry
 from pipeline.errors import ComputeError
-from pipeline.run.clusters import ClusterStarter, WarmUp, open_client, worker_capacity
+from pipeline.run.clusters import (
+    ClusterStarter,
+    WarmUp,
+    driver_modules,
+    import_in_background,
+    open_client,
+    worker_capacity,
+)
 from pipeline.run.context import RunContext
 from pipeline.run.estimate import WorkEstimate, check_memory
 from pipeline.run.executor import Executor, StageOutcome
@@ -134,7 +141,9 @@ def _execute(
             )
 
     started = time.perf_counter()
-    pending = sum(len(Ledger(store).split(units)[1]) for units in plan.units.values())
+    ledger = Ledger(store)
+    left = {name: len(ledger.split(units)[1]) for name, units in plan.units.items()}
+    pending = sum(left.values())
     dashboard: str | None = None
     memory_summary: dict[str, Any] = {"peak_worker_memory_bytes": 0, "workers_seen": 0}
     with contextlib.ExitStack() as stack:
@@ -155,6 +164,8 @@ def _execute(
             _report_warm_up(cluster.ready(timeout=config.compute.connect_timeout_s), progress)
         if not pending:
             progress.info("every unit is finished already: nothing to compute", "run.complete")
+        else:  # what the driver's own units import, loaded while the workers compute
+            import_in_background(driver_modules([name for name, n in left.items() if n]))
         executor = Executor(
             store,
             session,

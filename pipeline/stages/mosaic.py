@@ -278,6 +278,8 @@ class Mosaic:
         "pipeline.predict.stac",
         "pipeline.validate.mapped_area",
     )
+    # What its units run on the driver import (the STAC catalog), imported while others compute.
+    driver_imports = ("pipeline.predict.stac", "pipeline.validate.mapped_area")
 
     def plan(self, context: PlanContext) -> StagePlan:
         config, layout = context.config, context.layout

@@ -419,6 +419,8 @@ class Validate:
         "pipeline.learn",
         "pipeline.learn.sklearn_store:import_skops",
     )
+    # What its unit, run on the driver, imports (matplotlib ...), imported while others compute.
+    driver_imports = ("pipeline.validate.report",)
 
     def plan(self, context: PlanContext) -> StagePlan:
         layout = context.layout

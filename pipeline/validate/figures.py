@@ -27,8 +27,9 @@ from pipeline.errors import InputDataError
 from pipeline.model import ClassInfo
 from pipeline.validate.metrics import ClassificationMetrics
 
-#: The quicklook reads the maps decimated so that neither side exceeds this many pixels.
-QUICKLOOK_MAX_PIXELS = 2000
+#: Pixels read per side of a map for its quicklook: a panel is 6.5 in at 120 dpi (780 px), so
+#: more only costs rendering (a 2048 px map: 1.0 s of savefig at 2000, 0.3 s at 1000).
+QUICKLOOK_MAX_PIXELS = 1000
 
 _DPI = 120
 _UNKNOWN_COLOR = "#000000"  # map codes that are not in the legend

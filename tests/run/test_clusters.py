@@ -18,6 +18,7 @@ import yaml
 from pipeline.errors import ComputeError
 from pipeline.run import clusters
 from pipeline.run.clusters import (
+    COMPILED,
     SKOPS,
     ClusterStarter,
     QuickExit,
@@ -271,8 +272,9 @@ def test_the_warm_up_follows_the_stages_and_the_model() -> None:
     )
     predict = stage_modules(["predict", "validate"])
     assert predict[0] == "pipeline.stages.predict" and len(set(predict)) == len(predict)
-    assert SKOPS in predict
-    assert SKOPS not in stage_modules(["train", "predict", "validate"], model_kind="torch")
+    assert SKOPS in predict and COMPILED in predict
+    torch = stage_modules(["train", "predict", "validate"], model_kind="torch")
+    assert SKOPS not in torch and COMPILED not in torch
     assert stage_modules(["discover"]) == ("pipeline.stages.discover",)
     # What the warm-up names is importable (a module:function is called).
     assert clusters.import_modules(stage_modules(["cube", "mosaic"])) == list(
@@ -305,3 +307,20 @@ def test_a_pod_worker_starts_without_the_nanny_malloc_setting(
     assert seen["OMP_NUM_THREADS"] == "1"
     assert seen["MALLOC_TRIM_THRESHOLD_"] == (None if in_pod_env else "65536")
     assert madvise is not in_pod_env
+
+
+def test_the_driver_imports_its_units_modules_in_the_background() -> None:
+    """What the driver's own units (the STAC catalog, the report) import is named by their
+    stages and loaded in a thread while the workers compute; a module that fails to import is
+    left to the unit, which reports it."""
+    import sys
+
+    assert clusters.driver_modules(["predict", "mosaic", "validate"]) == (
+        "pipeline.predict.stac",
+        "pipeline.validate.mapped_area",
+        "pipeline.validate.report",
+    )
+    sys.modules.pop("json.tool", None)
+    thread = clusters.import_in_background(["no_such_module_here", "json.tool"])
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "json.tool" in sys.modules

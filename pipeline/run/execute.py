@@ -148,6 +148,8 @@ def _execute(
     memory_summary: dict[str, Any] = {"peak_worker_memory_bytes": 0, "workers_seen": 0}
     with contextlib.ExitStack() as stack:
         client = None
+        if pending:  # what the driver's own units import, while it waits for the workers
+            import_in_background(driver_modules([name for name, n in left.items() if n]))
         if cluster is not None:
             client = cluster.client()
         elif pending:  # a finished run needs no cluster to report on itself
@@ -164,8 +166,6 @@ def _execute(
             _report_warm_up(cluster.ready(timeout=config.compute.connect_timeout_s), progress)
         if not pending:
             progress.info("every unit is finished already: nothing to compute", "run.complete")
-        else:  # what the driver's own units import, loaded while the workers compute
-            import_in_background(driver_modules([name for name, n in left.items() if n]))
         executor = Executor(
             store,
             session,

@@ -79,11 +79,13 @@ _KERNEL_REPORT = """
 import importlib, json, pathlib, re, sys
 from numba.core.registry import CPUDispatcher
 from pipeline.cube.build import load_kernels
+from pipeline.learn.rows import load_kernels as load_rows_kernels
 from pipeline.postprocess._kernels import load_kernels as load_postprocess_kernels
 load_kernels()
+load_rows_kernels()
 load_postprocess_kernels()
 report = {}
-for folder in ("pipeline/cube", "pipeline/postprocess"):
+for folder in ("pipeline/cube", "pipeline/learn", "pipeline/postprocess"):
     for path in sorted(pathlib.Path(folder).rglob("*.py")):
         if not re.search(r"numba\\.(n)?jit\\(", path.read_text(encoding="utf-8")):
             continue
@@ -106,7 +108,7 @@ json.dump(report, sys.stdout)
 
 def test_kernels_compiled_at_install_are_loaded_by_the_next_process(tmp_path: Path) -> None:
     # The install's step (`sitsflow warm`) in one process, a run's first use in another, on a
-    # cache of their own: every kernel of the cube and of post-processing is cached
+    # cache of their own: every kernel of the cube, the pixel table and post-processing is cached
     # (cache=True), the warm step runs every one of them, and the second process compiles nothing.
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     install = subprocess.run(
@@ -127,8 +129,9 @@ def test_kernels_compiled_at_install_are_loaded_by_the_next_process(tmp_path: Pa
         check=True,
     )
     first_run: dict[str, dict[str, object]] = json.loads(done.stdout)
-    assert len(first_run) >= 13, first_run  # 8 of the cube, 5 of post-processing
-    assert any(name.startswith("pipeline.postprocess.") for name in first_run), first_run
+    assert len(first_run) >= 15, first_run  # 8 of the cube, 2 of the table, 5 of post-processing
+    for package in ("pipeline.learn.", "pipeline.postprocess."):
+        assert any(name.startswith(package) for name in first_run), first_run
     for name, kernel in first_run.items():
         assert kernel["signatures"], (name, kernel)  # the warm step ran it
         assert str(kernel["cache"]).startswith(str(tmp_path)), (name, kernel)  # cache=True

@@ -24,8 +24,9 @@ class ChunkBuffers:
     A 512 px chunk of 32 dates, 4 bands and 37 target dates needs about 330 MB of arrays
     (inputs, gap-filled bands, indices), and its feature table as many again. An array taken
     from here is valid until the same name is taken again, so only code that is done with a
-    chunk's arrays before it starts the next one (``build_chunk``, ``stream_features``) passes
-    buffers. Memory held: the largest chunk's arrays, per thread that built one.
+    chunk's arrays before it starts the next one (``build_chunk``, ``stream_features``,
+    ``pipeline.learn.rows.pixel_rows``) passes buffers. Memory held: the largest chunk's
+    arrays, per thread that built one.
     """
 
     def __init__(self) -> None:

@@ -102,11 +102,6 @@ def start_fork_server(modules: Sequence[str]) -> None:
     forkserver.start(",".join(modules))
 
 
-forkserver_pid = forkserver.pid
-stop_fork_server = forkserver.stop
-prestart_fork_server = forkserver.prestart
-
-
 # --- clients -------------------------------------------------------------------------------------
 
 
@@ -141,7 +136,7 @@ def open_client(
                     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
                 )
                 start_fork_server(preload)
-                stack.callback(stop_fork_server)  # after the cluster closes (callbacks: LIFO)
+                stack.callback(forkserver.stop)  # after the cluster closes (callbacks: LIFO)
             local = LocalCluster(
                 n_workers=compute.workers,
                 threads_per_worker=compute.threads_per_worker,

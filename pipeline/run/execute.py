@@ -148,8 +148,9 @@ def _execute(
     memory_summary: dict[str, Any] = {"peak_worker_memory_bytes": 0, "workers_seen": 0}
     with contextlib.ExitStack() as stack:
         client = None
-        if pending:  # what the driver's own units import, while it waits for the workers
-            import_in_background(driver_modules([name for name, n in left.items() if n]))
+        imports = driver_modules([name for name, n in left.items() if n])
+        if imports:  # what the driver's own units import, while it waits for the workers
+            import_in_background(imports)
         if cluster is not None:
             client = cluster.client()
         elif pending:  # a finished run needs no cluster to report on itself

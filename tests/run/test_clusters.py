@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ComputeError
-from pipeline.run import clusters
+from pipeline.run import clusters, forkserver
 from pipeline.run.clusters import (
     COMPILED,
     SKOPS,
@@ -196,12 +196,12 @@ def test_a_preloaded_cluster_forks_its_workers_with_the_stages_modules_imported(
     module = "pipeline.postprocess.vectorize"  # imported by no test module, nor by the warm-up
     compute = ComputeConfig(workers=2, dashboard_port=0, memory_limit="1GiB")
     with open_client(compute, preload=[module]) as client:
-        server = clusters.forkserver_pid()
+        server = forkserver.pid()
         seen = list(client.run(_loaded_at_start, module).values())
         assert server and seen == [(True, "1", server)] * 2  # forked from it, env of the nanny
         # numpy imported in the server with the spawn environment: no huge-page requests.
         assert set(client.run(np._core.multiarray._get_madvise_hugepage).values()) == {False}
-    assert clusters.forkserver_pid() is None  # the server lives as long as the cluster
+    assert forkserver.pid() is None  # the server lives as long as the cluster
     # Spawned (no preload): a worker starts bare, and its parent is the driver (the nanny).
     with open_client(dataclasses.replace(compute, workers=1)) as client:
         ((loaded, omp, parent),) = client.run(_loaded_at_start, module).values()
@@ -223,23 +223,23 @@ def test_a_prestarted_fork_server_serves_the_cluster_that_needs_no_more() -> Non
     its workers from it (modules and kernels loaded, no torch in a scikit-learn run), unless it
     needs a module the server did not preload."""
     compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
-    clusters.prestart_fork_server("sklearn")
+    forkserver.prestart("sklearn")
     try:
-        server = clusters.forkserver_pid()
+        server = forkserver.pid()
         assert server is not None
         with open_client(compute, preload=stage_modules(["samples", "predict"])) as client:
-            assert clusters.forkserver_pid() == server
+            assert forkserver.pid() == server
             seen = client.run(_loaded_at_start, "pipeline.stages.predict")
             ((loaded, _, parent),) = seen.values()
             assert loaded and parent == server
             assert list(client.run(_kernels_and_torch).values()) == [(True, False)]
-        assert clusters.forkserver_pid() is None  # stopped with its cluster
-        clusters.prestart_fork_server("sklearn")
-        first = clusters.forkserver_pid()
+        assert forkserver.pid() is None  # stopped with its cluster
+        forkserver.prestart("sklearn")
+        first = forkserver.pid()
         with open_client(compute, preload=["pipeline.postprocess.vectorize", "json"]):
-            assert clusters.forkserver_pid() not in (None, first)  # "json" was not preloaded
+            assert forkserver.pid() not in (None, first)  # "json" was not preloaded
     finally:
-        clusters.stop_fork_server()
+        forkserver.stop()
 
 
 def test_the_starter_reports_when_its_workers_are_ready() -> None:

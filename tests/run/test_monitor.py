@@ -23,6 +23,10 @@ from pipeline.run.progress import Progress
 from tests.run.helpers import cli, demo_manifest, events, wait_until
 
 HELD = 300 * 2**20
+# An idle spawned worker holds its interpreter and what unpickling this module's functions
+# imports (pandas, scikit-learn, numba through tests.run.helpers): 0.3-0.4 GiB, by test order.
+IDLE_AT_MOST = 2**30
+LIMIT = "2GiB"
 
 
 def hold_memory(seconds: float) -> int:
@@ -34,7 +38,7 @@ def hold_memory(seconds: float) -> int:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    compute = ComputeSpec(workers=1, dashboard_port=0, memory_limit="1GiB")
+    compute = ComputeSpec(workers=1, dashboard_port=0, memory_limit=LIMIT)
     with open_client(compute, run="monitor-test") as connected:
         yield connected
 
@@ -43,13 +47,13 @@ def test_the_peak_is_the_most_a_worker_held_and_within_its_limit(client: Client)
     (name,) = [w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
     with MemoryMonitor(client, interval=0.1) as monitor:
         before = monitor.peak
-        assert 0 < before < HELD  # an idle worker: its interpreter and imports
+        assert 0 < before < IDLE_AT_MOST  # an idle worker: its interpreter and imports
         assert client.submit(hold_memory, 4.0, pure=False).result() == HELD
     summary = monitor.summary()
     assert summary["peak_worker"] == str(name) and summary["workers_seen"] == 1
-    assert summary["peak_worker_memory_limit_bytes"] == parse_bytes("1GiB")
+    assert summary["peak_worker_memory_limit_bytes"] == parse_bytes(LIMIT)
     # The worker's RSS while it held the block, seen in a heartbeat during the 4 s.
-    assert before + HELD * 0.9 <= summary["peak_worker_memory_bytes"] <= parse_bytes("1GiB")
+    assert before + HELD * 0.9 <= summary["peak_worker_memory_bytes"] <= parse_bytes(LIMIT)
     assert monitor.peaks == {str(name): summary["peak_worker_memory_bytes"]}
 
 

@@ -236,7 +236,7 @@ def demo(
 
 @app.command()
 def warm() -> None:
-    """Compile the numba kernels of the cube, the pixel table and post-processing, once.
+    """Compile the numba kernels of the cube, the pixel table, the trees and post-processing, once.
 
     The install runs it (scripts/bootstrap.sh), so that a first run's workers load the kernels
     (under a second) instead of compiling them (about 12 CPU s each). numba compiles again by
@@ -248,11 +248,13 @@ def warm() -> None:
 
     from pipeline.cube.build import load_kernels as cube_kernels
     from pipeline.learn.rows import load_kernels as rows_kernels
+    from pipeline.learn.trees import load_kernels as trees_kernels
     from pipeline.postprocess._kernels import load_kernels as postprocess_kernels
 
     started = time.perf_counter()
     cube_kernels()
     rows_kernels()
+    trees_kernels()
     postprocess_kernels()
     where = getattr(numba.config, "CACHE_DIR", "") or "__pycache__ beside their sources"
     typer.echo(f"numba kernels ready in {time.perf_counter() - started:.1f} s (cache: {where})")

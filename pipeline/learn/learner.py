@@ -24,9 +24,10 @@ import pandas as pd
 
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.contract import ModelContract, Task
-from pipeline.learn.rows import pixel_rows
+from pipeline.learn.rows import pixel_rows, valid_pixels
 
 __all__ = [
+    "BlockModel",
     "BlockPrediction",
     "Learner",
     "PixelLearner",
@@ -139,6 +140,17 @@ def core_of(block: np.ndarray, halo: int) -> np.ndarray:
     return block[..., halo:-halo, halo:-halo]
 
 
+@runtime_checkable
+class BlockModel(Protocol):
+    """A pixel model that reads a block's features where they lie, without a table
+    (:class:`pipeline.learn.compiled.CompiledForest`); a classifier has ``classes_``."""
+
+    def predict_pixels(self, block: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities (a classifier) or values of ``pixels`` (flat indices, C order) of a
+        (n_features, h, w) block."""
+        ...
+
+
 class PixelLearner:
     """Prediction of a per-pixel model: no halo, each pixel from its own features."""
 
@@ -150,6 +162,17 @@ class PixelLearner:
     ) -> BlockPrediction:
         core = core_of(block, halo)
         _, height, width = core.shape
+        if isinstance(model, BlockModel):  # no table: the model reads the block in place
+            pixels = valid_pixels(core)
+            valid = np.zeros(height * width, dtype=bool)
+            valid[pixels] = True
+            if not len(pixels):
+                return BlockPrediction(valid.reshape(height, width))
+            predicted = model.predict_pixels(core, pixels)
+            if task == "regression":
+                return BlockPrediction(valid.reshape(height, width), values=predicted)
+            classes = np.asarray(getattr(model, "classes_"))  # noqa: B009  (a classifier's)
+            return BlockPrediction(valid.reshape(height, width), classes, predicted)
         valid, rows = pixel_rows(core)
         if not len(rows):
             return BlockPrediction(valid.reshape(height, width))

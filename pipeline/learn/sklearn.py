@@ -414,13 +414,7 @@ class SklearnLearner(PixelLearner):
         """The estimator, predicting through the compiled engine where ``model.inference``
         allows and the estimator is supported (:mod:`pipeline.learn.compiled`)."""
         estimator = load_estimator(folder, contract)
-        inference = inference_of(contract)
-        if inference == "sklearn":
+        if inference_of(contract) == "sklearn":
             return estimator
-        model_file = folder / contract.model_file
-        found: Any = (
-            compiled.compiled_or_none(estimator, model_file, folder)
-            if inference == "compiled"
-            else compiled.auto_or_none(estimator, model_file, folder)
-        )
+        found = compiled.compiled_or_none(estimator)
         return estimator if found is None else found

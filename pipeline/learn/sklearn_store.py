@@ -1,6 +1,7 @@
 """The saved form of a scikit-learn model: a folder with the fitted estimator (``model.skops``, or
-``model.joblib`` when skops cannot serialize it), ``model.json`` (its contract) and, for a
-forest, its compiled predictor (``compiled/``: :mod:`pipeline.learn.compiled`).
+``model.joblib`` when skops cannot serialize it) and ``model.json`` (its contract). A forest's
+compiled predictor (:mod:`pipeline.learn.compiled`) is built from the estimator when it is
+loaded: nothing else to save.
 
 skops loading constructs only types it is allowed to, unlike a pickle.
 """
@@ -149,8 +150,6 @@ def save_model(estimator: Any, contract: ModelContract, folder: Path) -> None:
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         model_file = dump_estimator(estimator, tmp, contract.estimator)
-        if inference_of(contract) == "compiled":  # built once here; workers read it
-            compiled.build_artefact(estimator, tmp / model_file, tmp)
         saved = replace(
             contract,
             model_file=model_file,

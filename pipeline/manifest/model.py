@@ -157,9 +157,10 @@ class ModelSpec(_Strict):
     inference: Literal["auto", "sklearn", "compiled"] = Field(
         "auto",
         description="How tree ensembles (random forests, extra trees, gradient boosting) "
-        "predict: 'compiled' through ONNX Runtime, with scikit-learn's labels and its "
-        "probabilities to float precision; 'sklearn' with scikit-learn itself; 'auto' compiled "
-        "where the estimator is supported, scikit-learn otherwise (kinds sklearn and external).",
+        "predict: 'compiled' through sitsflow's compiled tree kernel, scikit-learn's "
+        "probabilities, values and labels to the bit, and an unsupported estimator refused; "
+        "'sklearn' with scikit-learn itself; 'auto' compiled where the estimator is supported, "
+        "scikit-learn otherwise (kinds sklearn and external).",
     )
     path: str | None = Field(
         None,

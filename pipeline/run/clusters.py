@@ -201,8 +201,8 @@ def worker_capacity(client: Client) -> list[tuple[str, int, int]]:
 
 #: Saves and loads scikit-learn models (without torch): not needed by a torch model.
 SKOPS = "pipeline.learn.sklearn_store:import_skops"
-#: Predicts scikit-learn forests compiled (converter and engine): not needed by a torch model.
-COMPILED = "pipeline.learn.compiled:import_engine"
+#: Predicts scikit-learn forests compiled (the trees' kernels): not needed by a torch model.
+COMPILED = "pipeline.learn.compiled:load_kernels"
 
 
 def stage_modules(stages: Sequence[str], model_kind: str = "sklearn") -> tuple[str, ...]:

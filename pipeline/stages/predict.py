@@ -204,7 +204,7 @@ class Predict:
         "pipeline.learn.sklearn_store:import_skops",
         "pipeline.cube.build:load_kernels",
         "pipeline.learn.rows:load_kernels",
-        "pipeline.learn.compiled:import_engine",
+        "pipeline.learn.compiled:load_kernels",
     )
 
     def plan(self, context: PlanContext) -> StagePlan:

@@ -201,11 +201,7 @@ class Train:
     needs = ("cube", "samples")
     # What its units import on a worker, loaded by the cluster warm-up (skops.io alone
     # takes a second: its import scans every scikit-learn estimator).
-    worker_imports = (
-        "pipeline.learn",
-        "pipeline.learn.sklearn_store:import_skops",
-        "pipeline.learn.compiled:import_engine",
-    )
+    worker_imports = ("pipeline.learn", "pipeline.learn.sklearn_store:import_skops")
 
     def plan(self, context: PlanContext) -> StagePlan:
         config = context.config

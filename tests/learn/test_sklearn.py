@@ -18,7 +18,7 @@ from sklearn.model_selection import GroupKFold
 
 from pipeline.errors import ModelError
 from pipeline.learn import load_model, save_model, train_model
-from pipeline.learn.compiled import AutoForest
+from pipeline.learn.compiled import CompiledForest
 from pipeline.learn.config import ModelConfig
 from pipeline.learn.sklearn import dump_estimator, load_skops
 from pipeline.samples.tables import read_sample_table
@@ -68,13 +68,15 @@ def test_slovenia_classification_saves_and_reloads_identically(tmp_path: Path) -
 
     save_model(model, contract, tmp_path / "model")
     found = sorted(p.name for p in (tmp_path / "model").iterdir())
-    # inference: auto converts the forest on its first large table, not at save (compiled/ then)
-    assert found == ["model.json", "model.skops"]
+    assert found == ["model.json", "model.skops"]  # the compiled predictor is built at load
     again, reloaded = load_model(tmp_path / "model")
     assert reloaded == replace(contract, versions=reloaded.versions, model_file="model.skops")
-    assert isinstance(again, AutoForest)
-    np.testing.assert_array_equal(  # the saved estimator, to the bit
+    assert isinstance(again, CompiledForest)
+    np.testing.assert_array_equal(  # the saved estimator, to the bit, and its compiled predictor
         model.predict_proba(patch.features), again.estimator.predict_proba(patch.features)
+    )
+    np.testing.assert_array_equal(
+        model.predict_proba(patch.features), again.predict_proba(patch.features)
     )
     np.testing.assert_array_equal(model.predict(patch.features), again.predict(patch.features))
 
@@ -142,7 +144,7 @@ def test_regression_forest_on_max_ndvi(tmp_path: Path) -> None:
     save_model(model, contract, tmp_path / "reg")
     again, loaded = load_model(tmp_path / "reg")
     assert loaded.task == "regression"
-    assert isinstance(again, AutoForest)  # a small table: scikit-learn's own values
+    assert isinstance(again, CompiledForest)  # scikit-learn's own values, to the bit
     np.testing.assert_array_equal(predicted, again.estimator.predict(patch.features[test]))
     np.testing.assert_array_equal(again.predict(patch.features[test]), predicted)
 

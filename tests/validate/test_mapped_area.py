@@ -149,6 +149,20 @@ def test_geographic_grid_weights_rows_by_latitude() -> None:
     assert counts.area[1] == pytest.approx(counts.area[2], rel=1e-12)
 
 
+@pytest.mark.parametrize("extra", [0, -3, 70_000])
+def test_codes_outside_a_label_maps_range_count_the_same(extra: int) -> None:
+    """Codes 0..65535 are counted by bincount, others (negative, large) by unique: one answer,
+    weighted areas included."""
+    grid = GridSpec("EPSG:4326", (1.0, 0.0, 10.0, 0.0, -1.0, 60.0), 3, 60)
+    labels = np.ones(grid.shape, np.int64)
+    labels[:, 1] = 2
+    labels[::2, 2] = extra
+    counts = count_classes([(w, labels[w.slices]) for w in grid.chunks(7)], grid, None, unit="km2")
+    assert counts.pixels == {1: 90, 2: 60, extra: 30}
+    assert counts.area[2] == pytest.approx(sum(row_cell_areas(grid, "km2")), rel=1e-12)
+    assert counts.area[extra] == pytest.approx(sum(row_cell_areas(grid, "km2")[::2]), rel=1e-12)
+
+
 def test_feet_crs_converts_to_metres() -> None:
     grid = GridSpec("EPSG:2227", (10.0, 0.0, 6e6, 0.0, -10.0, 2e6), 2, 2)  # US survey feet
     counts = count_classes([(Window(0, 0, 2, 2), np.ones((2, 2), np.uint8))], grid, None,

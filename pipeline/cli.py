@@ -534,21 +534,34 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         from pipeline.run.runner import execute, plan_run
 
         compute, model_kind = compute_config(manifest.spec.compute), manifest.spec.model.kind
+        if kind is not None:
+            # A local cluster starts now, while the driver plans: its workers fork from the
+            # server above once it has imported everything, so they take no CPU from planning
+            # (spawned workers importing for themselves did: planning took two to three times
+            # longer). Planning then tells it the stages left (``warm_up``).
+            started.append(
+                ClusterStarter(compute, manifest.name, model_kind=model_kind, preload=True)
+            )
+        work_ahead: list[str] = []
 
         def start_cluster(stages: list[str]) -> None:
             # The inputs checked out and work is left: the cluster starts while planning ends.
-            # Not earlier: on two cores, workers spawning and importing during planning took
-            # the CPU it needs (planning and the runner's imports took two to three times
-            # longer, more than the cluster's start-up they would have hidden). A local
-            # cluster's workers fork from one server that imports their modules once.
-            started.append(
-                ClusterStarter(compute, manifest.name, stages, model_kind=model_kind, preload=True)
-            )
+            work_ahead.extend(stages)
+            if started:
+                started[0].warm_up(stages)
+            else:
+                started.append(
+                    ClusterStarter(
+                        compute, manifest.name, stages, model_kind=model_kind, preload=True
+                    )
+                )
 
         plan = plan_run(resolve(manifest), resume=resume, on_work_ahead=start_cluster)
         progress = _progress(log)
         with progress:
-            result = execute(plan, progress, cluster=started[0] if started else None)
+            # A finished run reports on itself without a cluster.
+            cluster = started[0] if started and work_ahead else None
+            result = execute(plan, progress, cluster=cluster)
     except SitsflowError as exc:
         _fail(log, exc)
         return

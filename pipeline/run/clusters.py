@@ -275,6 +275,10 @@ class ClusterStarter:
     waits for it and raises what the start raised; ``ready()`` waits for the workers' warm-up
     too. ``preload``: a local cluster's workers are forked from a server that imported the
     warm-up's modules once (``start_fork_server``) instead of each importing them.
+
+    A cluster started before the stages left are known (a local run, forked from the server
+    ``forkserver.prestart`` started: its workers import nothing) gets them later, from
+    :meth:`warm_up`.
     """
 
     def __init__(
@@ -288,6 +292,7 @@ class ClusterStarter:
     ) -> None:
         self._compute = compute
         self._run = run
+        self._model_kind = model_kind
         self.modules = stage_modules(stages, model_kind)
         """The modules every worker imports before its first unit."""
         self._preload = preload and compute.cluster == "local"
@@ -296,6 +301,8 @@ class ClusterStarter:
         self._client: Client | None = None
         self._error: BaseException | None = None
         self._warm_up: list[Any] = []
+        self._lock = threading.Lock()  # the client and the warm-up, set from two threads
+        self._told = bool(stages)
         self._thread = threading.Thread(target=self._start, name="sitsflow-cluster", daemon=True)
         self._thread.start()
 
@@ -305,15 +312,31 @@ class ClusterStarter:
             client = self._stack.enter_context(
                 open_client(self._compute, run=self._run, preload=preload)
             )
-            if self.modules:
-                workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-                self._warm_up = [
-                    client.submit(import_modules, list(self.modules), workers=[w], pure=False)
-                    for w in workers
-                ]
-            self._client = client
+            with self._lock:
+                self._client = client
+                self._submit_warm_up()
         except BaseException as exc:  # handed to the thread that asks for the client
             self._error = exc
+
+    def _submit_warm_up(self) -> None:
+        """Each worker imports ``modules`` (under the lock, once the client is up)."""
+        if self._client is None or not self.modules or self._warm_up:
+            return
+        workers = list(self._client.scheduler_info(n_workers=-1).get("workers", {}))
+        self._warm_up = [
+            self._client.submit(import_modules, list(self.modules), workers=[w], pure=False)
+            for w in workers
+        ]
+
+    def warm_up(self, stages: Sequence[str]) -> None:
+        """The stages left, known once planning has the units: their modules are imported on
+        each worker as soon as the cluster is up (at once when it is)."""
+        modules = stage_modules(stages, self._model_kind)
+        with self._lock:
+            if not self._told:  # once: the stages of one plan
+                self._told = True
+                self.modules = modules
+                self._submit_warm_up()
 
     def client(self) -> Client:
         self._thread.join()
@@ -322,12 +345,13 @@ class ClusterStarter:
         assert self._client is not None
         return self._client
 
-    def ready(self, timeout: float | None = None) -> WarmUp:
+    def ready(self, timeout: float | None = None, *, since: float | None = None) -> WarmUp:
         """Wait for the client and every worker's warm-up (at most ``timeout`` seconds for the
-        warm-up); a warm-up that failed raises here, before any unit runs."""
+        warm-up); a warm-up that failed raises here, before any unit runs. ``since``: when the
+        caller started waiting (``time.perf_counter``), if before this call."""
         from distributed import wait
 
-        waiting = time.perf_counter()
+        waiting = time.perf_counter() if since is None else since
         client = self.client()
         finished = True
         if self._warm_up:

@@ -151,6 +151,7 @@ def _execute(
         imports = driver_modules([name for name, n in left.items() if n])
         if imports:  # what the driver's own units import, while it waits for the workers
             import_in_background(imports)
+        waiting = time.perf_counter()  # for the cluster: what planning did not hide
         if cluster is not None:
             client = cluster.client()
         elif pending:  # a finished run needs no cluster to report on itself
@@ -164,7 +165,8 @@ def _execute(
         if cluster is not None and pending:
             # Before the first stage: its timer and rates count its units, not the workers'
             # start and imports, which get their own line.
-            _report_warm_up(cluster.ready(timeout=config.compute.connect_timeout_s), progress)
+            warm = cluster.ready(timeout=config.compute.connect_timeout_s, since=waiting)
+            _report_warm_up(warm, progress)
         if not pending:
             progress.info("every unit is finished already: nothing to compute", "run.complete")
         executor = Executor(

@@ -254,6 +254,29 @@ def test_the_starter_reports_when_its_workers_are_ready() -> None:
         starter.close()
 
 
+@pytest.mark.parametrize("when", ["while starting", "once up"])
+def test_a_cluster_started_before_planning_warms_up_the_stages_it_is_told_later(
+    when: str,
+) -> None:
+    """``sitsflow run`` starts a local cluster before planning knows the stages left; planning
+    tells it (``warm_up``) before or after its workers are up: they import those stages' modules
+    once, and a second call changes nothing."""
+    compute = ComputeConfig(workers=1, dashboard_port=0, memory_limit="1GiB")
+    starter = ClusterStarter(compute, "test", preload=True)
+    try:
+        assert starter.modules == ()
+        if when == "once up":
+            starter.client()
+        starter.warm_up(["mosaic"])
+        starter.warm_up(["predict"])  # the warm-up is submitted once
+        warm = starter.ready(timeout=300)
+        assert warm.workers == 1 and warm.finished
+        assert starter.modules == stage_modules(["mosaic"])
+        assert [f.result() for f in starter._warm_up] == [list(stage_modules(["mosaic"]))]
+    finally:
+        starter.close()
+
+
 def test_a_closing_worker_freezes_its_heap() -> None:
     gc.unfreeze()
     try:

@@ -272,12 +272,8 @@ class Mosaic:
     name = NAME
     version = VERSION
     needs = ("cube", "samples", "predict", "smooth")
-    # What its units import on a worker, loaded by the cluster warm-up.
-    worker_imports = (
-        "pipeline.predict.outputs",
-        "pipeline.predict.stac",
-        "pipeline.validate.mapped_area",
-    )
+    # What its units import on a worker (the map files), loaded by the cluster warm-up.
+    worker_imports = ("pipeline.predict.outputs",)
     # What its units run on the driver import (the STAC catalog), imported while others compute.
     driver_imports = ("pipeline.predict.stac", "pipeline.validate.mapped_area")
 

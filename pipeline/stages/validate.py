@@ -413,13 +413,8 @@ class Validate:
     name = NAME
     version = VERSION
     needs = ("samples", "train", "mosaic")
-    # What its units import on a worker, loaded by the cluster warm-up.
-    worker_imports = (
-        "pipeline.validate.report",
-        "pipeline.learn",
-        "pipeline.learn.sklearn_store:import_skops",
-    )
-    # What its unit, run on the driver, imports (matplotlib ...), imported while others compute.
+    # Its one unit runs on the driver (none on a worker: no worker_imports). What it imports
+    # (matplotlib ...), imported while others compute.
     driver_imports = ("pipeline.validate.report",)
 
     def plan(self, context: PlanContext) -> StagePlan:

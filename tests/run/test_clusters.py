@@ -296,6 +296,8 @@ def test_the_warm_up_follows_the_stages_and_the_model() -> None:
     predict = stage_modules(["predict", "validate"])
     assert predict[0] == "pipeline.stages.predict" and len(set(predict)) == len(predict)
     assert SKOPS in predict and COMPILED in predict
+    # The validate stage's one unit runs on the driver: its report (matplotlib) is not preloaded.
+    assert "pipeline.validate.report" not in predict
     torch = stage_modules(["train", "predict", "validate"], model_kind="torch")
     assert SKOPS not in torch and COMPILED not in torch
     assert stage_modules(["discover"]) == ("pipeline.stages.discover",)

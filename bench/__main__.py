@@ -37,6 +37,9 @@ It generates its own data (seeded) and measures, on 2 worker processes of 1 thre
 * ``patch``: inference of a patch model (utae, 32 px patches blended at stride 16) against the
   pixel TempCNN, pixels per second of one thread on 256 px chunks and peak memory per process
   (``bench.patch``).
+* ``trees``: tree-ensemble inference, sitsflow's compiled kernel against scikit-learn's own
+  ``predict_proba`` on one thread (and ONNX Runtime where installed), for a forest of small and
+  one of fully grown trees (``bench.trees``; a wrong bit fails the suite).
 
 Wall seconds depend on what else runs on the machine: the load average is printed before and
 after, and CPU seconds are given beside wall seconds. The exit status is 1 when a result is
@@ -67,10 +70,21 @@ from bench import patch as patch_bench
 from bench import postprocess as postprocess_bench
 from bench import predict as predict_bench
 from bench import resume as resume_bench
+from bench import trees as trees_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # every path runs on 2 worker processes of 1 thread
-SECTIONS = ("cube", "predict", "scaling", "resume", "objects", "postprocess", "patch", "chain")
+SECTIONS = (
+    "cube",
+    "predict",
+    "scaling",
+    "resume",
+    "objects",
+    "postprocess",
+    "patch",
+    "trees",
+    "chain",
+)
 MIB = 2**20
 
 
@@ -453,6 +467,8 @@ def report(figures: dict[str, Any]) -> str:
         out += ["", postprocess_bench.report(figures["postprocess"])]
     if figures.get("patch"):
         out += ["", patch_bench.report(figures["patch"])]
+    if figures.get("trees"):
+        out += ["", trees_bench.report(figures["trees"])]
     if figures.get("whole_chain"):
         out += ["", chain_bench.report(figures["whole_chain"])]
         if figures.get("whole_chain_sizing"):
@@ -530,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         if "patch" in sections:  # patch model vs pixel TempCNN inference, one thread each
             figures["patch"] = patch_bench.run()
             print("  patch: patch and pixel inference measured", flush=True)
+        if "trees" in sections:  # the trees' kernel against scikit-learn's predict_proba
+            figures["trees"] = trees_bench.measure_all(500_000)
+            print("  trees: tree-ensemble inference measured", flush=True)
         if "chain" in sections:  # the whole chain against the floors, naive and eo-learn
             figures["whole_chain"] = chain_bench.measure(
                 work / "chain", args.chain_size, args.chain_dates, chunk=512
@@ -552,10 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     resume = figures.get("resume", {})
     maps = figures.get("whole_chain", {}).get("maps", {})
     # Wrong results (the resume cost at this reduced size is reported, not failed); fused and
-    # cube maps that differ, or compiled and scikit-learn labels, are wrong results too.
+    # cube maps that differ, compiled and scikit-learn maps, the trees' kernel and
+    # scikit-learn's probabilities, are wrong results too.
     if failed or resume.get("units_redone") or not resume.get("maps_identical", True):
         return 1
     if not all(maps.values()):
+        return 1
+    if not all(t["kernel_bit_equal"] for t in figures.get("trees", [])):
         return 1
     return 0
 

@@ -98,15 +98,9 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def measure_all(pixels: int) -> list[dict[str, Any]]:
+    """Both forests on ``pixels`` blended pixels (see the module's doc)."""
     from sklearn.ensemble import RandomForestClassifier
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pixels", type=int, default=500_000)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    pixels = 50_000 if args.quick else args.pixels
 
     stack, labels, _ = slovenia_stack()
     table = stack.reshape(stack.shape[0], -1).T.astype(np.float32)
@@ -124,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         forest = RandomForestClassifier(n_estimators=100, random_state=0)
         forest.fit(table[rows], labels.ravel()[rows])
         results.append(measure(name, forest, blends))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pixels", type=int, default=500_000)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    results = measure_all(50_000 if args.quick else args.pixels)
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -534,11 +534,13 @@ def _run(manifest_path: Path, store: str | None, *, resume: bool) -> None:
         from pipeline.run.runner import execute, plan_run
 
         compute, model_kind = compute_config(manifest.spec.compute), manifest.spec.model.kind
-        if kind is not None:
+        if kind is not None and not resume:
             # A local cluster starts now, while the driver plans: its workers fork from the
             # server above once it has imported everything, so they take no CPU from planning
             # (spawned workers importing for themselves did: planning took two to three times
-            # longer). Planning then tells it the stages left (``warm_up``).
+            # longer). Planning then tells it the stages left (``warm_up``). A new run always
+            # has work; a resumed one may have none (a cluster started for nothing cost a
+            # finished run's rerun 1 s), so it starts its cluster once planning finds work.
             started.append(
                 ClusterStarter(compute, manifest.name, model_kind=model_kind, preload=True)
             )

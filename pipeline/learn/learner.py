@@ -163,9 +163,7 @@ class PixelLearner:
         core = core_of(block, halo)
         _, height, width = core.shape
         if isinstance(model, BlockModel):  # no table: the model reads the block in place
-            pixels = valid_pixels(core)
-            valid = np.zeros(height * width, dtype=bool)
-            valid[pixels] = True
+            valid, pixels = valid_pixels(core)
             if not len(pixels):
                 return BlockPrediction(valid.reshape(height, width))
             predicted = model.predict_pixels(core, pixels)

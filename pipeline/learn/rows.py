@@ -19,13 +19,14 @@ from pipeline.buffers import thread_buffers
 __all__ = ["load_kernels", "pixel_rows", "valid_pixels"]
 
 
-def valid_pixels(block: np.ndarray) -> np.ndarray:
-    """The flat indices (C order, int64) of the pixels of a (n_features, h, w) block whose
-    features are all finite (none NaN): the pixels a model predicts."""
+def valid_pixels(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, pixels)`` of a (n_features, h, w) block: ``valid`` (h * w,) marks the pixels
+    whose features are all finite (none NaN), the pixels a model predicts; ``pixels`` are their
+    flat indices (C order, int64)."""
     _, height, width = block.shape
     valid = np.empty(height * width, dtype=bool)
     _valid_pixels(block, valid)
-    return np.flatnonzero(valid)
+    return valid, np.flatnonzero(valid)
 
 
 def pixel_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -153,6 +153,21 @@ def add_trees(trees: FlatTrees, features: np.ndarray, pixels: np.ndarray, out: n
     )
 
 
+@numba.njit(inline="always")
+def _down(
+    features: np.ndarray,
+    pixel: int,
+    node: int,
+    f: int,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    child: np.ndarray,
+) -> tuple[int, int]:  # pragma: no cover  (compiled)
+    """One step down a tree for one pixel: the child it goes to, and that child's feature."""
+    node = child[node] + (0 if features[f, pixel] <= threshold[node] else 1)
+    return node, feature[node]
+
+
 @numba.njit(cache=True, nogil=True)
 def _add_trees(
     features: np.ndarray,
@@ -193,29 +208,21 @@ def _add_trees(
                 # the eight is negative only when every one is).
                 while (f0 & f1 & f2 & f3 & f4 & f5 & f6 & f7) >= 0:
                     if f0 >= 0:
-                        n0 = child[n0] + (0 if features[f0, p0] <= threshold[n0] else 1)
-                        f0 = feature[n0]
+                        n0, f0 = _down(features, p0, n0, f0, feature, threshold, child)
                     if f1 >= 0:
-                        n1 = child[n1] + (0 if features[f1, p1] <= threshold[n1] else 1)
-                        f1 = feature[n1]
+                        n1, f1 = _down(features, p1, n1, f1, feature, threshold, child)
                     if f2 >= 0:
-                        n2 = child[n2] + (0 if features[f2, p2] <= threshold[n2] else 1)
-                        f2 = feature[n2]
+                        n2, f2 = _down(features, p2, n2, f2, feature, threshold, child)
                     if f3 >= 0:
-                        n3 = child[n3] + (0 if features[f3, p3] <= threshold[n3] else 1)
-                        f3 = feature[n3]
+                        n3, f3 = _down(features, p3, n3, f3, feature, threshold, child)
                     if f4 >= 0:
-                        n4 = child[n4] + (0 if features[f4, p4] <= threshold[n4] else 1)
-                        f4 = feature[n4]
+                        n4, f4 = _down(features, p4, n4, f4, feature, threshold, child)
                     if f5 >= 0:
-                        n5 = child[n5] + (0 if features[f5, p5] <= threshold[n5] else 1)
-                        f5 = feature[n5]
+                        n5, f5 = _down(features, p5, n5, f5, feature, threshold, child)
                     if f6 >= 0:
-                        n6 = child[n6] + (0 if features[f6, p6] <= threshold[n6] else 1)
-                        f6 = feature[n6]
+                        n6, f6 = _down(features, p6, n6, f6, feature, threshold, child)
                     if f7 >= 0:
-                        n7 = child[n7] + (0 if features[f7, p7] <= threshold[n7] else 1)
-                        f7 = feature[n7]
+                        n7, f7 = _down(features, p7, n7, f7, feature, threshold, child)
                 l0, l1, l2, l3 = child[n0], child[n1], child[n2], child[n3]
                 l4, l5, l6, l7 = child[n4], child[n5], child[n6], child[n7]
                 for j in range(k):
